@@ -1,0 +1,55 @@
+# colorloop: `make reproduce` and `make test` do all set-up themselves on a fresh Debian 12.
+# Each part of the artifact adds its own targets in mk/<part>.mk; this file holds what all share.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+QUICK      ?=
+export QUICK
+
+# Debian packages the artifact needs, installed only when missing (as root, or through sudo).
+APT_PACKAGES := wrk nginx apache2 curl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup apt venv test bench reproduce clean
+help:
+	@echo "make reproduce   run every experiment, figure and notebook (QUICK=1: a 5-minute version)"
+	@echo "make test        run the test suite"
+	@echo "make bench       only the benchmarks; make clean removes what the others made"
+
+setup: apt venv
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if ! $(PYTHON_SYS) -c 'import venv, ensurepip' 2>/dev/null; then missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "== apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@echo "== creating $(VENV) and installing pinned packages (pyproject.toml)"
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[full]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+
+reproduce: setup
+
+clean:
+	rm -rf artifact/figures/* build/ .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+include $(wildcard mk/*.mk)

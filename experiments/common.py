@@ -1,0 +1,143 @@
+"""What every benchmark shares: where results go, which CPUs each side gets, and what machine ran it.
+
+A timing on a shared, noisy machine only means something as a ratio against another timing taken in
+the same run, on the same machine. So every CSV is written together with a description of that
+machine (`<name>.machine.json` beside it), and CPU placement is decided in one place.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+import sysconfig
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "artifact" / "results"
+FIGURES = REPO / "artifact" / "figures"
+
+_PACKAGES = ("cryptography", "httptools", "aiohttp", "pandas", "matplotlib", "numpy")
+
+
+def quick() -> bool:
+    """QUICK=1 (from `make reproduce QUICK=1`) asks every experiment for its short version."""
+    return os.environ.get("QUICK", "") not in ("", "0")
+
+
+def python_label() -> str:
+    """'3.11' or '3.13t': the interpreter column every CSV carries."""
+    free = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    return f"{sys.version_info.major}.{sys.version_info.minor}{'t' if free else ''}"
+
+
+def gil_enabled() -> bool:
+    probe = getattr(sys, "_is_gil_enabled", None)
+    return True if probe is None else bool(probe())
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def allowed_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def machine_info() -> dict:
+    packages = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "cpu_model": cpu_model(),
+        "cpus_online": os.cpu_count(),
+        "cpus_allowed": allowed_cpus(),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_label": python_label(),
+        "gil_enabled": gil_enabled(),
+        "packages": packages,
+        "hostname": platform.node(),
+    }
+
+
+def machine_summary(info: dict | None = None) -> str:
+    """One line for a figure's footer: which machine, CPU, core count and Python made it."""
+    info = info or machine_info()
+    return (f"{info['cpu_model']}, {info['cpus_online']} CPUs, Linux {info['kernel']}, "
+            f"Python {info['python']}{' (free-threaded)' if not info['gil_enabled'] else ''}")
+
+
+def cpu_split(k: int) -> tuple[list[int], list[int], bool]:
+    """CPUs for a server using k of them, CPUs for its load generator, and whether they are disjoint.
+
+    The server gets the first k allowed CPUs. The load generator gets the rest; when nothing is left
+    (k == every CPU we have) it shares all of them, and the caller must say so on its figure.
+    """
+    cpus = allowed_cpus()
+    if not 1 <= k <= len(cpus):
+        raise ValueError(f"asked for {k} CPUs, this process may use {len(cpus)}: {cpus}")
+    server, rest = cpus[:k], cpus[k:]
+    if rest:
+        return server, rest, True
+    return server, cpus, False
+
+
+def cpu_counts() -> list[int]:
+    """1..the number of CPUs this process may use: the sweep every scaling experiment makes."""
+    return list(range(1, len(allowed_cpus()) + 1))
+
+
+def write_results(name: str, rows: list[dict], *, extra: dict | None = None) -> Path:
+    """Write rows to artifact/results/<name>.csv and the machine description beside it."""
+    if not rows:
+        raise ValueError(f"no rows to write for {name}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.csv"
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(k for k in row if k not in fields)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {"machine": machine_info(), "quick": quick(), "argv": sys.argv}
+    if extra:
+        meta.update(extra)
+    (RESULTS / f"{name}.machine.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return path
+
+
+def median_and_spread(values: list[float]) -> tuple[float, float, float]:
+    """Median, minimum and maximum of the trials: what each summary row reports."""
+    return statistics.median(values), min(values), max(values)
+
+
+def print_table(rows: list[dict], columns: list[str] | None = None) -> None:
+    if not rows:
+        return
+    columns = columns or list(rows[0])
+    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
