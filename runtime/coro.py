@@ -1,0 +1,205 @@
+"""`async def` on a color: each step of a coroutine is one callback of its task's color.
+
+libasync programs are chains of callbacks; Python programmers write coroutines. A `Task` drives a
+coroutine by running `coro.send()` as a callback of the task's color, so everything a coroutine
+does between two `await`s is serialised with every other callback of that color, exactly as if it
+had been written as callbacks. Awaiting a `Future` suspends the step; the future's completion (from
+any thread) schedules the next step on the task's color.
+
+Neither asyncio, Trio nor Twisted has this serialisation key: there, two coroutines either share one
+thread or share nothing.
+"""
+from __future__ import annotations
+
+import threading
+
+from . import _context
+from .callbacks import DEFAULT_COLOR
+
+_PENDING, _DONE = "pending", "done"
+
+
+class CancelledError(Exception):
+    """Raised inside a coroutine whose task was cancelled, at the `await` it was suspended in."""
+
+
+class InvalidStateError(Exception):
+    pass
+
+
+class Future:
+    """A result that will be set later, by any thread. Awaitable from a Task."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._result = None
+        self._exception: BaseException | None = None
+        self._callbacks: list | None = []
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def set_result(self, value) -> None:
+        self._complete(value, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._complete(None, exc)
+
+    def _complete(self, value, exc) -> None:
+        with self._lock:
+            if self._callbacks is None:
+                raise InvalidStateError("the future is already done")
+            self._result, self._exception = value, exc
+            callbacks, self._callbacks = self._callbacks, None
+            self._done.set()
+        for fn in callbacks:
+            fn(self)
+
+    def add_done_callback(self, fn) -> None:
+        """fn(future) once it is done: immediately, in this thread, if it already is."""
+        with self._lock:
+            if self._callbacks is not None:
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def result(self, timeout: float | None = None):
+        """The value, or raise the exception. Blocks up to `timeout` if called from a plain thread."""
+        if not self._done.wait(timeout):
+            raise TimeoutError("the future is not done")
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self):
+        if not self.done():
+            raise InvalidStateError("the future is not done")
+        return self._exception
+
+    def __await__(self):
+        if not self.done():
+            yield self
+        return self.result()
+
+
+class Task(Future):
+    """A coroutine whose every step runs as a callback of `color` on `loop`."""
+
+    def __init__(self, loop, coro, color=DEFAULT_COLOR):
+        if not hasattr(coro, "send"):
+            raise TypeError(f"spawn() needs a coroutine, got {coro!r}")
+        super().__init__()
+        self._loop = loop
+        self._coro = coro
+        self.color = color
+        self._waiting_on: Future | None = None
+        self._cancel_requested = False
+        loop.call_soon(self._step, None, None, color=color)
+
+    def cancel(self) -> bool:
+        """Throw CancelledError into the coroutine at its current await. False if already done."""
+        if self.done():
+            return False
+        self._cancel_requested = True
+        waiting = self._waiting_on
+        if waiting is not None and not waiting.done():
+            self._loop.call_soon(self._step, None, CancelledError(), color=self.color)
+        return True
+
+    def _step(self, value, exc) -> None:
+        if self.done():
+            return
+        if exc is None and self._cancel_requested and self._waiting_on is None:
+            exc = CancelledError()
+        self._waiting_on = None
+        try:
+            awaited = self._coro.send(value) if exc is None else self._coro.throw(exc)
+        except StopIteration as stop:
+            self.set_result(stop.value)
+            return
+        except BaseException as failure:       # the task's outcome, re-raised to who awaits it
+            self.set_exception(failure)
+            return
+        if not isinstance(awaited, Future):
+            self._loop.call_soon(self._step, None, TypeError(
+                f"a colorloop task can only await colorloop awaitables, not {awaited!r}"),
+                color=self.color)
+            return
+        self._waiting_on = awaited
+        awaited.add_done_callback(self._wake)
+
+    def _wake(self, awaited: Future) -> None:
+        if self._waiting_on is not awaited:
+            return      # cancelled meanwhile; that step already ran
+        try:
+            value, exc = awaited.result(), None
+        except BaseException as failure:
+            value, exc = None, failure
+        self._loop.call_soon(self._step, value, exc, color=self.color)
+
+    def __repr__(self):
+        state = "done" if self.done() else "pending"
+        return f"<Task {getattr(self._coro, '__qualname__', self._coro)} color={self.color!r} {state}>"
+
+
+# -- awaitables for coroutines running on a loop -------------------------------------------------
+def sleep(delay: float) -> Future:
+    """await runtime.sleep(s): resume on the task's color after `delay` seconds."""
+    fut = Future()
+    _context.current_loop().call_later(delay, _resolve, fut, None, color=_here())
+    return fut
+
+
+def readable(fd) -> Future:
+    """await runtime.readable(fd): resume once fd is readable (one shot)."""
+    return _fd_once(fd, "reader")
+
+
+def writable(fd) -> Future:
+    """await runtime.writable(fd): resume once fd is writable (one shot)."""
+    return _fd_once(fd, "writer")
+
+
+def _fd_once(fd, which: str) -> Future:
+    loop = _context.current_loop()
+    fut = Future()
+    add = loop.add_reader if which == "reader" else loop.add_writer
+    remove = loop.remove_reader if which == "reader" else loop.remove_writer
+
+    def fire():
+        remove(fd)
+        if not fut.done():
+            fut.set_result(None)
+    add(fd, fire, color=_here())
+    return fut
+
+
+def call_in_color(color, fn, *args) -> Future:
+    """await runtime.call_in_color(c, fn, x): run fn(x) as a callback of color c; get its result.
+
+    This is how a coroutine on one color uses state owned by another color (say, a cache kept on
+    its own color) without locks.
+    """
+    loop = _context.current_loop()
+    fut = Future()
+
+    def run():
+        try:
+            value = fn(*args)
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
+    loop.call_soon(run, color=color)
+    return fut
+
+
+def _resolve(fut: Future, value) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _here():
+    color = _context.current_color()
+    return DEFAULT_COLOR if color is None else color

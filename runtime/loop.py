@@ -1,0 +1,577 @@
+"""The event loop: libasync's amain() with libasync-smp's colored workers.
+
+One iteration of the loop thread, which is also worker 0:
+
+    1. run chores other threads handed it (fd (un)registrations, re-arming fds);
+    2. run a batch of its own callbacks (the default color 0 always lives here);
+    3. wait in select() for fds, the wake-up pipe or the next timer;
+    4. turn ready fds, signals and due timers into callbacks of their colors.
+
+Workers 1..N-1 are threads that only run callbacks of the colors the scheduler gives them. With
+every callback on color 0 the worker threads never get anything, and the program runs exactly as on
+a single-threaded event loop: the paper's incremental-parallelism claim.
+
+Any thread may schedule a callback; when the worker that must run it sleeps, the scheduler wakes it
+(a thread through a lock used as a semaphore, the loop thread through the wake-up pipe).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import selectors
+import signal
+import threading
+import time
+from collections import deque
+
+from . import _context
+from .callbacks import DEFAULT_COLOR, Handle, describe, resolve
+from .errors import log_report, make_report
+from .scheduler import Scheduler
+
+_BATCH = 64                     # loop-thread callbacks between two looks at the fds
+_EVENT_NAMES = {selectors.EVENT_READ: "reader", selectors.EVENT_WRITE: "writer"}
+
+
+class _FdCallback:
+    """A persistent fd callback. `armed` is False while its run is queued or running."""
+
+    __slots__ = ("fn", "args", "color", "event", "watch", "armed", "active")
+
+    def __init__(self, fn, args, color, event, watch):
+        self.fn, self.args, self.color, self.event, self.watch = fn, args, color, event, watch
+        self.armed = True
+        self.active = True
+
+
+class _FdWatch:
+    """What one fd is registered for: the mask the kernel polls and its reader and writer."""
+
+    __slots__ = ("fd", "reader", "writer", "mask")
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.reader = None
+        self.writer = None
+        self.mask = 0      # the events the selector currently polls for this fd
+
+
+class Loop:
+    """A colored event loop. See runtime/README.md for the API and its guarantees."""
+
+    def __init__(self, workers: int | None = None, scheduler: str = "hash", pin: bool = False,
+                 on_error=None):
+        self.workers = workers or os.cpu_count() or 1
+        self.pin = pin
+        self.on_error = on_error or log_report
+        self._sched = Scheduler(self.workers, scheduler)
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._sched.set_waker(0, self._write_wake)
+        self._sleepers = [None] + [threading.Lock() for _ in range(1, self.workers)]
+        for w in range(1, self.workers):
+            self._sleepers[w].acquire()
+            self._sched.set_waker(w, self._sleepers[w].release)
+        self._timers: list = []
+        self._timer_lock = threading.Lock()
+        self._timer_seq = itertools.count()
+        self._fds: dict[int, _FdWatch] = {}
+        self._chores: deque = deque()
+        self._signal_handlers: dict[int, tuple] = {}
+        self._signals_pending: deque = deque()
+        self._old_signal_handlers: dict = {}
+        self._old_wakeup_fd = None
+        self._loop_thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._closed = False
+        self._interrupted = False
+        self._fatal: BaseException | None = None
+        self._errors = 0
+        self._errors_lock = threading.Lock()
+        self._created = time.monotonic()
+
+    # -- scheduling (any thread) ----------------------------------------------------------------
+    def call_soon(self, fn, *args, color=DEFAULT_COLOR) -> Handle:
+        """Run fn(*args) as a callback of `color`, after the callbacks of that color queued before."""
+        self._check_open()
+        fn, args, color = resolve(fn, args, color)
+        handle = Handle(fn, args, color)
+        handle.enqueued_at = time.perf_counter()
+        self._sched.push(color, handle)
+        return handle
+
+    def call_later(self, delay: float, fn, *args, color=DEFAULT_COLOR) -> Handle:
+        """libasync's delaycb(): fn(*args) once, `delay` seconds from now."""
+        return self._add_timer(delay, None, fn, args, color)
+
+    def call_every(self, interval: float, fn, *args, color=DEFAULT_COLOR) -> Handle:
+        """fn(*args) every `interval` seconds until the handle is cancelled; missed ticks are skipped."""
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0, got {interval}")
+        return self._add_timer(interval, interval, fn, args, color)
+
+    def _add_timer(self, delay, interval, fn, args, color) -> Handle:
+        self._check_open()
+        fn, args, color = resolve(fn, args, color)
+        handle = Handle(fn, args, color)
+        handle._when = time.monotonic() + max(0.0, delay)
+        handle._interval = interval
+        with self._timer_lock:
+            heapq.heappush(self._timers, (handle._when, next(self._timer_seq), handle))
+            earliest = self._timers[0][2] is handle
+        if earliest and not self._on_loop_thread():
+            self._sched.wake_if_idle(0)
+        return handle
+
+    def time(self) -> float:
+        return time.monotonic()
+
+    # -- fds --------------------------------------------------------------------------------
+    def add_reader(self, fd, fn, *args, color=DEFAULT_COLOR) -> None:
+        """libasync's fdcb(fd, selread, cb): fn(*args) each time fd is readable, until removed."""
+        self._add_fd(fd, selectors.EVENT_READ, fn, args, color)
+
+    def add_writer(self, fd, fn, *args, color=DEFAULT_COLOR) -> None:
+        """libasync's fdcb(fd, selwrite, cb)."""
+        self._add_fd(fd, selectors.EVENT_WRITE, fn, args, color)
+
+    def remove_reader(self, fd) -> bool:
+        return self._remove_fd(fd, selectors.EVENT_READ)
+
+    def remove_writer(self, fd) -> bool:
+        return self._remove_fd(fd, selectors.EVENT_WRITE)
+
+    def _add_fd(self, fd, event, fn, args, color) -> None:
+        self._check_open()
+        fd = _fileno(fd)
+        fn, args, color = resolve(fn, args, color)
+        self._as_chore(self._register_fd, fd, event, fn, args, color)
+
+    def _remove_fd(self, fd, event) -> bool:
+        fd = _fileno(fd)
+        watch = self._fds.get(fd)
+        had = watch is not None and getattr(watch, _EVENT_NAMES[event]) is not None
+        if not self._closed:
+            self._as_chore(self._unregister_fd, fd, event)
+        return had
+
+    def _register_fd(self, fd, event, fn, args, color) -> None:
+        watch = self._fds.get(fd)
+        if watch is None:
+            watch = self._fds[fd] = _FdWatch(fd)
+        slot = _EVENT_NAMES[event]
+        old = getattr(watch, slot)
+        if old is not None:
+            old.active = False
+        setattr(watch, slot, _FdCallback(fn, args, color, event, watch))
+        self._poll_for(watch, watch.mask | event)
+
+    def _unregister_fd(self, fd, event) -> None:
+        watch = self._fds.get(fd)
+        if watch is None:
+            return
+        slot = _EVENT_NAMES[event]
+        old = getattr(watch, slot)
+        if old is not None:
+            old.active = False
+            setattr(watch, slot, None)
+        self._poll_for(watch, watch.mask & ~event)
+        if watch.reader is None and watch.writer is None:
+            del self._fds[fd]
+
+    def _poll_for(self, watch: _FdWatch, mask: int) -> None:
+        """Make the selector poll `watch.fd` for exactly `mask` (loop thread only)."""
+        if mask == watch.mask:
+            return
+        try:
+            if watch.mask == 0:
+                self._selector.register(watch.fd, mask, watch)
+            elif mask == 0:
+                self._selector.unregister(watch.fd)
+            else:
+                self._selector.modify(watch.fd, mask, watch)
+        except (OSError, ValueError, KeyError) as exc:
+            # The fd was closed or replaced behind our back: forget it rather than spin on it.
+            self._fds.pop(watch.fd, None)
+            watch.mask = 0
+            for cb in (watch.reader, watch.writer):
+                if cb is not None:
+                    cb.active = False
+            self._report(DEFAULT_COLOR, f"selector update for fd {watch.fd}", exc, 0)
+            return
+        watch.mask = mask
+
+    def _dispatch_fd(self, watch: _FdWatch, events: int) -> None:
+        for cb in (watch.reader, watch.writer):
+            if cb is None or not events & cb.event:
+                continue
+            if cb.armed:
+                cb.armed = False
+                handle = Handle(cb.fn, cb.args, cb.color)
+                handle.enqueued_at = time.perf_counter()
+                handle.origin = cb      # re-armed when this run returns
+                self._sched.push(cb.color, handle)
+            else:
+                # Its last run has not finished: stop polling this event until it re-arms, or a
+                # level-triggered selector would report the fd again on every iteration.
+                self._poll_for(watch, watch.mask & ~cb.event)
+
+    def _rearm(self, cb: _FdCallback) -> None:
+        if cb.active:
+            cb.armed = True
+            self._poll_for(cb.watch, cb.watch.mask | cb.event)
+
+    # -- signals ------------------------------------------------------------------------------
+    def add_signal_handler(self, signum: int, fn, *args, color=DEFAULT_COLOR) -> None:
+        """libasync's sigcb(): fn(*args) runs as an ordinary callback after `signum` arrives."""
+        self._check_open()
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("signal handlers can only be added from the main thread")
+        fn, args, color = resolve(fn, args, color)
+        self._install_signal(signum)
+        self._signal_handlers[signum] = (fn, args, color)
+
+    def remove_signal_handler(self, signum: int) -> bool:
+        if signum not in self._signal_handlers:
+            return False
+        del self._signal_handlers[signum]
+        self._restore_signal(signum)
+        return True
+
+    def _install_signal(self, signum: int) -> None:
+        if self._old_wakeup_fd is None:
+            self._old_wakeup_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        if signum not in self._old_signal_handlers:
+            self._old_signal_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _restore_signal(self, signum: int) -> None:
+        old = self._old_signal_handlers.pop(signum, None)
+        if old is not None:
+            signal.signal(signum, old)
+        if not self._old_signal_handlers and self._old_wakeup_fd is not None:
+            signal.set_wakeup_fd(self._old_wakeup_fd)
+            self._old_wakeup_fd = None
+
+    def _on_signal(self, signum, frame) -> None:
+        # Runs in the main thread between two bytecodes, maybe while it holds a lock: only append.
+        self._signals_pending.append(signum)
+
+    def _deliver_signals(self) -> None:
+        while self._signals_pending:
+            signum = self._signals_pending.popleft()
+            if signum in self._signal_handlers:
+                fn, args, color = self._signal_handlers[signum]
+                self.call_soon(fn, *args, color=color)
+            elif signum == signal.SIGINT:
+                self._interrupted = True
+                self.stop()
+
+    # -- coroutines ---------------------------------------------------------------------------
+    def spawn(self, coro, color=DEFAULT_COLOR):
+        """Run an `async def` coroutine; each of its steps is a callback of `color`."""
+        from .coro import Task
+        return Task(self, coro, color)
+
+    def run_until_complete(self, coro, color=DEFAULT_COLOR):
+        """Spawn `coro`, run the loop until it finishes, stop, and return its result (or raise)."""
+        task = self.spawn(coro, color)
+        task.add_done_callback(lambda _: self.stop())
+        self.run()
+        return task.result()
+
+    # -- running and stopping -------------------------------------------------------------------
+    def run(self) -> None:
+        """libasync's amain(): dispatch events until stop(). Ctrl-C stops it and raises
+        KeyboardInterrupt after a clean stop, unless the program handles SIGINT itself."""
+        self._check_open()
+        if self._loop_thread is not None:
+            raise RuntimeError("this loop is already running")
+        self._loop_thread = threading.current_thread()
+        stop_requested, self._stopping = self._stopping, False
+        self._interrupted = False
+        self._sched.resume()
+        if stop_requested:
+            self.stop()
+        own_sigint = self._take_sigint()
+        saved_affinity = self._pin_self()
+        _context.enter(self, 0)
+        try:
+            self._start_workers()
+            self._loop_main()
+        finally:
+            self._join_workers()
+            _context.leave()
+            if saved_affinity is not None:
+                os.sched_setaffinity(0, saved_affinity)
+            if own_sigint:
+                self._restore_signal(signal.SIGINT)
+            self._loop_thread = None
+        if self._fatal is not None:
+            fatal, self._fatal = self._fatal, None
+            raise fatal
+        if self._interrupted:
+            raise KeyboardInterrupt
+
+    def stop(self) -> None:
+        """Finish the callbacks already scheduled, then return from run().
+
+        Callbacks scheduled before stop() run (in every color, to completion); callbacks
+        scheduled after it, fd events and timers wait for the next run(). Safe from any thread.
+        """
+        self._stopping = True
+        self._sched.freeze()
+        self._write_wake()
+
+    def close(self) -> None:
+        """Close the selector and the wake-up pipe. The loop must not be running."""
+        if self._closed:
+            return
+        if self._loop_thread is not None:
+            raise RuntimeError("cannot close a running loop; stop() it first")
+        for signum in list(self._signal_handlers):
+            self.remove_signal_handler(signum)
+        self._closed = True
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._fds.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._loop_thread is None:
+            self.close()
+
+    @property
+    def is_running(self) -> bool:
+        return self._loop_thread is not None
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> dict:
+        snap = self._sched.snapshot()
+        snap["errors"] = self._errors
+        snap["uptime_s"] = time.monotonic() - self._created
+        snap["fds"] = len(self._fds)
+        snap["pending"] = self._sched.pending_count()
+        return snap
+
+    # -- the loop thread -----------------------------------------------------------------------
+    def _loop_main(self) -> None:
+        sched = self._sched
+        while True:
+            self._run_chores()
+            finished = None
+            for _ in range(_BATCH):
+                nxt = sched.next(0, finished, may_sleep=False)
+                finished = None
+                if nxt is None:
+                    break
+                state, handle = nxt
+                self._run_one(0, handle)
+                finished = state
+            if finished is not None:
+                sched.finish(finished)
+            if self._stopping:
+                if sched.drained(0) and not self._chores:
+                    return
+                continue
+            # Mark ourselves idle *before* reading the timer heap: a timer or chore added after
+            # this point wakes us through the pipe, one added before it is seen below.
+            if sched.try_idle(0, self._chores):
+                timeout = self._next_timeout()
+            else:
+                timeout = 0
+            events = self._selector.select(timeout)
+            sched.set_busy(0)
+            for key, mask in events:
+                if key.data is None:
+                    self._drain_wake_pipe()
+                else:
+                    self._dispatch_fd(key.data, mask)
+            if not self._stopping:
+                self._fire_due_timers()
+
+    def _next_timeout(self):
+        with self._timer_lock:
+            if not self._timers:
+                return None
+            return max(0.0, self._timers[0][0] - time.monotonic())
+
+    def _fire_due_timers(self) -> None:
+        now = time.monotonic()
+        due = []
+        with self._timer_lock:
+            while self._timers and self._timers[0][0] <= now:
+                due.append(heapq.heappop(self._timers)[2])
+        for timer in due:
+            if timer.cancelled:
+                continue
+            if timer._interval is None:
+                timer.enqueued_at = time.perf_counter()
+                self._sched.push(timer.color, timer)
+                continue
+            tick = Handle(timer.fn, timer.args, timer.color)
+            tick.origin = timer             # a tick of a repeating timer: cancelled with it
+            tick.enqueued_at = time.perf_counter()
+            self._sched.push(timer.color, tick)
+            timer._when += timer._interval
+            if timer._when <= now:
+                timer._when = now + timer._interval
+            with self._timer_lock:
+                heapq.heappush(self._timers, (timer._when, next(self._timer_seq), timer))
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self._deliver_signals()
+
+    def _write_wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass        # the pipe is full (a wake-up is pending anyway) or already closed
+
+    def _as_chore(self, fn, *args) -> None:
+        """Run fn(*args) on the loop thread: now if we are it (or it is not running), else soon."""
+        if self._loop_thread is None or self._on_loop_thread():
+            fn(*args)
+        else:
+            self._chores.append((fn, args))
+            self._sched.wake_if_idle(0)
+
+    def _run_chores(self) -> None:
+        chores = self._chores
+        while chores:
+            fn, args = chores.popleft()
+            fn(*args)
+
+    def _on_loop_thread(self) -> bool:
+        return threading.current_thread() is self._loop_thread
+
+    # -- running one callback (every worker) ---------------------------------------------------
+    def _run_one(self, worker: int, handle: Handle) -> None:
+        origin = handle.origin
+        if handle.cancelled or (isinstance(origin, Handle) and origin.cancelled):
+            return
+        color = handle.color
+        ctx = _context.local
+        ctx.color = color
+        started = time.perf_counter()
+        try:
+            handle.fn(*handle.args)
+        except Exception as exc:
+            self._report(color, describe(handle.fn), exc, worker)
+        except BaseException as exc:      # SystemExit, KeyboardInterrupt: end run() with it
+            self._report(color, describe(handle.fn), exc, worker)
+            self._fatal = exc
+            self.stop()
+        finally:
+            ended = time.perf_counter()
+            ctx.color = None
+            if isinstance(origin, _FdCallback):
+                self._as_chore(self._rearm, origin)
+        self._sched.stats[worker].record(color, ended - started, started - handle.enqueued_at)
+
+    def _report(self, color, what: str, exc: BaseException, worker: int) -> None:
+        with self._errors_lock:
+            self._errors += 1
+        report = make_report(color, what, exc, worker)
+        try:
+            self.on_error(report)
+        except Exception as handler_exc:     # a broken handler must not kill a worker
+            log_report(report)
+            log_report(make_report(color, f"on_error handler {describe(self.on_error)}",
+                                   handler_exc, worker))
+
+    # -- worker threads ------------------------------------------------------------------------
+    def _start_workers(self) -> None:
+        self._threads = []
+        for w in range(1, self.workers):
+            t = threading.Thread(target=self._worker_main, args=(w,), name=f"colorloop-worker-{w}",
+                                 daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _join_workers(self) -> None:
+        if self._threads:
+            self._stopping = True
+            self._sched.freeze()
+            for t in self._threads:
+                t.join()
+        self._threads = []
+
+    def _worker_main(self, w: int) -> None:
+        self._pin_thread(w)
+        _context.enter(self, w)
+        sched, sleeper = self._sched, self._sleepers[w]
+        finished = None
+        try:
+            while True:
+                nxt = sched.next(w, finished)
+                finished = None
+                if nxt is None:
+                    if sched.frozen:
+                        return
+                    sleeper.acquire()
+                    continue
+                state, handle = nxt
+                self._run_one(w, handle)
+                finished = state
+        finally:
+            if finished is not None:
+                sched.finish(finished)
+            _context.leave()
+
+    # -- CPU pinning ----------------------------------------------------------------------------
+    def _cpus(self) -> list[int]:
+        return sorted(os.sched_getaffinity(0))
+
+    def _pin_self(self):
+        """Pin the loop thread (worker 0) to the first allowed CPU; return what to restore."""
+        if not self.pin:
+            return None
+        saved = os.sched_getaffinity(0)
+        self._allowed = sorted(saved)
+        os.sched_setaffinity(0, {self._allowed[0]})
+        return saved
+
+    def _pin_thread(self, w: int) -> None:
+        if self.pin:
+            allowed = self._allowed
+            os.sched_setaffinity(0, {allowed[w % len(allowed)]})
+
+    def _take_sigint(self) -> bool:
+        """Make Ctrl-C a clean stop, unless the program already has its own SIGINT handling."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        if signal.SIGINT in self._signal_handlers:
+            return False
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return False
+        self._install_signal(signal.SIGINT)
+        return True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the loop is closed")
+
+
+def _fileno(fd) -> int:
+    if isinstance(fd, int):
+        if fd < 0:
+            raise ValueError(f"invalid file descriptor {fd}")
+        return fd
+    try:
+        return _fileno(fd.fileno())
+    except AttributeError:
+        raise TypeError(f"expected an fd or an object with fileno(), got {fd!r}") from None

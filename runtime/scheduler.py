@@ -1,0 +1,281 @@
+"""The run queue: which worker runs which color's callbacks, and when.
+
+Every color has at most one *owner* worker at a time and a FIFO of pending callbacks. A worker's
+ready queue holds colors (not callbacks) that have work and are not running. A worker takes a color
+from its queue, runs the color's oldest callback, and puts the color back at the end of the queue if
+it still has work. Two rules follow, and they are the whole of the paper's guarantee:
+
+* a color is never in two places at once: it is either running (on exactly one worker), or in
+  exactly one ready queue, or idle; so two callbacks of one color never overlap;
+* a color's callbacks leave its FIFO in the order they entered it, whichever worker runs them.
+
+Placement (libasync-smp): a color with no state hashes to a home worker (`hash(color) % workers`),
+so the default color 0 always lives on worker 0, the event-loop thread. With work stealing, an
+idle worker takes one whole color out of another worker's ready queue and becomes its owner; a
+color that is running is never stolen, so stealing cannot break either rule.
+
+One lock guards all of it. Under the GIL a finer scheme buys nothing, and on the free-threaded
+build a callback worth running in parallel is much longer than the few dictionary and deque
+operations done under this lock.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+
+HASH = "hash"
+STEAL = "steal"
+POLICIES = (HASH, STEAL)
+
+_NO_LIMIT = float("inf")
+
+
+class ColorState:
+    """One color's FIFO and its place: owner, running, or sitting in the owner's ready queue."""
+
+    __slots__ = ("color", "pending", "owner", "running", "queued")
+
+    def __init__(self, color, owner: int):
+        self.color = color
+        self.pending: deque = deque()
+        self.owner = owner
+        self.running = False
+        self.queued = False
+
+
+class WorkerStats:
+    """Counters a worker updates without the scheduler lock: only that worker writes them."""
+
+    __slots__ = ("callbacks", "busy_s", "queue_wait_s", "steals", "per_color")
+
+    def __init__(self):
+        self.callbacks = 0
+        self.busy_s = 0.0
+        self.queue_wait_s = 0.0
+        self.steals = 0
+        self.per_color: dict = {}
+
+    def record(self, color, busy: float, wait: float) -> None:
+        self.callbacks += 1
+        self.busy_s += busy
+        self.queue_wait_s += wait
+        entry = self.per_color.get(color)
+        if entry is None:
+            self.per_color[color] = [1, busy, wait]
+        else:
+            entry[0] += 1
+            entry[1] += busy
+            entry[2] += wait
+
+
+class Scheduler:
+    """Colored run queues for `workers` workers; worker 0 is the event-loop thread."""
+
+    def __init__(self, workers: int, policy: str = HASH):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if policy not in POLICIES:
+            raise ValueError(f"scheduler must be one of {POLICIES}, got {policy!r}")
+        self.workers = workers
+        self.policy = policy
+        self.stats = [WorkerStats() for _ in range(workers)]
+        self._lock = threading.Lock()
+        self._colors: dict = {}
+        self._ready = [deque() for _ in range(workers)]
+        self._idle = [False] * workers
+        self._wakers = [None] * workers
+        self._seq = itertools.count()
+        self._limit = _NO_LIMIT          # callbacks with a later sequence number wait for resume()
+        self._parked: list[ColorState] = []
+
+    # -- placement ----------------------------------------------------------------------------
+    def home(self, color) -> int:
+        return hash(color) % self.workers
+
+    def set_waker(self, worker: int, wake) -> None:
+        """`wake()` must make worker `worker` return from its idle wait soon."""
+        self._wakers[worker] = wake
+
+    # -- producers (any thread) -----------------------------------------------------------------
+    def push(self, color, handle) -> None:
+        """Append a callback to its color's FIFO; wake the worker that will run it if it sleeps."""
+        wake = None
+        with self._lock:
+            handle._seq = next(self._seq)
+            state = self._colors.get(color)
+            if state is None:
+                state = self._colors[color] = ColorState(color, self.home(color))
+            state.pending.append(handle)
+            if not (state.running or state.queued):
+                if handle._seq > self._limit:
+                    if len(state.pending) == 1:
+                        self._parked.append(state)
+                    return
+                state.queued = True
+                owner = state.owner
+                self._ready[owner].append(state)
+                if self._idle[owner]:
+                    self._idle[owner] = False
+                    wake = owner
+                elif self.policy == STEAL:
+                    wake = self._claim_idle_thief(owner)
+        if wake is not None:
+            self._wakers[wake]()
+
+    def _claim_idle_thief(self, busy_owner: int):
+        for w in range(self.workers):
+            if w != busy_owner and self._idle[w]:
+                self._idle[w] = False
+                return w
+        return None
+
+    # -- consumers (worker w only) --------------------------------------------------------------
+    def next(self, w: int, finished: ColorState | None = None, *, may_sleep: bool = True):
+        """Finish `finished` (if any) and return (state, handle) to run next, or None.
+
+        When nothing is runnable and `may_sleep`, the worker is marked idle, so that the next push
+        for it calls its waker; the caller must then wait and call `next` again.
+        """
+        with self._lock:
+            if finished is not None:
+                self._finish(finished)
+            state = self._take(w)
+            if state is None:
+                if may_sleep:
+                    self._idle[w] = True
+                return None
+            state.running = True
+            return state, state.pending.popleft()
+
+    def finish(self, state: ColorState) -> None:
+        with self._lock:
+            self._finish(state)
+
+    def try_idle(self, w: int, chores) -> bool:
+        """Mark worker w idle unless it has runnable work or `chores` is non-empty.
+
+        Checked under the lock, so a producer either sees the idle mark (and wakes w) or its work
+        is seen here.
+        """
+        with self._lock:
+            if chores or self._runnable(w):
+                return False
+            self._idle[w] = True
+            return True
+
+    def _runnable(self, w: int) -> bool:
+        if any(s.pending[0]._seq <= self._limit for s in self._ready[w]):
+            return True
+        if self.policy == STEAL:
+            return any(self._ready[v] for v in range(self.workers) if v != w)
+        return False
+
+    @property
+    def frozen(self) -> bool:
+        return self._limit != _NO_LIMIT
+
+    def _finish(self, state: ColorState) -> None:
+        state.running = False
+        if not state.pending:
+            del self._colors[state.color]       # idle colors hash home again next time
+        elif state.pending[0]._seq > self._limit:
+            self._parked.append(state)
+        else:
+            state.queued = True
+            self._ready[state.owner].append(state)
+
+    def _take(self, w: int):
+        ready = self._ready[w]
+        while ready:
+            state = ready.popleft()
+            state.queued = False
+            if state.pending[0]._seq > self._limit:
+                self._parked.append(state)
+                continue
+            return state
+        if self.policy == STEAL:
+            return self._steal(w)
+        return None
+
+    def _steal(self, thief: int):
+        """Take the oldest waiting color of the most loaded other worker, and own it from now on."""
+        victim = max((v for v in range(self.workers) if v != thief),
+                     key=lambda v: len(self._ready[v]), default=None)
+        if victim is None or not self._ready[victim]:
+            return None
+        state = self._ready[victim].popleft()
+        state.queued = False
+        if state.pending[0]._seq > self._limit:
+            self._parked.append(state)
+            return None
+        state.owner = thief
+        self.stats[thief].steals += 1
+        return state
+
+    def wake_if_idle(self, w: int) -> None:
+        """Wake worker w if it is idle (used to hand the loop thread a chore)."""
+        with self._lock:
+            if not self._idle[w]:
+                return
+            self._idle[w] = False
+        self._wakers[w]()
+
+    def set_busy(self, w: int) -> None:
+        with self._lock:
+            self._idle[w] = False
+
+    # -- stopping and resuming ------------------------------------------------------------------
+    def freeze(self) -> None:
+        """Let what is queued now run; what is pushed from now on waits for `resume()`."""
+        with self._lock:
+            self._limit = next(self._seq)
+            sleeping = [w for w in range(self.workers) if self._idle[w]]
+            for w in sleeping:
+                self._idle[w] = False
+        for w in sleeping:
+            self._wakers[w]()
+
+    def drained(self, w: int) -> bool:
+        """True when worker w has nothing left to run before the freeze point."""
+        with self._lock:
+            return not any(s.pending[0]._seq <= self._limit for s in self._ready[w])
+
+    def resume(self) -> None:
+        with self._lock:
+            self._limit = _NO_LIMIT
+            for state in self._parked:
+                if state.pending and not (state.running or state.queued):
+                    state.queued = True
+                    self._ready[state.owner].append(state)
+            self._parked.clear()
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return sum(len(s.pending) for s in self._colors.values())
+
+    # -- stats ------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        workers, colors = [], {}
+        for i, st in enumerate(self.stats):
+            workers.append({"id": i, "callbacks": st.callbacks, "busy_s": st.busy_s,
+                            "queue_wait_s": st.queue_wait_s, "steals": st.steals})
+            for color, (n, busy, wait) in _copy_items(st.per_color):
+                agg = colors.setdefault(color, {"callbacks": 0, "busy_s": 0.0, "queue_wait_s": 0.0})
+                agg["callbacks"] += n
+                agg["busy_s"] += busy
+                agg["queue_wait_s"] += wait
+        return {"workers": workers, "colors": colors,
+                "callbacks": sum(w["callbacks"] for w in workers),
+                "steals": sum(w["steals"] for w in workers),
+                "scheduler": self.policy}
+
+
+def _copy_items(d: dict) -> list:
+    """A copy of a dict another thread may be growing; retried, never blocking that thread."""
+    while True:
+        try:
+            return [(k, tuple(v)) for k, v in list(d.items())]
+        except RuntimeError:
+            time.sleep(0)
