@@ -1,0 +1,74 @@
+"""A bounded LRU cache of file blocks, so serving a hot file costs no disk I/O, only crypto.
+
+Blocks are keyed by the file's identity *and version* (device, inode, mtime, size), so a file changed
+behind the server's back is re-read once its stat changes; writes made through the server also drop
+the file's blocks explicitly, because mtime granularity can hide two quick writes. Not thread-safe
+on purpose: it belongs to the file layer, whose callbacks all run on one color.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+DEFAULT_BLOCK = 256 * 1024     # the largest READ, so an aligned READ is one zero-copy slice
+
+
+class BlockCache:
+    def __init__(self, capacity_bytes: int, block_size: int = DEFAULT_BLOCK) -> None:
+        if capacity_bytes < block_size:
+            raise ValueError(f"cache of {capacity_bytes} bytes cannot hold one {block_size}-byte block")
+        self.capacity = capacity_bytes
+        self.block_size = block_size
+        self._blocks: OrderedDict[tuple, bytes] = OrderedDict()
+        self._by_file: dict[tuple, set] = {}
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def read(self, path: str, st: os.stat_result, start: int, end: int):
+        """Bytes [start, end) of the file (end <= size): a memoryview when one block holds them."""
+        bs = self.block_size
+        first, last = start // bs, (end - 1) // bs
+        if first == last:
+            base = first * bs
+            return memoryview(self._block(path, st, first))[start - base:end - base]
+        pieces = []
+        for idx in range(first, last + 1):
+            block = self._block(path, st, idx)
+            base = idx * bs
+            pieces.append(memoryview(block)[max(start, base) - base:min(end, base + bs) - base])
+        return b"".join(pieces)
+
+    def _block(self, path: str, st: os.stat_result, idx: int) -> bytes:
+        file_id = (st.st_dev, st.st_ino)
+        key = (file_id, st.st_mtime_ns, st.st_size, idx)
+        block = self._blocks.get(key)
+        if block is not None:
+            self._blocks.move_to_end(key)
+            self.hits += 1
+            return block
+        self.misses += 1
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            block = os.pread(fd, self.block_size, idx * self.block_size)
+        finally:
+            os.close(fd)
+        self._blocks[key] = block
+        self._by_file.setdefault(file_id, set()).add(key)
+        self.bytes += len(block)
+        while self.bytes > self.capacity:
+            old_key, old = self._blocks.popitem(last=False)
+            self.bytes -= len(old)
+            keys = self._by_file.get(old_key[0])
+            if keys is not None:
+                keys.discard(old_key)
+                if not keys:
+                    del self._by_file[old_key[0]]
+        return block
+
+    def invalidate(self, st: os.stat_result) -> None:
+        """Forget every cached block of the file `st` describes (after a write or remove)."""
+        for key in self._by_file.pop((st.st_dev, st.st_ino), ()):
+            block = self._blocks.pop(key, None)
+            if block is not None:
+                self.bytes -= len(block)

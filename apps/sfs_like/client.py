@@ -1,0 +1,250 @@
+"""Client library and CLI: pins the server's fingerprint and verifies every reply's MAC.
+
+    python -m apps.sfs_like.client HOST:PORT:FINGERPRINT ls [DIR]
+    python -m apps.sfs_like.client HOST:PORT:FINGERPRINT cat FILE
+    python -m apps.sfs_like.client HOST:PORT:FINGERPRINT get FILE [LOCAL]
+    python -m apps.sfs_like.client HOST:PORT:FINGERPRINT put LOCAL [FILE]
+    python -m apps.sfs_like.client HOST:PORT:FINGERPRINT rm FILE
+
+Paths are relative to the export; '/' separates components, one LOOKUP each. The client does not
+sanitise '..' itself: the server must refuse it, and the tests check that it does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+
+from . import rpc
+from .framing import HEADER_SIZE, LENGTH, MAX_FRAME, MAX_IO, FrameError, frame
+from .handshake import READY, ClientHandshake, HandshakeError
+from .keys import ServerAddress
+from .suites import AuthError
+
+DEFAULT_BLOCK = 64 * 1024
+
+
+class ProtocolError(Exception):
+    """The server broke the protocol (bad frame, bad MAC, closed mid-reply)."""
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise ProtocolError(f"server closed the connection ({got} of {n} bytes received)")
+        got += k
+    return buf
+
+
+def recv_frame(sock: socket.socket, limit: int = MAX_FRAME) -> bytearray:
+    (length,) = LENGTH.unpack(recv_exact(sock, HEADER_SIZE))
+    if length > limit:
+        raise FrameError(f"server announced a {length}-byte frame, the limit is {limit}")
+    return recv_exact(sock, length)
+
+
+class Client:
+    """One authenticated session. Not thread-safe: one request at a time, or pipelined by hand."""
+
+    def __init__(self, address, suite: str = "sfs2003", timeout: float | None = 30.0) -> None:
+        self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
+        self.suite = suite
+        self.sock = socket.create_connection((self.address.host, self.address.port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._xid = 0
+        try:
+            self.channel = self._handshake()
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _handshake(self):
+        hs = ClientHandshake.start(self.suite)
+        self.sock.sendall(frame(hs.hello))
+        channel, transcript = hs.finish(bytes(recv_frame(self.sock)), self.address.fingerprint)
+        try:
+            ready = channel.recv.open(bytes(recv_frame(self.sock)))
+        except AuthError as exc:
+            raise HandshakeError(f"server could not prove it holds the pinned key: {exc}") from None
+        if ready != READY + transcript:
+            raise HandshakeError("server's READY does not match this session's transcript")
+        return channel
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- framing of requests and replies
+
+    def next_xid(self) -> int:
+        self._xid = (self._xid + 1) & 0xFFFFFFFF
+        return self._xid
+
+    def send_request(self, *parts) -> None:
+        self.sock.sendmsg(self.channel.send.seal(list(parts)))
+
+    def recv_reply(self) -> bytes:
+        body = recv_frame(self.sock)
+        try:
+            return self.channel.recv.open(bytes(body))
+        except AuthError as exc:
+            raise ProtocolError(f"reply failed verification: {exc}") from None
+
+    def call(self, xid: int, *parts) -> memoryview:
+        self.send_request(*parts)
+        return rpc.parse_reply(self.recv_reply(), xid)
+
+    # ---- procedures
+
+    def lookup(self, dir_fh: int, name: str) -> tuple[int, rpc.Attr]:
+        xid = self.next_xid()
+        body = self.call(xid, rpc.req_lookup(xid, dir_fh, name))
+        return rpc.FH.unpack_from(body, 0)[0], rpc.Attr.unpack(body, rpc.FH.size)
+
+    def getattr(self, fh: int) -> rpc.Attr:
+        xid = self.next_xid()
+        return rpc.Attr.unpack(self.call(xid, rpc.req_getattr(xid, fh)))
+
+    def readdir(self, fh: int) -> list[tuple[str, int]]:
+        entries, cookie = [], 0
+        while True:
+            xid = self.next_xid()
+            chunk, eof, cookie = rpc.unpack_entries(self.call(xid, rpc.req_readdir(xid, fh, cookie)))
+            entries.extend(chunk)
+            if eof:
+                return entries
+
+    def read(self, fh: int, offset: int, count: int) -> tuple[bytes, bool]:
+        xid = self.next_xid()
+        body = self.call(xid, rpc.req_read(xid, fh, offset, count))
+        return bytes(body[1:]), body[0] == 1
+
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        xid = self.next_xid()
+        body = self.call(xid, rpc.req_write_head(xid, fh, offset), data)
+        return rpc.U32.unpack_from(body, 0)[0]
+
+    def create(self, dir_fh: int, name: str) -> int:
+        xid = self.next_xid()
+        return rpc.FH.unpack_from(self.call(xid, rpc.req_create(xid, dir_fh, name)), 0)[0]
+
+    def remove(self, dir_fh: int, name: str) -> None:
+        xid = self.next_xid()
+        self.call(xid, rpc.req_remove(xid, dir_fh, name))
+
+    def stats(self) -> dict:
+        xid = self.next_xid()
+        return json.loads(bytes(self.call(xid, rpc.req_stats(xid))))
+
+    # ---- paths
+
+    @staticmethod
+    def split(path: str) -> list[str]:
+        return [part for part in path.split("/") if part]
+
+    def walk(self, path: str) -> int:
+        fh = rpc.ROOT_FH
+        for name in self.split(path):
+            fh, _ = self.lookup(fh, name)
+        return fh
+
+    def parent_and_name(self, path: str) -> tuple[int, str]:
+        parts = self.split(path)
+        if not parts:
+            raise rpc.RpcError(rpc.INVAL, "the export root has no name")
+        fh = rpc.ROOT_FH
+        for name in parts[:-1]:
+            fh, _ = self.lookup(fh, name)
+        return fh, parts[-1]
+
+    def read_file(self, path: str, block: int = DEFAULT_BLOCK):
+        """Yield the file's bytes in READ-sized pieces, until the server says EOF."""
+        fh = self.walk(path)
+        offset = 0
+        while True:
+            data, eof = self.read(fh, offset, block)
+            offset += len(data)
+            if data:
+                yield data
+            if eof:
+                return
+            if not data:
+                raise ProtocolError(f"READ at {offset} returned nothing but no EOF")
+
+    def get(self, path: str, block: int = DEFAULT_BLOCK) -> bytes:
+        return b"".join(self.read_file(path, block))
+
+    def put(self, path: str, data: bytes, block: int = MAX_IO) -> None:
+        dir_fh, name = self.parent_and_name(path)
+        fh = self.create(dir_fh, name)
+        view = memoryview(data)
+        for offset in range(0, len(data), block):
+            self.write(fh, offset, view[offset:offset + block])
+
+    def listdir(self, path: str = "") -> list[tuple[str, int]]:
+        return self.readdir(self.walk(path))
+
+    def rm(self, path: str) -> None:
+        dir_fh, name = self.parent_and_name(path)
+        self.remove(dir_fh, name)
+
+
+_TYPE_MARK = {rpc.FT_FILE: "", rpc.FT_DIR: "/", rpc.FT_SYMLINK: "@", rpc.FT_OTHER: "?"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m apps.sfs_like.client",
+                                description="SFS-like client: every reply's MAC and the server key are checked.")
+    p.add_argument("server", help="HOST:PORT:FINGERPRINT, as the server printed it")
+    p.add_argument("--suite", default="sfs2003", choices=("sfs2003", "modern"))
+    p.add_argument("--block", type=int, default=DEFAULT_BLOCK, help="READ size in bytes")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("ls").add_argument("path", nargs="?", default="")
+    sub.add_parser("cat").add_argument("path")
+    g = sub.add_parser("get")
+    g.add_argument("path")
+    g.add_argument("local", nargs="?")
+    u = sub.add_parser("put")
+    u.add_argument("local")
+    u.add_argument("path", nargs="?")
+    sub.add_parser("rm").add_argument("path")
+    args = p.parse_args(argv)
+    try:
+        with Client(args.server, args.suite) as c:
+            if args.cmd == "ls":
+                for name, ftype in c.listdir(args.path):
+                    print(name + _TYPE_MARK.get(ftype, "?"))
+            elif args.cmd == "cat":
+                out = sys.stdout.buffer
+                for piece in c.read_file(args.path, args.block):
+                    out.write(piece)
+                out.flush()
+            elif args.cmd == "get":
+                local = args.local or os.path.basename(args.path.rstrip("/"))
+                with open(local, "wb") as f:
+                    for piece in c.read_file(args.path, args.block):
+                        f.write(piece)
+            elif args.cmd == "put":
+                with open(args.local, "rb") as f:
+                    c.put(args.path or os.path.basename(args.local), f.read())
+            elif args.cmd == "rm":
+                c.rm(args.path)
+    except (rpc.RpcError, HandshakeError, ProtocolError, FrameError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The file layer: file handles, path safety, the block cache, and the meaning of each RPC.
+
+Everything here runs on one color (the file layer's own in colors-on mode), so the handle table and
+the cache need no locks. It never touches sockets or keys: it turns a decrypted request into the
+pieces of a plaintext reply, and the connection's crypto callback seals them.
+
+Path safety: a LOOKUP/CREATE/REMOVE name is one component. Empty names, names with '/' or NUL
+(absolute or multi-component paths), '.' and '..' are refused, and every resolved path must stay
+inside the export after symlinks are followed, so no name or symlink reaches outside it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from . import rpc
+from .blockcache import BlockCache
+from .framing import MAX_IO
+
+_ERRNO_STATUS = {errno.ENOENT: rpc.NOENT, errno.EACCES: rpc.ACCES, errno.EPERM: rpc.ACCES,
+                 errno.EEXIST: rpc.EXIST, errno.ENOTDIR: rpc.NOTDIR, errno.EISDIR: rpc.ISDIR,
+                 errno.EINVAL: rpc.INVAL, errno.EFBIG: rpc.FBIG, errno.ENAMETOOLONG: rpc.NAMETOOLONG,
+                 errno.ELOOP: rpc.ACCES}
+MAX_FILE_SIZE = 1 << 40
+READDIR_BUDGET = 32 * 1024      # name bytes per READDIR reply, far below the frame limit
+
+
+def _ftype(mode: int) -> int:
+    if stat.S_ISREG(mode):
+        return rpc.FT_FILE
+    if stat.S_ISDIR(mode):
+        return rpc.FT_DIR
+    if stat.S_ISLNK(mode):
+        return rpc.FT_SYMLINK
+    return rpc.FT_OTHER
+
+
+def _attr(st: os.stat_result) -> bytes:
+    return rpc.ATTR.pack(_ftype(st.st_mode), stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns)
+
+
+class FileLayer:
+    def __init__(self, export: str, cache_bytes: int = 64 << 20) -> None:
+        self.root = os.path.realpath(export)
+        if not os.path.isdir(self.root):
+            raise NotADirectoryError(f"export {export!r} is not a directory")
+        self.cache = BlockCache(cache_bytes)
+        self._paths: dict[int, str] = {rpc.ROOT_FH: self.root}
+        self._handles: dict[str, int] = {self.root: rpc.ROOT_FH}
+        self._next_fh = rpc.ROOT_FH + 1
+        self._procs = {rpc.LOOKUP: self._lookup, rpc.GETATTR: self._getattr,
+                       rpc.READDIR: self._readdir, rpc.READ: self._read, rpc.WRITE: self._write,
+                       rpc.CREATE: self._create, rpc.REMOVE: self._remove}
+
+    # ---- entry point
+
+    def handle(self, request: bytes) -> list:
+        """Reply pieces for one decrypted request; errors become error replies, never exceptions."""
+        if len(request) < rpc.REQ_HEAD.size:
+            return [rpc.rep_error(0, rpc.INVAL, "request shorter than its header")]
+        xid, proc = rpc.REQ_HEAD.unpack_from(request, 0)
+        fn = self._procs.get(proc)
+        if fn is None:
+            return [rpc.rep_error(xid, rpc.BADPROC, f"unknown procedure {proc}")]
+        try:
+            return fn(xid, memoryview(request)[rpc.REQ_HEAD.size:])
+        except rpc.RpcError as exc:
+            return [rpc.rep_error(xid, exc.status, exc.message)]
+        except OSError as exc:
+            status = _ERRNO_STATUS.get(exc.errno, rpc.IO)
+            return [rpc.rep_error(xid, status, os.strerror(exc.errno) if exc.errno else str(exc))]
+        except Exception as exc:  # malformed arguments (struct.error, ...) must not kill the server
+            return [rpc.rep_error(xid, rpc.INVAL, f"malformed {rpc.PROC_NAMES[proc]} arguments: {exc}")]
+
+    # ---- handles and names
+
+    def _path(self, fh: int) -> str:
+        path = self._paths.get(fh)
+        if path is None:
+            raise rpc.RpcError(rpc.STALE, f"unknown or stale file handle {fh}")
+        return path
+
+    def _handle_for(self, path: str) -> int:
+        fh = self._handles.get(path)
+        if fh is None:
+            fh = self._next_fh
+            self._next_fh += 1
+            self._handles[path] = fh
+            self._paths[fh] = path
+        return fh
+
+    def _forget(self, path: str) -> None:
+        fh = self._handles.pop(path, None)
+        if fh is not None:
+            del self._paths[fh]
+
+    def _inside(self, real: str) -> bool:
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def _child(self, args, *, resolve: bool = True) -> tuple[str, str, int]:
+        """(candidate path, resolved path, bytes consumed) for `dir_fh, name`, after every safety check."""
+        (dir_fh,) = rpc.FH.unpack_from(args, 0)
+        name, end = rpc.unpack_name(args, rpc.FH.size)
+        if not name:
+            raise rpc.RpcError(rpc.INVAL, "empty name")
+        if "/" in name or "\0" in name:
+            raise rpc.RpcError(rpc.INVAL, f"name {name!r} is not one path component "
+                                          "(absolute and multi-component paths are refused)")
+        if name in (".", ".."):
+            raise rpc.RpcError(rpc.INVAL, f"name {name!r} is refused: it would leave the directory")
+        if len(name.encode()) > 255:
+            raise rpc.RpcError(rpc.NAMETOOLONG, "name longer than 255 bytes")
+        dir_path = self._path(dir_fh)
+        if not os.path.isdir(dir_path):
+            raise rpc.RpcError(rpc.NOTDIR, "file handle is not a directory")
+        candidate = os.path.join(dir_path, name)
+        real = os.path.realpath(candidate) if resolve else candidate
+        if not self._inside(real):
+            raise rpc.RpcError(rpc.ACCES, f"{name!r} is a symlink leading out of the export")
+        return candidate, real, end
+
+    # ---- procedures
+
+    def _lookup(self, xid: int, args) -> list:
+        _, real, _ = self._child(args)
+        st = os.stat(real)
+        return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.FH.pack(self._handle_for(real)) + _attr(st)]
+
+    def _getattr(self, xid: int, args) -> list:
+        (fh,) = rpc.FH.unpack_from(args, 0)
+        return [rpc.REP_HEAD.pack(xid, rpc.OK) + _attr(os.stat(self._path(fh)))]
+
+    def _readdir(self, xid: int, args) -> list:
+        fh, cookie = rpc.READDIR_ARGS.unpack_from(args, 0)
+        path = self._path(fh)
+        names = sorted(os.listdir(path))
+        entries, used, i = [], 0, cookie
+        while i < len(names) and used < READDIR_BUDGET:
+            name = names[i]
+            try:
+                ftype = _ftype(os.lstat(os.path.join(path, name)).st_mode)
+            except FileNotFoundError:
+                ftype = None
+            if ftype is not None:
+                entries.append((name, ftype))
+                used += len(name.encode("utf-8", "surrogateescape")) + 3
+            i += 1
+        body = rpc.pack_entries(entries, i >= len(names), i)
+        return [rpc.REP_HEAD.pack(xid, rpc.OK) + body]
+
+    def _read(self, xid: int, args) -> list:
+        fh, offset, count = rpc.READ_ARGS.unpack_from(args, 0)
+        if count > MAX_IO:
+            raise rpc.RpcError(rpc.INVAL, f"READ of {count} bytes, the limit is {MAX_IO}")
+        path = self._path(fh)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise rpc.RpcError(rpc.ISDIR, "READ of something that is not a regular file")
+        size = st.st_size
+        end = min(size, offset + count)
+        if count == 0 or offset >= size:
+            return [rpc.READ_REPLY_HEAD.pack(xid, rpc.OK, 1 if offset >= size else 0)]
+        data = self.cache.read(path, st, offset, end)
+        return [rpc.READ_REPLY_HEAD.pack(xid, rpc.OK, 1 if end >= size else 0), data]
+
+    def _write(self, xid: int, args) -> list:
+        fh, offset = rpc.WRITE_HEAD.unpack_from(args, 0)
+        data = args[rpc.WRITE_HEAD.size:]
+        if offset + len(data) > MAX_FILE_SIZE:
+            raise rpc.RpcError(rpc.FBIG, "write beyond the 1 TiB file size limit")
+        path = self._path(fh)
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise rpc.RpcError(rpc.ISDIR, "WRITE to something that is not a regular file")
+            self.cache.invalidate(st)
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], offset + done)
+            os.fsync(fd)        # durable before we say so
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.U32.pack(done) + _attr(st)]
+
+    def _create(self, xid: int, args) -> list:
+        candidate, real, _ = self._child(args)
+        if os.path.isdir(real):
+            raise rpc.RpcError(rpc.ISDIR, "CREATE over a directory")
+        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            st = os.fstat(fd)
+            self.cache.invalidate(st)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._fsync_dir(os.path.dirname(real))
+        return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.FH.pack(self._handle_for(real)) + _attr(st)]
+
+    def _remove(self, xid: int, args) -> list:
+        candidate, _, _ = self._child(args, resolve=False)
+        st = os.lstat(candidate)
+        if stat.S_ISDIR(st.st_mode):
+            raise rpc.RpcError(rpc.ISDIR, "REMOVE removes files; this is a directory")
+        if stat.S_ISREG(st.st_mode):
+            self.cache.invalidate(st)
+        os.unlink(candidate)
+        self._forget(candidate)
+        self._fsync_dir(os.path.dirname(candidate))
+        return [rpc.REP_HEAD.pack(xid, rpc.OK)]
+
+    @staticmethod
+    def _fsync_dir(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

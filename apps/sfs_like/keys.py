@@ -1,0 +1,62 @@
+"""The server's long-term key and its fingerprint: what a self-certifying pathname names.
+
+As in SFS, a client needs no certificate authority: the pathname `host:port:fingerprint` carries a
+hash of the server's public key, and the client refuses any server whose key does not hash to it.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._crypto_import import X25519PrivateKey
+
+_FP_DOMAIN = b"sfs-like hostid v1"
+
+
+def fingerprint(public_key: bytes) -> str:
+    """32 lowercase base32 characters of SHA-256 over the raw X25519 public key (160 bits, like SFS)."""
+    digest = hashlib.sha256(_FP_DOMAIN + public_key).digest()[:20]
+    return base64.b32encode(digest).decode("ascii").lower()
+
+
+def load_or_create(path: str | os.PathLike) -> X25519PrivateKey:
+    """The key in `path` (32 raw bytes); created with mode 0600 when the file does not exist."""
+    path = Path(path)
+    if path.exists():
+        raw = path.read_bytes()
+        if len(raw) != 32:
+            raise ValueError(f"{path}: expected a 32-byte raw X25519 private key, found {len(raw)} bytes")
+        return X25519PrivateKey.from_private_bytes(raw)
+    key = X25519PrivateKey.generate()
+    raw = key.private_bytes_raw()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(raw)
+    return key
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """A parsed self-certifying location: where to connect and which key to accept there."""
+    host: str
+    port: int
+    fingerprint: str
+
+    @classmethod
+    def parse(cls, text: str) -> "ServerAddress":
+        try:
+            host, port, fp = text.rsplit(":", 2)
+            host = host.strip("[]")
+            port_n = int(port)
+        except ValueError:
+            raise ValueError(f"{text!r} is not host:port:fingerprint") from None
+        if len(fp) != 32 or not all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in fp):
+            raise ValueError(f"{fp!r} is not a 32-character base32 fingerprint")
+        return cls(host, port_n, fp)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}:{self.fingerprint}"

@@ -1,0 +1,365 @@
+"""The SFS-like file server: network layer, crypto layer and file layer on one colored event loop.
+
+Per request:  socket readable -> `_readable` (network layer, default color: recv and cut frames)
+  -> `_crypto_in` (the connection's crypto color: handshake, or verify + decrypt)
+  -> `_file_op` (the file layer's color: run the RPC, return plaintext reply pieces, e.g. a cached block)
+  -> `_crypto_out` (the connection's crypto color: encrypt + MAC, then a non-blocking send;
+     what the kernel does not take waits for a writer callback of the same color).
+Which color each step gets is decided only by `colors.py`; `--colors off` makes them all the
+default color, which is the unmodified single-threaded server.
+
+Closing is done in three steps so no thread ever sends on, or polls, a closed (and possibly reused)
+fd: stop reading (network color), stop sending (crypto color), close the socket (network color).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections import deque
+
+import runtime
+
+from . import colors as color_policy
+from . import rpc
+from .filelayer import FileLayer
+from .framing import MAX_FRAME, MAX_HANDSHAKE_FRAME, FrameError, FrameReader, frame
+from .handshake import READY, HandshakeError, refusal, server_respond
+from .keys import fingerprint, load_or_create
+from .suites import SUITES, AuthError
+
+log = logging.getLogger("sfs_like.server")
+
+MAX_OUTSTANDING = 64          # requests a client may have unanswered before it is cut off
+RECV_SIZE = 256 * 1024
+SENDMSG_MAX_PIECES = 64
+
+
+class Connection:
+    __slots__ = ("id", "sock", "fd", "peer", "frames", "color", "channel", "outq", "closing",
+                 "send_closed", "accepted_at", "partial_since", "received", "replied",
+                 "reads", "read_bytes", "seal_s", "send_s")
+
+    def __init__(self, conn_id: int, sock: socket.socket, peer, color) -> None:
+        self.id = conn_id
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.frames = FrameReader(MAX_FRAME, first_limit=MAX_HANDSHAKE_FRAME)
+        self.color = color
+        self.channel = None
+        self.outq: deque = deque()
+        self.closing = False          # set on the network color: no more reads
+        self.send_closed = False      # set on the crypto color: no more sends
+        self.accepted_at = time.monotonic()
+        self.partial_since = None
+        self.received = 0             # frames read (network color)
+        self.replied = 0              # replies sealed (crypto color)
+        self.reads = 0
+        self.read_bytes = 0
+        self.seal_s = 0.0             # time inside seal() for READ replies: GIL-releasing crypto
+        self.send_s = 0.0             # time inside sendmsg() for READ replies: GIL-releasing syscalls
+
+
+class Server:
+    def __init__(self, loop: runtime.Loop, export: str, key_path: str, *, colors: str = "off",
+                 suites=("sfs2003", "modern"), cache_bytes: int = 64 << 20,
+                 frame_timeout: float = 10.0) -> None:
+        self.loop = loop
+        self.colors = color_policy.policy(colors)
+        self.file_color = self.colors.file()
+        self.files = FileLayer(export, cache_bytes)
+        self.key = load_or_create(key_path)
+        self.public = self.key.public_key().public_bytes_raw()
+        self.fingerprint = fingerprint(self.public)
+        unknown = set(suites) - set(SUITES)
+        if unknown:
+            raise ValueError(f"unknown suites {sorted(unknown)}; known: {sorted(SUITES)}")
+        self.suites = frozenset(suites)
+        self.frame_timeout = frame_timeout
+        self.conns: dict[int, Connection] = {}
+        self._next_id = 0
+        self._listener: socket.socket | None = None
+        self._closed_totals = {"reads": 0, "read_bytes": 0, "seal_s": 0.0, "send_s": 0.0}
+        self.rejected = 0
+
+    # ---- network layer (default color) ---------------------------------------------------
+
+    def listen(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self._listener = sock
+        self.loop.add_reader(sock, self._accept, color=color_policy.NET)
+        self.loop.call_every(min(1.0, self.frame_timeout / 4), self._reap_slow, color=color_policy.NET)
+        return sock.getsockname()[:2]
+
+    def address(self) -> str:
+        host, port = self._listener.getsockname()[:2]
+        return f"[{host}]:{port}:{self.fingerprint}" if ":" in host else f"{host}:{port}:{self.fingerprint}"
+
+    def _accept(self) -> None:
+        for _ in range(16):
+            try:
+                sock, peer = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:          # EMFILE and friends: log, keep serving the others
+                log.error("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn_id = self._next_id
+            self._next_id += 1
+            conn = Connection(conn_id, sock, peer, self.colors.crypto(conn_id))
+            self.conns[conn_id] = conn
+            self.loop.add_reader(sock, self._readable, conn, color=color_policy.NET)
+
+    def _readable(self, conn: Connection) -> None:
+        if conn.closing:
+            return
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._close(conn, f"recv failed: {exc}")
+            return
+        if not data:
+            self._close(conn, "peer closed the connection", quiet=conn.frames.buffered == 0)
+            return
+        try:
+            frames = conn.frames.feed(data)
+        except FrameError as exc:
+            self._close(conn, f"framing violated: {exc}")
+            return
+        conn.partial_since = (conn.partial_since or time.monotonic()) if conn.frames.partial else None
+        for body in frames:
+            conn.received += 1
+            if conn.received - conn.replied > MAX_OUTSTANDING:
+                self._close(conn, f"more than {MAX_OUTSTANDING} requests outstanding")
+                return
+            self.loop.call_soon(self._crypto_in, conn, body, color=conn.color)
+
+    def _reap_slow(self) -> None:
+        """Cut off clients that hold a frame (or the handshake) unfinished for too long."""
+        now = time.monotonic()
+        for conn in list(self.conns.values()):
+            if conn.closing:
+                continue
+            if conn.partial_since is not None and now - conn.partial_since > self.frame_timeout:
+                self._close(conn, f"slow client: frame unfinished after {self.frame_timeout:g} s")
+            elif conn.channel is None and now - conn.accepted_at > self.frame_timeout:
+                self._close(conn, f"no handshake within {self.frame_timeout:g} s")
+
+    def _close(self, conn: Connection, reason: str, quiet: bool = False) -> None:
+        """Step 1 (network color): stop reading; then let the crypto color stop sending."""
+        if conn.closing:
+            return
+        conn.closing = True
+        (log.info if quiet else log.warning)("conn %d %s: closing: %s", conn.id, conn.peer, reason)
+        self.loop.remove_reader(conn.fd)
+        self.loop.call_soon(self._close_sending, conn, color=conn.color)
+
+    def _close_sending(self, conn: Connection) -> None:
+        """Step 2 (crypto color): no more sends; the socket itself is closed on the network color."""
+        conn.send_closed = True
+        conn.outq.clear()
+        self.loop.call_soon(self._close_socket, conn, color=color_policy.NET)
+
+    def _close_socket(self, conn: Connection) -> None:
+        self.loop.remove_writer(conn.fd)
+        conn.sock.close()
+        self.conns.pop(conn.id, None)
+        totals = self._closed_totals
+        totals["reads"] += conn.reads
+        totals["read_bytes"] += conn.read_bytes
+        totals["seal_s"] += conn.seal_s
+        totals["send_s"] += conn.send_s
+
+    def _request_close(self, conn: Connection, reason: str) -> None:
+        """From a non-network color: closing starts on the network color."""
+        conn.send_closed = True
+        self.loop.call_soon(self._close, conn, reason, color=color_policy.NET)
+
+    # ---- crypto layer (the connection's color) ----------------------------------------------
+
+    def _crypto_in(self, conn: Connection, body: bytes) -> None:
+        if conn.send_closed:
+            return
+        channel = conn.channel
+        if channel is None:
+            self._handshake(conn, body)
+            return
+        try:
+            request = channel.recv.open(body)
+        except AuthError as exc:
+            self._request_close(conn, str(exc))
+            return
+        if len(request) >= 5 and request[4] == rpc.STATS:
+            self._crypto_out(conn, [self._stats_reply(request)], False)
+            return
+        self.loop.call_soon(self._file_op, conn, request, color=self.file_color)
+
+    def _handshake(self, conn: Connection, hello: bytes) -> None:
+        try:
+            reply, channel, transcript = server_respond(self.key, self.public, hello, self.suites)
+        except (HandshakeError, ValueError) as exc:
+            self.rejected += 1
+            if hello.startswith(b"SFSLIKE1"):
+                self._send(conn, [frame(refusal(str(exc)))])
+            self._request_close(conn, f"handshake failed: {exc}")
+            return
+        conn.channel = channel
+        self._send(conn, [frame(reply)])
+        self._send(conn, channel.send.seal([READY + transcript]))
+        log.info("conn %d %s: session up, suite %s, color %r", conn.id, conn.peer, channel.suite, conn.color)
+
+    def _crypto_out(self, conn: Connection, parts: list, is_read: bool) -> None:
+        if conn.send_closed:
+            return
+        t0 = time.perf_counter()
+        wire = conn.channel.send.seal(parts)
+        t1 = time.perf_counter()
+        conn.replied += 1
+        self._send(conn, wire)
+        if is_read:
+            conn.reads += 1
+            conn.read_bytes += len(parts[1])
+            conn.seal_s += t1 - t0
+            conn.send_s += time.perf_counter() - t1
+
+    def _send(self, conn: Connection, wire: list) -> None:
+        if conn.outq:
+            conn.outq.extend(wire)
+            return
+        try:
+            sent = conn.sock.sendmsg(wire)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._request_close(conn, f"send failed: {exc}")
+            return
+        for piece in wire:
+            n = len(piece)
+            if sent >= n:
+                sent -= n
+                continue
+            conn.outq.append(memoryview(piece)[sent:])
+            sent = 0
+        if conn.outq:
+            self.loop.add_writer(conn.fd, self._flush, conn, color=conn.color)
+
+    def _flush(self, conn: Connection) -> None:
+        """Writer callback (crypto color): push queued reply bytes until the kernel stops taking them."""
+        outq = conn.outq
+        while outq and not conn.send_closed:
+            pieces = [outq[i] for i in range(min(len(outq), SENDMSG_MAX_PIECES))]
+            try:
+                sent = conn.sock.sendmsg(pieces)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._request_close(conn, f"send failed: {exc}")
+                return
+            while sent:
+                n = len(outq[0])
+                if sent >= n:
+                    outq.popleft()
+                    sent -= n
+                else:
+                    outq[0] = memoryview(outq[0])[sent:]
+                    sent = 0
+        if not outq:
+            self.loop.remove_writer(conn.fd)
+
+    # ---- file layer (its own color) -----------------------------------------------------------
+
+    def _file_op(self, conn: Connection, request: bytes) -> None:
+        parts = self.files.handle(request)
+        is_read = len(parts) == 2 and request[4] == rpc.READ     # a READ reply carrying data
+        self.loop.call_soon(self._crypto_out, conn, parts, is_read, color=conn.color)
+
+    # ---- statistics, for the benchmark -----------------------------------------------------------
+
+    def stats(self) -> dict:
+        totals = dict(self._closed_totals)
+        for conn in list(self.conns.values()):
+            totals["reads"] += conn.reads
+            totals["read_bytes"] += conn.read_bytes
+            totals["seal_s"] += conn.seal_s
+            totals["send_s"] += conn.send_s
+        loop_stats = self.loop.stats()
+        totals.update({
+            "cpu_s": time.process_time(),
+            "busy_s": sum(w["busy_s"] for w in loop_stats["workers"]),
+            "callbacks": loop_stats["callbacks"],
+            "steals": loop_stats["steals"],
+            "loop_errors": loop_stats["errors"],
+            "connections": len(self.conns),
+            "rejected_handshakes": self.rejected,
+            "cache_hits": self.files.cache.hits,
+            "cache_misses": self.files.cache.misses,
+            "colors": self.colors.name,
+            "workers": len(loop_stats["workers"]),
+        })
+        return totals
+
+    def _stats_reply(self, request: bytes) -> bytes:
+        (xid,) = rpc.U32.unpack_from(request, 0)
+        return rpc.REP_HEAD.pack(xid, rpc.OK) + json.dumps(self.stats()).encode()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m apps.sfs_like.server",
+                                description="SFS-like file server over an encrypted, authenticated channel.")
+    p.add_argument("--export", required=True, help="directory to serve")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--colors", choices=("off", "on"), default="off",
+                   help="off: every callback on the default color (uniprocessor server); "
+                        "on: per-connection crypto colors and a file-layer color")
+    p.add_argument("--workers", type=int, default=1, help="worker threads of the colored loop")
+    p.add_argument("--scheduler", choices=("hash", "steal"), default="hash")
+    p.add_argument("--pin", action="store_true", help="pin worker i to allowed CPU i")
+    p.add_argument("--cpus", default="", help="comma-separated CPUs this process may use (affinity)")
+    p.add_argument("--suite", default="any", choices=("any", *SUITES),
+                   help="cipher suite(s) accepted (default: any)")
+    p.add_argument("--key", required=True, help="long-term key file (created when missing)")
+    p.add_argument("--cache-mb", type=float, default=64.0, help="block cache size")
+    p.add_argument("--frame-timeout", type=float, default=10.0,
+                   help="seconds a client may leave a frame (or the handshake) unfinished")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    suites = tuple(SUITES) if args.suite == "any" else (args.suite,)
+    with runtime.Loop(workers=args.workers, scheduler=args.scheduler, pin=args.pin) as loop:
+        server = Server(loop, args.export, args.key, colors=args.colors, suites=suites,
+                        cache_bytes=int(args.cache_mb * (1 << 20)), frame_timeout=args.frame_timeout)
+        server.listen(args.host, args.port)
+        print(server.address(), flush=True)
+        log.info("serving %s at %s, colors %s, %d workers, suites %s", server.files.root,
+                 server.address(), args.colors, args.workers, ",".join(sorted(suites)))
+        try:
+            loop.run()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
