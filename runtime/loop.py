@@ -73,7 +73,7 @@ class Loop:
         self._sleepers = [None] + [threading.Lock() for _ in range(1, self.workers)]
         for w in range(1, self.workers):
             self._sleepers[w].acquire()
-            self._sched.set_waker(w, self._sleepers[w].release)
+            self._sched.set_waker(w, self._waker_for(self._sleepers[w]))
         self._timers: list = []
         self._timer_lock = threading.Lock()
         self._timer_seq = itertools.count()
@@ -434,6 +434,17 @@ class Loop:
         except BlockingIOError:
             pass
         self._deliver_signals()
+
+    @staticmethod
+    def _waker_for(sleeper: threading.Lock):
+        """A sleeping worker blocks acquiring its `sleeper`; releasing it wakes the worker. Two
+        wake-ups before it sleeps again coalesce into one, as with a binary semaphore."""
+        def wake():
+            try:
+                sleeper.release()
+            except RuntimeError:
+                pass        # already released: the worker will not block on its next acquire
+        return wake
 
     def _write_wake(self) -> None:
         try:

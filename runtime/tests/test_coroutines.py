@@ -1,0 +1,151 @@
+"""`async def` on a color: every step runs as a callback of the task's color."""
+import socket
+import threading
+
+import pytest
+
+import runtime
+
+
+def test_every_step_runs_on_the_tasks_color():
+    colors_seen = []
+
+    async def job():
+        colors_seen.append(runtime.current_color())
+        await runtime.sleep(0.001)
+        colors_seen.append(runtime.current_color())
+        value = await runtime.call_in_color("cache", lambda: runtime.current_color())
+        colors_seen.append(runtime.current_color())
+        return value
+
+    with runtime.Loop(workers=3) as loop:
+        assert loop.run_until_complete(job(), color="conn-1") == "cache"
+    assert colors_seen == ["conn-1", "conn-1", "conn-1"]
+
+
+def test_tasks_of_one_color_interleave_but_never_overlap():
+    """Two tasks share a color: their steps alternate at awaits, never run at once."""
+    inside, overlaps, log = [0], [], []
+    lock = threading.Lock()
+
+    async def worker(name, rounds):
+        for i in range(rounds):
+            with lock:
+                inside[0] += 1
+                if inside[0] > 1:
+                    overlaps.append((name, i))
+            log.append((name, i))
+            with lock:
+                inside[0] -= 1
+            await runtime.sleep(0)
+        return name
+
+    async def main():
+        t1 = loop.spawn(worker("a", 50), color="shared")
+        t2 = loop.spawn(worker("b", 50), color="shared")
+        return [await t1, await t2]
+
+    with runtime.Loop(workers=4, scheduler="steal") as loop:
+        assert loop.run_until_complete(main(), color="main") == ["a", "b"]
+    assert overlaps == []
+    assert [i for name, i in log if name == "a"] == list(range(50))
+    assert [i for name, i in log if name == "b"] == list(range(50))
+
+
+def test_tasks_on_different_colors_run_in_parallel():
+    barrier = threading.Barrier(2, timeout=5)
+
+    async def meet():
+        barrier.wait()
+        await runtime.sleep(0)
+        return runtime.current_color()
+
+    async def main():
+        t1, t2 = loop.spawn(meet(), color=0), loop.spawn(meet(), color=1)
+        return sorted([await t1, await t2])
+
+    with runtime.Loop(workers=2) as loop:
+        assert loop.run_until_complete(main(), color=2) == [0, 1]
+
+
+def test_exceptions_propagate_to_the_awaiting_task():
+    async def failing():
+        await runtime.sleep(0)
+        raise KeyError("missing")
+
+    async def main():
+        try:
+            await loop.spawn(failing(), color=5)
+        except KeyError as exc:
+            return f"caught {exc}"
+
+    with runtime.Loop(workers=2) as loop:
+        assert loop.run_until_complete(main()) == "caught 'missing'"
+
+
+def test_cancel_raises_at_the_await():
+    async def sleeper():
+        try:
+            await runtime.sleep(30)
+        except runtime.CancelledError:
+            return "cancelled"
+        return "woke up"
+
+    async def main():
+        task = loop.spawn(sleeper(), color=1)
+        await runtime.sleep(0.01)
+        assert task.cancel()
+        return await task
+
+    with runtime.Loop(workers=2) as loop:
+        assert loop.run_until_complete(main()) == "cancelled"
+
+
+def test_readable_and_writable_over_a_socketpair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    async def echo_once():
+        await runtime.readable(b)
+        data = b.recv(100)
+        await runtime.writable(b)
+        b.send(data.upper())
+
+    async def main():
+        server = loop.spawn(echo_once(), color="server")
+        await runtime.writable(a)
+        a.send(b"ping")
+        await server
+        await runtime.readable(a)
+        return a.recv(100)
+
+    with runtime.Loop(workers=2) as loop:
+        assert loop.run_until_complete(main(), color="client") == b"PING"
+        assert loop.stats()["fds"] == 0
+    a.close()
+    b.close()
+
+
+def test_awaiting_a_foreign_awaitable_is_a_clear_error():
+    import asyncio
+
+    async def wrong():
+        await asyncio.sleep(0)
+
+    with runtime.Loop(workers=1) as loop:
+        with pytest.raises(TypeError, match="colorloop awaitables"):
+            loop.run_until_complete(wrong())
+
+
+def test_future_set_from_a_plain_thread_resumes_the_task():
+    fut = runtime.Future()
+
+    async def waiter():
+        return await fut
+
+    threading.Timer(0.02, fut.set_result, args=("from thread",)).start()
+    with runtime.Loop(workers=2) as loop:
+        assert loop.run_until_complete(waiter(), color=7) == "from thread"
+    with pytest.raises(runtime.InvalidStateError):
+        fut.set_result("twice")

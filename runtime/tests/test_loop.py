@@ -1,0 +1,355 @@
+"""Behaviour of the loop: parallelism, default-color equivalence, timers, fds, signals, failures."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import runtime
+
+
+def run_until(loop, event, timeout=10):
+    """Run `loop` until `event` is set by some callback (or fail after `timeout`)."""
+    threading.Thread(target=lambda: (event.wait(timeout), loop.stop()), daemon=True).start()
+    loop.run()
+    assert event.is_set(), "the loop stopped before the awaited event"
+
+
+@pytest.mark.parametrize("scheduler", ["hash", "steal"])
+def test_different_colors_run_in_parallel(scheduler):
+    """Two colors must meet at a barrier: this cannot pass if colors were serialised.
+
+    Colors 0 and 1 hash to different workers of two, so even plain hash placement runs them at
+    once (two string colors may share a home worker, and then only stealing separates them).
+    """
+    barrier = threading.Barrier(2, timeout=5)
+    met, done = [], threading.Event()
+
+    def meet(name):
+        barrier.wait()
+        met.append(name)
+        if len(met) == 2:
+            done.set()
+
+    with runtime.Loop(workers=2, scheduler=scheduler) as loop:
+        loop.call_soon(meet, "a", color=0)
+        loop.call_soon(meet, "b", color=1)
+        run_until(loop, done)
+    assert sorted(met) == ["a", "b"]
+
+
+def test_stealing_separates_colors_that_share_a_home_worker():
+    """Colors 1 and 3 both hash to worker 1 of two; only a steal lets them meet."""
+    barrier = threading.Barrier(2, timeout=5)
+    met, done = [], threading.Event()
+
+    def meet(name):
+        barrier.wait()
+        met.append(name)
+        if len(met) == 2:
+            done.set()
+
+    with runtime.Loop(workers=2, scheduler="steal") as loop:
+        loop.call_soon(meet, "a", color=1)
+        loop.call_soon(meet, "b", color=3)
+        run_until(loop, done)
+        assert loop.stats()["steals"] >= 1
+    assert sorted(met) == ["a", "b"]
+
+
+@pytest.mark.parametrize("scheduler", ["hash", "steal"])
+def test_same_color_never_meets_itself(scheduler):
+    """Two callbacks of one color at a barrier: the second can only start after the first left."""
+    barrier = threading.Barrier(2, timeout=0.3)
+    outcomes, done = [], threading.Event()
+
+    def try_meet():
+        try:
+            barrier.wait()
+            outcomes.append("met")
+        except threading.BrokenBarrierError:
+            outcomes.append("alone")
+        if len(outcomes) == 2:
+            done.set()
+
+    with runtime.Loop(workers=4, scheduler=scheduler) as loop:
+        loop.call_soon(try_meet, color=9)
+        loop.call_soon(try_meet, color=9)
+        run_until(loop, done)
+    assert outcomes == ["alone", "alone"]
+
+
+def program_trace(workers):
+    """An unmodified (all default color) program: a chain of callbacks, timers and fd events."""
+    trace = []
+    a, b = socket.socketpair()
+    loop = runtime.Loop(workers=workers)
+
+    def on_readable():
+        data = a.recv(100)
+        trace.append(("read", data, threading.current_thread() is threading.main_thread()))
+        if data == b"3":
+            loop.remove_reader(a)
+            loop.call_later(0.01, finish)
+        else:
+            loop.call_soon(send_next, int(data) + 1)
+
+    def send_next(i):
+        trace.append(("send", i))
+        b.send(str(i).encode())
+
+    def finish():
+        trace.append(("finish",))
+        loop.stop()
+
+    for i in range(5):
+        loop.call_soon(trace.append, ("soon", i))
+    loop.call_later(0.02, trace.append, ("timer", 2))
+    loop.call_later(0.01, trace.append, ("timer", 1))
+    loop.add_reader(a, on_readable)
+    loop.call_soon(send_next, 1)
+    loop.run()
+    stats = loop.stats()
+    loop.close()
+    a.close()
+    b.close()
+    return trace, stats
+
+
+def test_default_color_program_behaves_as_single_threaded():
+    trace1, _ = program_trace(workers=1)
+    trace4, stats4 = program_trace(workers=4)
+    assert trace4 == trace1
+    assert [e for e in trace1 if e[0] == "read"] == [
+        ("read", b"1", True), ("read", b"2", True), ("read", b"3", True)]
+    # Every callback ran on worker 0, the loop's own thread; the other workers got nothing.
+    assert all(w["callbacks"] == 0 for w in stats4["workers"][1:])
+    assert stats4["workers"][0]["callbacks"] > 0
+
+
+def test_timers_fire_in_deadline_order_and_cancel_works():
+    fired, done = [], threading.Event()
+    with runtime.Loop(workers=2) as loop:
+        for delay in (0.05, 0.01, 0.03, 0.02, 0.04):
+            loop.call_later(delay, fired.append, delay)
+        cancelled = loop.call_later(0.015, fired.append, "cancelled")
+        cancelled.cancel()
+        loop.call_later(0.06, done.set)
+        run_until(loop, done)
+    assert fired == [0.01, 0.02, 0.03, 0.04, 0.05]
+
+
+def test_repeating_timer_until_cancelled():
+    ticks, done = [], threading.Event()
+    with runtime.Loop(workers=1) as loop:
+        def tick():
+            ticks.append(loop.time())
+            if len(ticks) == 5:
+                handle.cancel()
+                loop.call_later(0.05, done.set)
+        handle = loop.call_every(0.005, tick)
+        run_until(loop, done)
+    assert len(ticks) == 5
+    assert all(later > earlier for earlier, later in zip(ticks, ticks[1:]))
+
+
+def test_timer_scheduled_from_another_thread_wakes_a_sleeping_loop():
+    done = threading.Event()
+    with runtime.Loop(workers=1) as loop:
+        threading.Timer(0.05, lambda: loop.call_later(0.01, done.set)).start()
+        run_until(loop, done, timeout=5)
+
+
+def test_fd_reader_and_writer_over_a_socketpair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    received, done = bytearray(), threading.Event()
+    payload = os.urandom(1 << 20)
+    sent = [0]
+    with runtime.Loop(workers=2) as loop:
+        def on_writable():
+            try:
+                sent[0] += a.send(payload[sent[0]:sent[0] + 65536])
+            except BlockingIOError:
+                return
+            if sent[0] == len(payload):
+                loop.remove_writer(a)
+
+        def on_readable():
+            received.extend(b.recv(65536))
+            if len(received) == len(payload):
+                loop.remove_reader(b)
+                done.set()
+
+        loop.add_writer(a, on_writable, color="writer")
+        loop.add_reader(b, on_readable, color="reader")
+        run_until(loop, done)
+        assert loop.stats()["fds"] == 0
+    assert bytes(received) == payload
+    a.close()
+    b.close()
+
+
+def test_fd_callback_is_not_rerun_while_still_running():
+    """A slow reader on a worker: the loop must not queue it again until it returns."""
+    a, b = socket.socketpair()
+    inside, overlaps, runs, done = [0], [], [0], threading.Event()
+    lock = threading.Lock()
+    release = threading.Event()
+
+    with runtime.Loop(workers=3, scheduler="steal") as loop:
+        def slow_reader():
+            with lock:
+                inside[0] += 1
+                if inside[0] > 1:
+                    overlaps.append(runs[0])
+            release.wait(0.2)       # stay inside while the fd stays readable
+            with lock:
+                inside[0] -= 1
+                runs[0] += 1
+            if runs[0] == 3:
+                b.recv(10)
+                loop.remove_reader(b)
+                done.set()
+
+        loop.add_reader(b, slow_reader, color="r")
+        a.send(b"x")                 # never drained before the third run: level-triggered
+        run_until(loop, done)
+    assert overlaps == []
+    assert runs[0] == 3
+    a.close()
+    b.close()
+
+
+def test_signal_is_delivered_as_a_colored_callback():
+    got, done = [], threading.Event()
+    with runtime.Loop(workers=2) as loop:
+        def on_usr1():
+            got.append(runtime.current_color())
+            done.set()
+        loop.add_signal_handler(signal.SIGUSR1, on_usr1, color="sig")
+        loop.call_later(0.01, os.kill, os.getpid(), signal.SIGUSR1)
+        run_until(loop, done)
+        assert loop.remove_signal_handler(signal.SIGUSR1)
+    assert got == ["sig"]
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+
+def test_raising_callback_is_reported_and_the_loop_goes_on():
+    reports, after, done = [], [], threading.Event()
+    with runtime.Loop(workers=2, on_error=reports.append) as loop:
+        def boom():
+            raise ValueError("bad request")
+        loop.call_soon(boom, color=5)
+        loop.call_soon(after.append, "same color still runs", color=5)
+        loop.call_soon(after.append, "other color runs", color=6)
+        loop.call_later(0.02, done.set)
+        run_until(loop, done)
+        stats = loop.stats()
+    assert sorted(after) == ["other color runs", "same color still runs"]
+    assert len(reports) == 1
+    report = reports[0]
+    assert report.color == 5
+    assert "boom" in report.callback
+    assert isinstance(report.exception, ValueError)
+    assert "bad request" in report.traceback
+    assert stats["errors"] == 1
+
+
+def test_broken_error_handler_does_not_kill_the_worker(caplog):
+    done = threading.Event()
+
+    def bad_handler(report):
+        raise RuntimeError("handler broken")
+
+    with runtime.Loop(workers=2, on_error=bad_handler) as loop:
+        loop.call_soon(lambda: 1 / 0, color=1)
+        loop.call_soon(done.set, color=1)
+        run_until(loop, done)
+    assert "ZeroDivisionError" in caplog.text
+    assert "handler broken" in caplog.text
+
+
+def test_stop_runs_what_was_scheduled_before_and_keeps_the_rest():
+    ran = []
+    with runtime.Loop(workers=3) as loop:
+        def stopper():
+            for i in range(3):
+                loop.call_soon(ran.append, ("before", i), color=i)
+            loop.stop()
+            loop.call_soon(ran.append, ("after", 0), color=0)
+        loop.call_soon(stopper, color=0)
+        loop.run()
+        assert sorted(ran) == [("before", 0), ("before", 1), ("before", 2)]
+        assert loop.stats()["pending"] == 1
+        # The callback scheduled after stop() was kept and runs in the next run().
+        loop.call_soon(loop.stop, color=1)
+        loop.run()
+    assert ("after", 0) in ran
+
+
+def test_close_leaves_no_threads_or_fds():
+    def fd_count():
+        return len(os.listdir("/proc/self/fd"))
+
+    threads_before, fds_before = threading.active_count(), fd_count()
+    for _ in range(5):
+        loop = runtime.Loop(workers=4)
+        loop.call_soon(loop.stop)
+        loop.run()
+        loop.close()
+    assert threading.active_count() == threads_before
+    assert fd_count() == fds_before
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_soon(print)
+
+
+def test_bad_arguments_fail_early_with_clear_errors():
+    with runtime.Loop(workers=1) as loop:
+        with pytest.raises(TypeError, match="callable"):
+            loop.call_soon(42)
+        with pytest.raises(TypeError, match="hashable"):
+            loop.call_soon(print, color=[1, 2])
+        with pytest.raises(ValueError, match="interval"):
+            loop.call_every(0, print)
+        with pytest.raises(TypeError, match="fileno"):
+            loop.add_reader("not an fd", print)
+    with pytest.raises(ValueError, match="scheduler"):
+        runtime.Loop(scheduler="random")
+
+
+def test_ctrl_c_stops_cleanly_and_raises_keyboard_interrupt():
+    program = textwrap.dedent("""
+        import os, signal, runtime
+        loop = runtime.Loop(workers=2)
+        ran = []
+        def tick():
+            ran.append(1)
+            if len(ran) == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+        loop.call_every(0.01, tick, color=1)
+        try:
+            loop.run()
+        except KeyboardInterrupt:
+            loop.close()
+            print("clean stop after", len(ran), "ticks")
+    """)
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         timeout=30, cwd=os.path.dirname(os.path.dirname(runtime.__file__)))
+    assert out.returncode == 0, out.stderr
+    assert "clean stop after" in out.stdout
+
+
+def test_callbacks_bundled_with_cwrap_keep_their_color():
+    seen, done = [], threading.Event()
+    with runtime.Loop(workers=2) as loop:
+        cb = runtime.cwrap("blue", lambda tag: seen.append((tag, runtime.current_color())), "x")
+        loop.call_soon(cb)
+        loop.call_soon(runtime.wrap(seen.append, ("default", 0)))
+        loop.call_later(0.02, done.set)
+        run_until(loop, done)
+    assert sorted(seen) == [("default", 0), ("x", "blue")]
