@@ -1,0 +1,101 @@
+"""`python -m apps.webserver`: serve a folder over HTTP/1.1 on the colored event loop.
+
+    --colors off            one thread, every callback color 0 (the unchanged event-driven server)
+    --colors on --workers N each connection on its own color, N worker threads
+    --ncopy N               N independent colors-off processes sharing the port (SO_REUSEPORT)
+
+It prints `serving http://HOST:PORT/` once it accepts connections (scripts wait for that line).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m apps.webserver", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="folder to serve")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    p.add_argument("--colors", choices=("on", "off"), default="off")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker threads (default: 1 with colors off, the CPU count with colors on)")
+    p.add_argument("--scheduler", choices=("hash", "steal"), default="hash")
+    p.add_argument("--ncopy", type=int, default=0, help="run N single-threaded copies instead")
+    p.add_argument("--cpus", default="", help="CPU list to run on, e.g. 0,1 (workers are pinned)")
+    p.add_argument("--max-connections", type=int, default=1024)
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client may take to send one whole request")
+    p.add_argument("--idle-timeout", type=float, default=60.0,
+                   help="seconds an idle keep-alive connection is kept")
+    p.add_argument("--cache-mb", type=float, default=64.0, help="bound on cached file contents")
+    p.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT (N-copy uses it)")
+    p.add_argument("--stats-file", default="", help="write counters as JSON here on exit")
+    p.add_argument("--profile-io", action="store_true",
+                   help="time the socket calls (for the GIL-free/held split of the benchmark)")
+    args = p.parse_args(argv)
+    if args.ncopy < 0 or (args.workers is not None and args.workers < 1):
+        p.error("--ncopy and --workers must be positive")
+    if args.ncopy and args.colors == "on":
+        p.error("--ncopy runs colors-off copies; do not combine it with --colors on")
+    return args
+
+
+def parse_cpus(text: str) -> list[int]:
+    cpus: list[int] = []
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    if args.ncopy:
+        from .ncopy import run_ncopy
+        return run_ncopy(args)
+    return serve(args)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import runtime
+
+    from .cache import FileCache
+    from .colors import plan
+    from .server import Server
+
+    cpus = parse_cpus(args.cpus)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    colors = plan(args.colors)
+    workers = args.workers or (len(os.sched_getaffinity(0)) if colors.parallel else 1)
+    cache = FileCache(args.root, max_bytes=int(args.cache_mb * (1 << 20)))
+    loop = runtime.Loop(workers=workers, scheduler=args.scheduler, pin=bool(cpus))
+    server = Server(loop, cache, colors=colors, max_connections=args.max_connections,
+                    header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+                    profile=args.profile_io)
+    host, port = server.listen(args.host, args.port, reuse_port=args.reuse_port)
+    server.start()
+    loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving http://{shown}:{port}/ (colors {args.colors}, {workers} worker"
+          f"{'s' if workers > 1 else ''}, pid {os.getpid()})", flush=True)
+    try:
+        loop.run()
+    finally:
+        counts = server.final_counts()
+        loop.close()
+        if args.stats_file:
+            with open(args.stats_file, "w") as f:
+                json.dump(counts, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

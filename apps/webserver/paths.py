@@ -1,0 +1,41 @@
+"""Turning a request target into a file under the document root, and nothing outside it.
+
+Every rejection happens before the file system is touched: a target that is not an absolute path,
+a NUL byte (raw or percent-encoded), a `..` segment (also when its dots or slashes arrive
+percent-encoded, e.g. `..%2f`), or a backslash. What survives is a normalised relative path whose
+segments contain no separators, so joining it to the root cannot leave the root; symbolic links
+inside the root are still resolved and checked by the cache before a file is opened.
+"""
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+
+class BadPath(ValueError):
+    """The target can never name a file under the root: the reply is 400."""
+
+
+def target_to_relpath(target: bytes) -> str:
+    """b'/a/b.html?x=1' -> 'a/b.html'; b'/' -> ''; raises BadPath for anything unsafe."""
+    path = target.split(b"?", 1)[0].split(b"#", 1)[0]
+    if not path.startswith(b"/"):
+        raise BadPath("request target must be an absolute path")
+    if b"%" in path:
+        path = unquote_to_bytes(path)
+    if b"\x00" in path or b"\\" in path:
+        raise BadPath("NUL or backslash in path")
+    try:
+        text = path.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadPath("path is not UTF-8") from None
+    parts = []
+    for segment in text.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            raise BadPath("'..' in path")
+        parts.append(segment)
+    relpath = "/".join(parts)
+    if text.endswith("/") and relpath:
+        relpath += "/"
+    return relpath

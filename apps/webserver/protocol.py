@@ -1,0 +1,253 @@
+"""HTTP/1.x on one connection, without sockets: bytes in, replies out, in request order.
+
+`HttpSession.feed(data)` runs the llhttp parser (through httptools) over whatever arrived and
+appends the replies of every request completed so far to `out`, so pipelined requests are
+answered in order. The session enforces the limits llhttp does not: request-line, header and
+body sizes, the number of headers, and which versions and methods are served. After a request
+that ends the connection (an error, `Connection: close`, HTTP/1.0 without keep-alive) the session
+stops parsing and `closing` tells the connection to finish writing and close.
+
+Being free of sockets and of the event loop makes this the part the fuzzing tests drive directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import httptools
+
+from . import responses
+from .cache import FileCache
+from .paths import BadPath, target_to_relpath
+
+ALLOW = b"Allow: GET, HEAD\r\n"
+_CRLFCRLF = b"\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_line: int = 8 * 1024   # longer targets get 414
+    max_head: int = 16 * 1024          # request line plus headers; more gets 431
+    max_headers: int = 100             # more header fields get 431
+    max_body: int = 64 * 1024          # GET/HEAD need no body; a larger one gets 413
+
+
+class SendFile:
+    """A reply body too large for the cache: the connection streams it from disk."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: str, size: int):
+        self.path = path
+        self.size = size
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing and reply with `code`, then close."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+class _Stop(Exception):
+    """Raised after a request that closes the connection: later pipelined bytes are ignored."""
+
+
+class HttpSession:
+    def __init__(self, cache: FileCache, limits: Limits = Limits(), date=responses.DATE):
+        self.cache = cache
+        self.limits = limits
+        self.date = date
+        self.out: list = []          # bytes and SendFile, in reply order
+        self.closing = False         # no more requests will be read on this connection
+        self.requests = 0
+        self.in_request = False      # a request has begun and has not completed
+        self.request_started = 0.0   # `now` of the feed in which the current request began
+        self._parser = httptools.HttpRequestParser(self)
+        self._now = 0.0
+        self._reset_request()
+
+    def _reset_request(self):
+        self._in_head = False
+        self._began_in_this_feed = False
+        self._head_bytes = 0         # raw bytes of an unfinished head (see _count_partial_head)
+        self._header_bytes = 0       # bytes of the header fields parsed so far
+        self._url_parts: list[bytes] = []
+        self._url_len = 0
+        self._headers = 0
+        self._has_host = False
+        self._if_none_match = None
+        self._if_modified_since = None
+        self._body_bytes = 0
+        self._method = b""
+        self._version = ""
+        self._keep_alive = False
+
+    # ---- feeding ---------------------------------------------------------------------------
+    def feed(self, data: bytes, now: float = 0.0) -> None:
+        """Parse `data`; replies of the requests it completes are appended to `out`."""
+        if self.closing or not data:
+            return
+        self._now = now
+        was_in_head = self._in_head
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Stop):
+                return
+            if isinstance(cause, _Reject):
+                return self._fail(cause.code)
+            self._fail(500)                  # our bug, not the client's: say so, then report it
+            raise cause from None
+        except httptools.HttpParserUpgrade:
+            # An Upgrade we do not speak: its request was answered; the rest is not HTTP/1.
+            self.closing = True
+            return
+        except httptools.HttpParserInvalidURLError:
+            return self._fail(400)
+        except httptools.HttpParserError as exc:
+            message = str(exc)
+            return self._fail(505 if "version" in message.lower() else 400)
+        if self._in_head:
+            self._count_partial_head(data, was_in_head)
+
+    def _count_partial_head(self, data: bytes, was_in_head: bool) -> None:
+        """Bound the bytes of an unfinished head, which httptools buffers out of our sight.
+
+        If the head began in this chunk it began after the chunk's last blank line (a finished
+        head ends with one), so counting from there is an upper bound that never mistakes the
+        earlier requests of a pipelined chunk for part of this one.
+        """
+        if was_in_head and not self._began_in_this_feed:
+            self._head_bytes += len(data)
+        else:
+            end = data.rfind(_CRLFCRLF)
+            self._head_bytes += len(data) - (end + 4 if end >= 0 else 0)
+        self._began_in_this_feed = False
+        if self._head_bytes > self.limits.max_head:
+            if not self._url_parts or self._url_len > self.limits.max_request_line:
+                self._fail(414)
+            else:
+                self._fail(431)
+        elif not self._url_parts and self._head_bytes > self.limits.max_request_line:
+            self._fail(414)
+
+    def _fail(self, code: int) -> None:
+        self.out.append(responses.error_reply(code, keep_alive=False))
+        self.closing = True
+        self.in_request = False
+
+    # ---- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self):
+        self._reset_request()
+        self._in_head = True
+        self._began_in_this_feed = True
+        self.in_request = True
+        self.request_started = self._now
+
+    def on_url(self, piece: bytes):
+        self._url_parts.append(piece)
+        self._url_len += len(piece)
+        if self._url_len > self.limits.max_request_line:
+            raise _Reject(414)
+
+    def on_header(self, name: bytes, value: bytes):
+        self._headers += 1
+        self._header_bytes += len(name) + len(value) + 4
+        if self._headers > self.limits.max_headers or self._header_bytes > self.limits.max_head:
+            raise _Reject(431)
+        lower = name.lower()
+        if lower == b"host":
+            self._has_host = True
+        elif lower == b"if-none-match":
+            self._if_none_match = value
+        elif lower == b"if-modified-since":
+            self._if_modified_since = value
+        elif lower == b"content-length":
+            if value.strip().isdigit() and int(value) > self.limits.max_body:
+                raise _Reject(413)
+
+    def on_headers_complete(self):
+        self._in_head = False
+        parser = self._parser
+        self._method = parser.get_method()
+        self._version = parser.get_http_version()
+        self._keep_alive = parser.should_keep_alive()
+
+    def on_body(self, body: bytes):
+        self._body_bytes += len(body)
+        if self._body_bytes > self.limits.max_body:
+            raise _Reject(413)
+
+    def on_message_complete(self):
+        self.in_request = False
+        self.requests += 1
+        self._respond()
+        if self.closing:
+            raise _Stop()
+
+    # ---- replying --------------------------------------------------------------------------
+    def _respond(self) -> None:
+        version = self._version
+        if version != "1.1" and version != "1.0":
+            self._fail(505)
+            return
+        keep_alive = self._keep_alive
+        if version == "1.1" and not self._has_host:
+            self._fail(400)
+            return
+        method = self._method
+        head_only = method == b"HEAD"
+        if not head_only and method != b"GET":
+            self._reply_error(405, keep_alive, version, False, ALLOW)
+            return
+        target = self._url_parts[0] if len(self._url_parts) == 1 else b"".join(self._url_parts)
+        try:
+            relpath = target_to_relpath(target)
+        except BadPath:
+            self._reply_error(400, keep_alive, version, head_only)
+            return
+        entry = self.cache.lookup(relpath)
+        if entry is None:
+            self._reply_error(404, keep_alive, version, head_only)
+            return
+        if self._if_none_match is not None or self._if_modified_since is not None:
+            if self._not_modified(entry):
+                self.out.append(b"".join((
+                    responses.STATUS_LINES[304], self.date(), entry.not_modified_headers(),
+                    responses.connection_header(keep_alive, version), b"\r\n")))
+                self.closing = not keep_alive
+                return
+        if keep_alive and version == "1.1" and not head_only and entry.body is not None:
+            self.out.append(entry.keepalive_reply(self.date()))   # the common case, ready-made
+            return
+        head = b"".join((responses.STATUS_LINES[200], self.date(), entry.headers,
+                         responses.connection_header(keep_alive, version), b"\r\n"))
+        if head_only:
+            self.out.append(head)
+        elif entry.body is not None:
+            self.out.append(head + entry.body)
+        else:
+            self.out.append(head)
+            self.out.append(SendFile(entry.path, entry.size))
+        self.closing = not keep_alive
+
+    def _reply_error(self, code, keep_alive, version, head_only, extra=b""):
+        self.out.append(responses.error_reply(code, keep_alive=keep_alive, version=version,
+                                              head_only=head_only, extra=extra))
+        self.closing = not keep_alive
+
+    def _not_modified(self, entry) -> bool:
+        """RFC 9110 13.2.2: If-None-Match decides when present; If-Modified-Since otherwise."""
+        if self._if_none_match is not None:
+            tags = [t.strip() for t in self._if_none_match.split(b",")]
+            return any(t == b"*" or t.removeprefix(b"W/") == entry.etag for t in tags)
+        try:
+            since = parsedate_to_datetime(self._if_modified_since.decode("latin-1"))
+        except (TypeError, ValueError, IndexError):
+            return False                     # an unparsable date is ignored, as RFC 9110 says
+        if since.tzinfo is None:
+            return False
+        return entry.mtime_s <= since.timestamp()

@@ -1,0 +1,154 @@
+"""The listening socket, accepting, the connection limit, and the server's counters.
+
+Accepting runs on the accept color (colors.py), which also owns the count of open connections:
+a connection that ends tells the accept color with a callback instead of touching the count
+itself, the libasync-smp way of sharing state without a lock. Over the limit, a new connection is
+refused cleanly: it gets a 503 with `Connection: close`, and its socket lingers briefly (reading
+and discarding) so the reply arrives instead of a reset. The server keeps serving the others.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import time
+
+from . import responses
+from .cache import FileCache
+from .colors import ColorPlan
+from .connection import LINGER_S, Connection
+from .protocol import Limits
+
+log = logging.getLogger("apps.webserver")
+ACCEPT_BATCH = 64
+
+
+class Server:
+    def __init__(self, loop, cache: FileCache, *, colors: ColorPlan, limits: Limits = Limits(),
+                 max_connections: int = 1024, header_timeout: float = 10.0,
+                 idle_timeout: float = 60.0, profile: bool = False):
+        self.loop = loop
+        self.cache = cache
+        self.colors = colors
+        self.limits = limits
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.timeout_check_s = min(header_timeout, idle_timeout)
+        self.profile = profile
+        self.listener: socket.socket | None = None
+        self._ids = itertools.count(1)
+        # Owned by the accept color:
+        self.open: dict[int, Connection] = {}
+        self.refusing = 0
+        self.totals = {"connections": 0, "refused": 0, "requests": 0, "io_s": 0.0}
+        self.bugs = 0
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def listen(self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False,
+               backlog: int = 1024) -> tuple[str, int]:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+        self.listener = sock
+        return sock.getsockname()[:2]
+
+    def start(self) -> None:
+        self.loop.add_reader(self.listener.fileno(), self._on_accept, color=self.colors.accept())
+
+    # ---- accept color ------------------------------------------------------------------------
+    def _on_accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:            # EMFILE, ENFILE, ENOBUFS: keep serving the others
+                log.warning("accept failed: %s", exc)
+                return
+            if len(self.open) >= self.max_connections:
+                self._refuse(sock)
+                continue
+            conn_id = next(self._ids)
+            conn = Connection(self, sock, conn_id, self.colors.connection(conn_id))
+            self.open[conn_id] = conn
+            self.totals["connections"] += 1
+            self.loop.call_soon(conn.start, color=conn.color)
+
+    def _refuse(self, sock: socket.socket) -> None:
+        self.totals["refused"] += 1
+        try:
+            sock.setblocking(False)
+            sock.send(responses.error_reply(503, extra=b"Retry-After: 1\r\n"))
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        if self.refusing >= self.max_connections:   # a flood: no lingering for these
+            sock.close()
+            return
+        self.refusing += 1
+        accept = self.colors.accept()
+        fd = sock.fileno()
+        state = {"done": False}
+
+        def finish():
+            if not state["done"]:
+                state["done"] = True
+                self.loop.remove_reader(fd)
+                timer.cancel()
+                sock.close()
+                self.refusing -= 1
+
+        def drain():
+            try:
+                if sock.recv(RECV_DISCARD):
+                    return
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                pass
+            finish()
+
+        timer = self.loop.call_later(LINGER_S, finish, color=accept)
+        self.loop.add_reader(fd, drain, color=accept)
+
+    def connection_closed(self, conn: Connection) -> None:
+        """Called on the connection's color; the bookkeeping happens on the accept color."""
+        self.loop.call_soon(self._forget, conn, color=self.colors.accept())
+
+    def _forget(self, conn: Connection) -> None:
+        if self.open.pop(conn.id, None) is not None:
+            self._add_counts(conn)
+
+    def _add_counts(self, conn: Connection) -> None:
+        self.totals["requests"] += conn.session.requests
+        self.totals["io_s"] += conn.io_s
+
+    def report_bug(self, exc: BaseException) -> None:
+        self.bugs += 1       # approximate under colors on; it only says "look at the log"
+        log.error("internal error while serving a request", exc_info=exc)
+
+    # ---- after the loop stopped --------------------------------------------------------------
+    def final_counts(self) -> dict:
+        """Totals including still-open connections; call only when the loop no longer runs."""
+        counts = dict(self.totals)
+        for conn in self.open.values():
+            counts["requests"] += conn.session.requests
+            counts["io_s"] += conn.io_s
+        times = os.times()
+        counts["cpu_s"] = times.user + times.system
+        counts["cache_files"] = len(self.cache)
+        counts["cache_bytes"] = self.cache.cached_bytes
+        counts["bugs"] = self.bugs
+        counts["at"] = time.time()
+        return counts
+
+
+RECV_DISCARD = 4096
