@@ -1,0 +1,223 @@
+"""What every figure shares: where CSVs are read from, how trials are summarised, the paper's points,
+and the footer that says which machine made the numbers.
+
+Figures are drawn only from CSVs (never from in-memory benchmark results), so a figure can always be
+redrawn from `artifact/results/` alone, and the tests can draw every figure from small synthetic CSVs.
+`COLORLOOP_RESULTS` / `COLORLOOP_FIGURES` point the scripts (and the notebooks) at other folders.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from experiments import common  # noqa: E402
+
+# The paper's side: only the abstract's numbers are known (see /work/shared/paper-notes.md).
+PAPER_LABEL = "paper (abstract)"
+PAPER_SFS_SPEEDUP = {1: 1.0, 4: 2.5}       # libasync-smp SFS on 4 CPUs vs unmodified SFS on 1 CPU
+PAPER_WEB_SPEEDUP = {1: 1.0, 4: 1.5}       # event-driven web server, 4 CPUs
+PAPER_LINES_CHANGED = 90                   # "about 90 lines" ...
+PAPER_LINES_TOTAL = 12000                  # ... "of about 12,000"
+
+MEASURED_STYLE = dict(marker="o", linestyle="-", linewidth=1.8, markersize=6)
+MODELLED_STYLE = dict(linestyle="--", linewidth=1.4)
+PAPER_STYLE = dict(marker="*", linestyle=":", color="black", markersize=13, linewidth=1.0)
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("COLORLOOP_RESULTS") or common.RESULTS)
+
+
+def figures_dir() -> Path:
+    return Path(os.environ.get("COLORLOOP_FIGURES") or common.FIGURES)
+
+
+def read_csv(name: str, folder: Path | None = None) -> pd.DataFrame | None:
+    """The CSV `name` from the results folder, or None when that experiment has not run yet."""
+    path = (folder or results_dir()) / f"{name}.csv"
+    if not path.exists():
+        return None
+    df = pd.read_csv(path)
+    return df if len(df) else None
+
+
+def read_machine(name: str, folder: Path | None = None) -> dict | None:
+    path = (folder or results_dir()) / f"{name}.machine.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text()).get("machine")
+    except (ValueError, OSError):
+        return None
+
+
+def summarize(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    """Median, min, max and trial count of `value` for each combination of `keys`."""
+    grouped = df.groupby(keys, dropna=False)[value]
+    out = grouped.agg(median="median", min="min", max="max", trials="count").reset_index()
+    return out.sort_values(keys).reset_index(drop=True)
+
+
+def machine_footer(machines: list[dict | None], notes: list[str] = ()) -> str:
+    """Which machine(s), CPU, core count and Python made the CSVs behind a figure."""
+    lines, seen = [], set()
+    for info in machines:
+        if not info:
+            continue
+        line = common.machine_summary(info)
+        if line not in seen:
+            seen.add(line)
+            lines.append("measured on: " + line)
+    if not lines:
+        lines.append("measured on: (no machine description found beside the CSV)")
+    lines.extend(notes)
+    return "\n".join(textwrap.fill(l, 150) for l in lines)
+
+
+def new_figure(title: str, ncols: int = 1, width: float = 6.2, height: float = 4.6):
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    fig.suptitle(title, fontsize=12, fontweight="bold")
+    return fig, list(axes[0])
+
+
+def finish(fig, name: str, footer: str, folder: Path | None = None) -> list[Path]:
+    """Put the machine footer under the axes and write <name>.png and <name>.pdf."""
+    n_lines = footer.count("\n") + 1
+    height_in = fig.get_size_inches()[1]
+    bottom = min(0.45, (0.12 + 0.13 * n_lines) / height_in)
+    fig.text(0.01, 0.01, footer, fontsize=7.5, va="bottom", ha="left", color="#333333")
+    fig.tight_layout(rect=(0, bottom, 1, 0.95))
+    folder = folder or figures_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+def plot_paper_points(ax, points: dict[int, float], label: str = PAPER_LABEL) -> None:
+    xs = sorted(points)
+    ax.plot(xs, [points[x] for x in xs], label=label, zorder=5, **PAPER_STYLE)
+
+
+def no_data(ax, what: str) -> None:
+    ax.text(0.5, 0.5, f"no data yet:\n{what}", ha="center", va="center", transform=ax.transAxes,
+            fontsize=10, color="#aa0000")
+
+
+def draw_scaling(ax_abs, ax_speed, cases, predicted: list[dict], color_of, *,
+                 label_of=lambda case: f"{case.config} ({case.python})") -> bool:
+    """Measured medians (bars: min..max of trials) and modelled curves for model_fit.Case objects.
+
+    Speedups are against each case's baseline measured at 1 CPU (for modelled curves: the modelled
+    baseline at 1 CPU). Hollow markers: the load generator shared the server's CPUs.
+    Returns whether any point was drawn with a shared load generator.
+    """
+    shared_any = False
+    base_values = {}
+    for case in cases:
+        for c2 in cases:
+            if (c2.app, c2.python, c2.group, c2.config) == (case.app, case.python, case.group, case.baseline):
+                one = [p for p in c2.measured if p["cpus"] == 1]
+                if one:
+                    base_values[id(case)] = one[0]["median"]
+    for case in cases:
+        color = color_of(case)
+        label = label_of(case)
+        pts = sorted(case.measured, key=lambda p: p["cpus"])
+        if pts:
+            xs = [p["cpus"] for p in pts]
+            med = [p["median"] for p in pts]
+            err = [[p["median"] - p["min"] for p in pts], [p["max"] - p["median"] for p in pts]]
+            line = ax_abs.errorbar(xs, med, yerr=err, label=label, color=color,
+                                   capsize=3, **MEASURED_STYLE)
+            color = line[0].get_color()
+            base = base_values.get(id(case))
+            if base and ax_speed is not None:
+                ax_speed.errorbar(xs, [m / base for m in med],
+                                  yerr=[[e / base for e in err[0]], [e / base for e in err[1]]],
+                                  label=label, color=color, capsize=3,
+                                  **MEASURED_STYLE)
+            for p in pts:
+                if not p["disjoint"]:
+                    shared_any = True
+                    for ax, y in ((ax_abs, p["median"]), (ax_speed, p["median"] / base if base else None)):
+                        if ax is not None and y is not None:
+                            ax.plot([p["cpus"]], [y], marker="o", markersize=10, markerfacecolor="white",
+                                    markeredgecolor=color, linestyle="none", zorder=4)
+        model = sorted((r for r in predicted if (r["app"], r["python"], r["config"]) ==
+                        (case.app, case.python, case.config)), key=lambda r: r["cpus"])
+        if model:
+            xs = [r["cpus"] for r in model]
+            ax_abs.plot(xs, [r["modelled"] for r in model], color=color,
+                        label=None if pts else label, **MODELLED_STYLE)
+            if ax_speed is not None and not any(math.isnan(r["speedup"]) for r in model):
+                ax_speed.plot(xs, [r["speedup"] for r in model], color=color,
+                              label=None if pts else label, **MODELLED_STYLE)
+    return shared_any
+
+
+def cpu_axis(ax, max_cpus: int = 16, ylabel: str = "") -> None:
+    """CPUs on a log2 axis, so that the measured 1..2 are not squeezed against the modelled 16."""
+    ax.set_xlabel("server CPUs (= worker threads), log scale")
+    ax.set_ylabel(ylabel)
+    ax.set_xscale("log", base=2)
+    ticks = [t for t in (1, 2, 3, 4, 6, 8, 12, 16) if t <= max_cpus]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlim(0.85, max_cpus * 1.15)
+    if ax.get_yscale() == "linear":
+        ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+
+
+SHARED_NOTE = ("hollow rings: the load generator had no CPU of its own at that point and shared the "
+               "server's CPUs (this machine has too few CPUs to keep them apart)")
+MODEL_NOTE = ("dashed = modelled (discrete-event model, parameters measured at 1 CPU; beyond this machine "
+              "the load generator is assumed to have its own CPUs)")
+
+
+def script_main(description: str, measure, plot, argv=None) -> None:
+    """The command line every figure script shares.
+
+    default: measure (unless --reuse and the CSV is there), then draw;  --plot-only: just draw.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--plot-only", action="store_true", help="redraw from the CSVs already there")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure only when the CSV this figure needs is missing")
+    args = parser.parse_args(argv)
+    if not args.plot_only:
+        measure(reuse=args.reuse)
+    for path in plot():
+        print(f"wrote {path}")
+
+
+def style_legend(ax, loc: str = "upper left", with_paper: bool = False, with_model: bool = True,
+                 fontsize: float = 7) -> None:
+    """The axes' own entries (one per curve, by colour) plus what each line style means."""
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="black", **MEASURED_STYLE))
+    labels.append("solid, dots: measured (median)")
+    if with_model:
+        handles.append(Line2D([], [], color="black", **MODELLED_STYLE))
+        labels.append("dashed: modelled")
+    if with_paper and PAPER_LABEL not in " ".join(labels):
+        handles.append(Line2D([], [], **PAPER_STYLE))
+        labels.append(PAPER_LABEL)
+    ax.legend(handles, labels, fontsize=fontsize, loc=loc)

@@ -1,0 +1,247 @@
+"""From measured CSVs to model parameters, modelled points, and the per-point validation.
+
+The model's parameters are all measured at one CPU, per application and configuration:
+  held_s   interpreter time per request/read/op (holds the GIL)          -- *_other / gil_held columns
+  free_s   cipher+MAC / hash / syscall time per request (GIL released)    -- crypto / gil_free columns
+  client_s the load generator's CPU time per reply (matters only when it shares the server's CPUs)
+  clients  connections the benchmark kept busy
+Nothing is fitted to the multi-CPU points, with one exception stated in the output: when the web
+CSV has no client-cost column, wrk's cost per request is taken from the N-copy run at all CPUs
+(the only point where it shows), and that point is marked `calibration` in model_validation.csv.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+
+from experiments.model import Config, conn_stages, request_stages, simulate
+
+SFS_BYTES_PER_MB = 1e6          # apps.sfs_like.bench reports decimal megabytes per second
+MODEL_REQUESTS = 2000           # replies simulated per point (after 200 of warm-up)
+PREDICT_CPUS = list(range(1, 17))
+
+
+@dataclass
+class Case:
+    """One configuration of one application on one interpreter, with its measured points."""
+
+    app: str                      # "sfs", "web", "runtime"
+    python: str
+    config: str                   # human-readable: suite / block / mode / server ...
+    mode: str                     # colors_off, colors_on, ncopy, distinct, single
+    held_s: float
+    free_s: float
+    clients: int
+    client_s: float = 0.0
+    unit: str = "replies/s"
+    to_unit: float = 1.0          # measured unit per modelled reply/s
+    baseline: str = ""            # config string of the case that defines speedup 1.0
+    group: str = ""               # cases drawn in one panel share a group
+    measured: list[dict] = field(default_factory=list)   # cpus, median, min, max, disjoint
+    notes: list[str] = field(default_factory=list)
+    calibration_cpus: set = field(default_factory=set)
+
+    @property
+    def gil(self) -> bool:
+        return not self.python.endswith("t")
+
+    def config_for(self, cpus: int, client_cpus: int, clients: int | None = None) -> Config:
+        clients = clients or self.clients
+        if self.mode in ("colors_on", "distinct"):
+            stages = (request_stages(self.held_s, self.free_s, colored=True) if self.app == "sfs"
+                      else conn_stages(self.held_s, self.free_s))
+            return Config(stages=stages, cpus=cpus, gil=self.gil, clients=clients,
+                          client_s=self.client_s, client_cpus=client_cpus,
+                          requests=MODEL_REQUESTS, warmup=MODEL_REQUESTS // 10)
+        if self.mode == "ncopy":
+            return Config(stages=conn_stages(self.held_s, self.free_s), cpus=cpus, workers=1,
+                          processes=cpus, gil=True, clients=clients, client_s=self.client_s,
+                          client_cpus=client_cpus, requests=MODEL_REQUESTS,
+                          warmup=MODEL_REQUESTS // 10)
+        # colors_off / single: everything in the default color, i.e. one callback at a time
+        return Config(stages=request_stages(self.held_s, self.free_s, colored=False), cpus=cpus,
+                      gil=self.gil, clients=clients, client_s=self.client_s,
+                      client_cpus=client_cpus, requests=MODEL_REQUESTS,
+                      warmup=MODEL_REQUESTS // 10)
+
+    def modelled(self, cpus: int, client_cpus: int, clients: int | None = None) -> float:
+        return simulate(self.config_for(cpus, client_cpus, clients)).throughput * self.to_unit
+
+    def predict(self, cpus: int) -> float:
+        """Beyond this machine: the load generator on CPUs of its own (as in the paper's testbed),
+        and at least two connections per CPU so that colors are not what runs out."""
+        clients = max(self.clients, 2 * cpus)
+        return self.modelled(cpus, client_cpus=clients, clients=clients)
+
+
+def _median(df: pd.DataFrame, column: str) -> float | None:
+    if column not in df.columns:
+        return None
+    values = pd.to_numeric(df[column], errors="coerce").dropna()
+    return float(values.median()) if len(values) else None
+
+
+def _measured_points(df: pd.DataFrame, value: str, cpu_col: str = "cpus") -> list[dict]:
+    points = []
+    for cpus, sub in df.groupby(cpu_col):
+        vals = pd.to_numeric(sub[value], errors="coerce").dropna()
+        if not len(vals):
+            continue
+        disjoint = True
+        if "client_cpus_disjoint" in sub.columns:
+            disjoint = bool(sub["client_cpus_disjoint"].astype(str).str.lower()
+                            .isin(["true", "1", "1.0"]).all())
+        points.append({"cpus": int(cpus), "median": float(vals.median()), "min": float(vals.min()),
+                       "max": float(vals.max()), "disjoint": disjoint})
+    return points
+
+
+def _truthy(series: pd.Series) -> bool:
+    return bool(series.astype(str).str.lower().isin(["true", "1", "1.0"]).any())
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def sfs_cases(df: pd.DataFrame | None) -> list[Case]:
+    if df is None or "mode" not in df.columns:
+        return []
+    df = df[df["mode"].isin(["colors_off", "colors_on"])]
+    cases = []
+    for (python, suite, block), sub in df.groupby(["python", "suite", "block_kib"]):
+        one = sub[sub["cpus"] == 1]
+        held, free = _median(one, "other_s_per_read"), _median(one, "crypto_s_per_read")
+        if held is None or free is None or not len(one):
+            continue
+        notes = []
+        client_s = _median(one, "client_s_per_read")
+        if client_s is None:
+            decrypts = "client_decrypts" in one.columns and _truthy(one["client_decrypts"])
+            client_s = (free if decrypts else 0.0) + held
+            notes.append("client cost per read not in CSV: assumed = server's interpreter time"
+                         + (" + crypto (client decrypts)" if decrypts else ""))
+        clients = int(pd.to_numeric(sub["clients"], errors="coerce").median()) if "clients" in sub else 8
+        base = f"{suite} {int(block)}KiB colors_off"
+        for mode, msub in sub.groupby("mode"):
+            cases.append(Case(
+                app="sfs", python=str(python), config=f"{suite} {int(block)}KiB {mode}", mode=mode,
+                held_s=held, free_s=free, clients=max(1, clients), client_s=client_s,
+                unit="MB/s", to_unit=int(block) * 1024 / SFS_BYTES_PER_MB, baseline=base,
+                group=f"{suite} {int(block)}KiB", measured=_measured_points(msub, "mb_per_s"),
+                notes=list(notes)))
+    return cases
+
+
+def web_cases(df: pd.DataFrame | None) -> list[Case]:
+    """The colorloop server's three modes; the peers (nginx, Apache, aiohttp) are not modelled."""
+    if df is None or "server" not in df.columns:
+        return []
+    ours = df[df["server"] == "colorloop"]
+    cases = []
+    for python, sub in ours.groupby("python"):
+        one = sub[sub["cpus"] == 1]
+        if not len(one):
+            continue
+        notes = []
+        rate1 = _median(one[one["mode"] == "colors_off"], "requests_per_s") or _median(one, "requests_per_s")
+        held = _median(one, "gil_held_s_per_request")
+        free = _median(one, "gil_free_s_per_request")
+        if held is None or free is None:
+            held, free = 1.0 / rate1, 0.0
+            notes.append("GIL-held/free split per request not in CSV: all of 1/rate(1 CPU) taken as GIL-held")
+        connections = int(pd.to_numeric(sub["connections"], errors="coerce").median()) if "connections" in sub else 16
+        client_s = _median(one, "client_cpu_s_per_request")
+        calibration = set()
+        if client_s is None:
+            client_s, calibration = _client_cost_from_ncopy(sub, held + free)
+            notes.append("wrk's CPU per request not in CSV: derived from the N-copy run on all CPUs "
+                         "(that point is a calibration, not a validation)")
+        for mode, msub in sub.groupby("mode"):
+            cases.append(Case(
+                app="web", python=str(python), config=f"colorloop {mode}", mode=mode,
+                held_s=held, free_s=free, clients=max(1, connections), client_s=client_s,
+                unit="requests/s", baseline="colorloop colors_off", group="colorloop",
+                measured=_measured_points(msub, "requests_per_s"), notes=list(notes),
+                calibration_cpus=calibration if mode == "ncopy" else set()))
+    return cases
+
+
+def _client_cost_from_ncopy(sub: pd.DataFrame, server_s: float) -> tuple[float, set]:
+    """N copies on k shared CPUs keep all k busy with server + wrk work: k / rate = server + wrk."""
+    ncopy = sub[sub["mode"] == "ncopy"]
+    points = [p for p in _measured_points(ncopy, "requests_per_s") if not p["disjoint"]]
+    if not points:
+        return 0.0, set()
+    top = max(points, key=lambda p: p["cpus"])
+    return max(0.0, top["cpus"] / top["median"] - server_s), {top["cpus"]}
+
+
+def runtime_cases(df: pd.DataFrame | None) -> list[Case]:
+    if df is None or "workload" not in df.columns:
+        return []
+    cases = []
+    for (python, workload), sub in df.groupby(["python", "workload"]):
+        one = sub[sub["workers"] == 1]
+        held, free = _median(one, "gil_held_s_per_op"), _median(one, "gil_free_s_per_op")
+        if held is None or free is None:
+            continue
+        for colors, csub in sub.groupby("colors"):
+            mode = "distinct" if colors == "distinct" else "single"
+            cases.append(Case(
+                app="runtime", python=str(python), config=f"{workload} {colors} colors", mode=mode,
+                held_s=held, free_s=free, clients=16, unit="ops/s",
+                baseline=f"{workload} single colors", group=str(workload),
+                measured=_measured_points(csub, "ops_per_s", cpu_col="workers")))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def validate(cases: list[Case], cpus_allowed: int) -> list[dict]:
+    """Model every measured point under the CPU placement it was measured with."""
+    rows = []
+    for case in cases:
+        for p in case.measured:
+            k = p["cpus"]
+            client_cpus = max(0, cpus_allowed - k) if p["disjoint"] else 0
+            if case.app == "runtime":
+                client_cpus = case.clients      # no load generator: submissions are free
+            modelled = case.modelled(k, client_cpus=client_cpus)
+            rows.append({
+                "app": case.app, "python": case.python, "config": case.config, "cpus": k,
+                "client_cpus_disjoint": p["disjoint"], "unit": case.unit,
+                "measured": p["median"], "modelled": modelled,
+                "error_pct": 100.0 * (modelled - p["median"]) / p["median"] if p["median"] else math.nan,
+                "calibration": k in case.calibration_cpus,
+                "held_s": case.held_s, "free_s": case.free_s, "client_s": case.client_s,
+                "clients": case.clients,
+            })
+    return rows
+
+
+def predictions(cases: list[Case], cpus_list: list[int] = PREDICT_CPUS) -> list[dict]:
+    """Modelled throughput and speedup (vs the same app's uncolored 1-CPU case) for 1..16 CPUs."""
+    rows = []
+    by_key = {(c.app, c.python, c.group, c.config): c for c in cases}
+    base_cache: dict = {}
+    for case in cases:
+        base = by_key.get((case.app, case.python, case.group, case.baseline))
+        if base is not None:
+            key = (case.app, case.python, case.group)
+            if key not in base_cache:
+                base_cache[key] = base.predict(1)
+        for k in cpus_list:
+            value = case.predict(k)
+            ref = base_cache.get((case.app, case.python, case.group))
+            rows.append({"app": case.app, "python": case.python, "config": case.config,
+                         "group": case.group, "mode": case.mode, "cpus": k, "unit": case.unit,
+                         "modelled": value, "speedup": value / ref if ref else math.nan})
+    return rows
+
+
+def replace_python(case: Case, python: str) -> Case:
+    """The same measured parameters on another interpreter (e.g. what 3.13t would do without GIL)."""
+    return replace(case, python=python, measured=[], calibration_cpus=set())

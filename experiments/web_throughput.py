@@ -1,0 +1,123 @@
+"""Figure: the web server's throughput on small cached files against CPUs, with N-copy and the peers.
+
+The paper's web server gained 1.5x on 4 CPUs: little computation per request, so the serial parts
+and the kernel bound it. Ours runs its callbacks in Python, so on 3.11 the GIL bounds colored
+threads; N-copy (one process per CPU) and the free-threaded 3.13t show what is left without it.
+nginx, Apache and aiohttp are measured in the same run as reference points (not modelled).
+
+    python -m experiments.web_throughput [--plot-only | --reuse]      (make fig-web)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from experiments import common, figlib, model_fit
+
+NAME = "web_throughput"
+COLORS = {("3.11", "colors_off"): "#7f7f7f", ("3.11", "colors_on"): "#1f77b4",
+          ("3.11", "ncopy"): "#2ca02c", ("3.13t", "colors_on"): "#d62728",
+          ("3.13t", "colors_off"): "#e377c2", ("3.13t", "ncopy"): "#8c564b",
+          "nginx": "#17becf", "apache": "#9467bd", "aiohttp": "#bcbd22"}
+
+
+def measure(reuse: bool = False) -> None:
+    """The web benchmark on 3.11 (every server), then the colorloop server on 3.13t if it is built."""
+    if reuse and (common.RESULTS / f"{NAME}.csv").exists():
+        print(f"reusing {common.RESULTS / NAME}.csv")
+        return
+    from apps.webserver import bench
+
+    rows = list(bench.run_benchmark(common.quick()))
+    rows.extend(_freethreaded_rows())
+    common.write_results(NAME, rows)
+    df = figlib.read_csv(NAME)
+    keys = [k for k in ("python", "server", "mode", "cpus", "connections", "client_cpus_disjoint")
+            if k in df.columns]
+    common.write_results(f"{NAME}_summary", figlib.summarize(df, keys, "requests_per_s").to_dict("records"))
+
+
+def _freethreaded_rows() -> list[dict]:
+    from experiments import freethreaded
+
+    if freethreaded.ft_python() is None:
+        print("3.13t not built (make freethreaded): the figure shows 3.13t as modelled only",
+              file=sys.stderr)
+        return []
+    args = ["--servers", "colorloop"] + (["--quick"] if common.quick() else [])
+    try:
+        return freethreaded.run_module_json("apps.webserver.bench", args)
+    except (freethreaded.FreeThreadedUnavailable, freethreaded.BenchmarkFailed) as exc:
+        print(f"3.13t web benchmark failed, drawn as modelled only: {exc}", file=sys.stderr)
+        return []
+
+
+def _label(case) -> str:
+    if case.app == "peer":
+        return case.config
+    mode = {"colors_off": "colors off (unmodified)", "colors_on": "colored",
+            "ncopy": "N-copy (N processes)"}.get(case.mode, case.mode)
+    return f"colorloop {mode}, Python {case.python}"
+
+
+def _color(case) -> str:
+    if case.app == "peer":
+        return COLORS.get(case.config.split()[0], "#000000")
+    return COLORS.get((case.python, case.mode), "#000000")
+
+
+def peer_cases(df) -> list:
+    cases = []
+    for (python, server), sub in df[df["server"] != "colorloop"].groupby(["python", "server"]):
+        name = f"{server}" + ("" if python == "3.11" else f" ({python})")
+        cases.append(model_fit.Case(app="peer", python=str(python), config=name, mode="peer",
+                                    held_s=0.0, free_s=0.0, clients=1, unit="requests/s",
+                                    baseline=name, group=name,
+                                    measured=model_fit._measured_points(sub, "requests_per_s")))
+    return cases
+
+
+def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]:
+    df = figlib.read_csv(NAME, results)
+    fig, (ax_abs, ax_speed) = figlib.new_figure(
+        "Web server: small cached files, throughput vs CPUs", ncols=2, height=5.6)
+    notes, shared = [], False
+    if df is None:
+        figlib.no_data(ax_abs, f"{NAME}.csv")
+    else:
+        cases = model_fit.web_cases(df)
+        if cases and not any(c.python.endswith("t") for c in cases):
+            # No 3.13t measurement: draw what the model says the same costs give without the GIL.
+            colored = [c for c in cases if c.mode == "colors_on" and c.python == "3.11"]
+            cases.extend(model_fit.replace_python(c, "3.13t") for c in colored)
+            notes.append("Python 3.13t curve: modelled only (3.11's measured costs with no GIL), "
+                         "no 3.13t measurement in the CSV")
+        predicted = model_fit.predictions(cases)
+        shared = figlib.draw_scaling(ax_abs, ax_speed, cases + peer_cases(df), predicted, _color,
+                                     label_of=_label)
+        notes.extend(sorted({n for c in cases for n in c.notes}))
+        conns = sorted(set(int(x) for x in df["connections"].dropna())) if "connections" in df else []
+        notes.append(f"connections: {conns}; speedup = vs the same server (colorloop: colors off) on 1 CPU "
+                     "of the same Python; peers are measured only")
+    figlib.plot_paper_points(ax_speed, figlib.PAPER_WEB_SPEEDUP,
+                             label="paper (abstract): libasync-smp web server, 1 and 4 CPUs")
+    if df is not None:
+        ax_abs.set_yscale("log")
+    figlib.cpu_axis(ax_abs, ylabel="requests/s, median of trials")
+    figlib.cpu_axis(ax_speed, ylabel="speedup vs 1 CPU")
+    ax_abs.set_title("absolute, log scale (colours as in the legend on the right)", fontsize=10)
+    ax_speed.set_title("normalised: comparable to the paper", fontsize=10)
+    figlib.style_legend(ax_speed, with_paper=True, fontsize=6.5)
+    notes.append(figlib.MODEL_NOTE)
+    if shared:
+        notes.append(figlib.SHARED_NOTE)
+    footer = figlib.machine_footer([figlib.read_machine(NAME, results)], notes)
+    return figlib.finish(fig, NAME, footer, figures)
+
+
+def main(argv=None) -> None:
+    figlib.script_main(__doc__.splitlines()[0], measure, lambda: plot(), argv)
+
+
+if __name__ == "__main__":
+    main()
