@@ -6,6 +6,8 @@ a callback: it can be cancelled until it starts.
 """
 from __future__ import annotations
 
+from time import perf_counter as _perf_counter
+
 DEFAULT_COLOR = 0
 
 
@@ -50,21 +52,23 @@ def resolve(fn, args, color):
 
 
 class Handle:
-    """One scheduled run of fn(*args) on a color; cancel() stops it if it has not started."""
+    """One scheduled run of fn(*args) on a color; cancel() stops it if it has not started.
+
+    Created for every callback, so it stays small: `_seq` is set by the scheduler when the handle
+    is queued, `_interval` only for repeating timers.
+    """
 
     __slots__ = ("fn", "args", "color", "cancelled", "enqueued_at", "origin", "_seq", "_when",
                  "_interval", "__weakref__")
 
-    def __init__(self, fn, args, color):
+    def __init__(self, fn, args, color, origin=None):
         self.fn = fn
         self.args = args
         self.color = color
         self.cancelled = False
-        self.enqueued_at = 0.0
-        self.origin = None     # the repeating timer or fd registration this run came from
-        self._seq = 0
+        self.origin = origin   # the repeating timer or fd registration this run came from
+        self.enqueued_at = _perf_counter()
         self._when = None
-        self._interval = None
 
     def cancel(self) -> None:
         self.cancelled = True

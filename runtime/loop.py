@@ -23,7 +23,9 @@ import selectors
 import signal
 import threading
 import time
+from time import perf_counter as _perf_counter
 from collections import deque
+from types import FunctionType
 
 from . import _context
 from .callbacks import DEFAULT_COLOR, Handle, describe, resolve
@@ -96,10 +98,11 @@ class Loop:
     # -- scheduling (any thread) ----------------------------------------------------------------
     def call_soon(self, fn, *args, color=DEFAULT_COLOR) -> Handle:
         """Run fn(*args) as a callback of `color`, after the callbacks of that color queued before."""
-        self._check_open()
-        fn, args, color = resolve(fn, args, color)
+        if self._closed:
+            raise RuntimeError("the loop is closed")
+        if type(fn) is not FunctionType:       # the common case skips resolve()'s checks
+            fn, args, color = resolve(fn, args, color)
         handle = Handle(fn, args, color)
-        handle.enqueued_at = time.perf_counter()
         self._sched.push(color, handle)
         return handle
 
@@ -210,10 +213,8 @@ class Loop:
                 continue
             if cb.armed:
                 cb.armed = False
-                handle = Handle(cb.fn, cb.args, cb.color)
-                handle.enqueued_at = time.perf_counter()
-                handle.origin = cb      # re-armed when this run returns
-                self._sched.push(cb.color, handle)
+                # The run's origin is cb: it is re-armed when this run returns.
+                self._sched.push(cb.color, Handle(cb.fn, cb.args, cb.color, cb))
             else:
                 # Its last run has not finished: stop polling this event until it re-arms, or a
                 # level-triggered selector would report the fd again on every iteration.
@@ -417,10 +418,8 @@ class Loop:
                 timer.enqueued_at = time.perf_counter()
                 self._sched.push(timer.color, timer)
                 continue
-            tick = Handle(timer.fn, timer.args, timer.color)
-            tick.origin = timer             # a tick of a repeating timer: cancelled with it
-            tick.enqueued_at = time.perf_counter()
-            self._sched.push(timer.color, tick)
+            # A tick of a repeating timer: its origin is the timer, and it is cancelled with it.
+            self._sched.push(timer.color, Handle(timer.fn, timer.args, timer.color, timer))
             timer._when += timer._interval
             if timer._when <= now:
                 timer._when = now + timer._interval
@@ -472,12 +471,12 @@ class Loop:
     # -- running one callback (every worker) ---------------------------------------------------
     def _run_one(self, worker: int, handle: Handle) -> None:
         origin = handle.origin
-        if handle.cancelled or (isinstance(origin, Handle) and origin.cancelled):
+        if handle.cancelled or (origin is not None and getattr(origin, "cancelled", False)):
             return
         color = handle.color
         ctx = _context.local
         ctx.color = color
-        started = time.perf_counter()
+        started = _perf_counter()
         try:
             handle.fn(*handle.args)
         except Exception as exc:
@@ -487,11 +486,22 @@ class Loop:
             self._fatal = exc
             self.stop()
         finally:
-            ended = time.perf_counter()
+            ended = _perf_counter()
             ctx.color = None
-            if isinstance(origin, _FdCallback):
+            if origin is not None and type(origin) is _FdCallback:
                 self._as_chore(self._rearm, origin)
-        self._sched.stats[worker].record(color, ended - started, started - handle.enqueued_at)
+        busy, wait = ended - started, started - handle.enqueued_at
+        stats = self._sched.stats[worker]         # only this worker writes its own stats
+        stats.callbacks += 1
+        stats.busy_s += busy
+        stats.queue_wait_s += wait
+        per_color = stats.per_color.get(color)
+        if per_color is None:
+            stats.per_color[color] = [1, busy, wait]
+        else:
+            per_color[0] += 1
+            per_color[1] += busy
+            per_color[2] += wait
 
     def _report(self, color, what: str, exc: BaseException, worker: int) -> None:
         with self._errors_lock:

@@ -46,7 +46,7 @@ class ColorState:
 
 
 class WorkerStats:
-    """Counters a worker updates without the scheduler lock: only that worker writes them."""
+    """Counters a worker updates without the scheduler lock (Loop._run_one): only it writes them."""
 
     __slots__ = ("callbacks", "busy_s", "queue_wait_s", "steals", "per_color")
 
@@ -56,18 +56,6 @@ class WorkerStats:
         self.queue_wait_s = 0.0
         self.steals = 0
         self.per_color: dict = {}
-
-    def record(self, color, busy: float, wait: float) -> None:
-        self.callbacks += 1
-        self.busy_s += busy
-        self.queue_wait_s += wait
-        entry = self.per_color.get(color)
-        if entry is None:
-            self.per_color[color] = [1, busy, wait]
-        else:
-            entry[0] += 1
-            entry[1] += busy
-            entry[2] += wait
 
 
 class Scheduler:
@@ -104,9 +92,12 @@ class Scheduler:
         wake = None
         with self._lock:
             handle._seq = next(self._seq)
-            state = self._colors.get(color)
+            try:
+                state = self._colors.get(color)
+            except TypeError:
+                raise TypeError(f"a color must be hashable, got {color!r}") from None
             if state is None:
-                state = self._colors[color] = ColorState(color, self.home(color))
+                state = self._colors[color] = ColorState(color, hash(color) % self.workers)
             state.pending.append(handle)
             if not (state.running or state.queued):
                 if handle._seq > self._limit:
@@ -140,6 +131,11 @@ class Scheduler:
         """
         with self._lock:
             if finished is not None:
+                pending = finished.pending
+                if pending and not self._ready[w] and pending[0]._seq <= self._limit:
+                    # The color just run is the only runnable one here: it keeps running, which
+                    # saves a trip through the ready queue (and cannot reorder anything).
+                    return finished, pending.popleft()
                 self._finish(finished)
             state = self._take(w)
             if state is None:
