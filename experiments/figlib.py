@@ -46,7 +46,7 @@ def read_csv(name: str, folder: Path | None = None) -> pd.DataFrame | None:
     path = (folder or results_dir()) / f"{name}.csv"
     if not path.exists():
         return None
-    df = pd.read_csv(path)
+    df = pd.read_csv(path, dtype={"python": str})     # "3.11" must not become the float 3.11
     return df if len(df) else None
 
 
@@ -221,3 +221,16 @@ def style_legend(ax, loc: str = "upper left", with_paper: bool = False, with_mod
         handles.append(Line2D([], [], **PAPER_STYLE))
         labels.append(PAPER_LABEL)
     ax.legend(handles, labels, fontsize=fontsize, loc=loc)
+
+
+def write_derived(name: str, rows: list[dict], sources: list[str], folder: Path | None = None) -> Path:
+    """A CSV computed from other CSVs (not measured now): written beside them, with the machine
+    description of the measurement it came from, so it never claims a machine it did not run on."""
+    folder = folder or results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    meta = {"derived_from": [f"{s}.csv" for s in sources],
+            "machine": next((m for m in (read_machine(s, folder) for s in sources) if m), None)}
+    (folder / f"{name}.machine.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,150 @@
+"""The model against every measured point, then its predictions for 1..16 CPUs.
+
+Validation: each measured configuration (SFS suite x block x mode, web mode, runtime workload x
+colors; every CPU count; 3.11 and 3.13t) is simulated with its own 1-CPU costs and its measured
+CPU placement (load generator on its own CPU, or sharing the server's), and the relative error per
+point goes to artifact/results/model_validation.csv (goal: within 15%). Predictions for 1..16 CPUs
+go to model_predictions.csv. The figure: modelled vs measured per point, and the headline
+speedups, modelled (dashed) beside measured points and the paper's 4-CPU results.
+
+    python -m experiments.model_validation [--plot-only]        (make fig-model)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from experiments import figlib, model_fit, sfs_throughput
+
+NAME = "model_validation"
+PREDICTIONS = "model_predictions"
+SOURCES = ("sfs_throughput", "web_throughput", "runtime_speedup")
+GOAL_PCT = 15.0
+APP_MARKERS = {"sfs": "o", "web": "s", "runtime": "^"}
+APP_COLORS = {"sfs": "#1f77b4", "web": "#2ca02c", "runtime": "#9467bd"}
+
+
+def _cpus_allowed(name: str, results: Path | None) -> int:
+    info = figlib.read_machine(name, results) or {}
+    allowed = info.get("cpus_allowed")
+    return len(allowed) if isinstance(allowed, list) and allowed else int(info.get("cpus_online") or 2)
+
+
+def all_cases(results: Path | None = None) -> dict[str, list]:
+    return {
+        "sfs_throughput": model_fit.sfs_cases(figlib.read_csv("sfs_throughput", results)),
+        "web_throughput": model_fit.web_cases(figlib.read_csv("web_throughput", results)),
+        "runtime_speedup": model_fit.runtime_cases(figlib.read_csv("runtime_speedup", results)),
+    }
+
+
+def headline_cases(results: Path | None = None) -> list:
+    """What the prediction panel draws: SFS (paper's suite, large blocks) and the web server."""
+    out = []
+    sfs = figlib.read_csv("sfs_throughput", results)
+    if sfs is not None:
+        block = sfs_throughput.headline_block(sfs, sfs_throughput.HEADLINE_SUITE)
+        if block is not None:
+            sub = sfs[(sfs["suite"] == sfs_throughput.HEADLINE_SUITE) & (sfs["block_kib"] == block)]
+            out.extend(model_fit.sfs_cases(sub))
+    web = model_fit.web_cases(figlib.read_csv("web_throughput", results))
+    out.extend(web)
+    if web and not any(c.python.endswith("t") for c in web):
+        base = [c for c in web if c.mode == "colors_off" and c.python == "3.11"]
+        on = [c for c in web if c.mode == "colors_on" and c.python == "3.11"]
+        out.extend(model_fit.replace_python(c, "3.13t") for c in base + on)
+    return out
+
+
+def validate(results: Path | None = None) -> list[dict]:
+    rows = []
+    for source, cases in all_cases(results).items():
+        rows.extend(model_fit.validate(cases, _cpus_allowed(source, results)))
+    return rows
+
+
+def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]:
+    rows = validate(results)
+    cases = headline_cases(results)
+    predicted = model_fit.predictions(cases)
+    if rows:
+        figlib.write_derived(NAME, rows, list(SOURCES), results)
+    if predicted:
+        figlib.write_derived(PREDICTIONS, predicted, list(SOURCES), results)
+
+    fig, (ax_val, ax_pred) = figlib.new_figure("Model: validation on every measured point, and prediction",
+                                               ncols=2, height=5.4)
+    notes = []
+    if not rows:
+        figlib.no_data(ax_val, "sfs_throughput.csv / web_throughput.csv / runtime_speedup.csv")
+    else:
+        df = pd.DataFrame(rows)
+        for (app, python), sub in df.groupby(["app", "python"]):
+            for calib, part in sub.groupby("calibration"):
+                ax_val.scatter(part["measured"], part["modelled"], marker=APP_MARKERS.get(app, "o"),
+                               facecolors="none" if calib else APP_COLORS.get(app),
+                               edgecolors=APP_COLORS.get(app), s=36,
+                               label=f"{app}, Python {python}" + (" (calibration point)" if calib else ""))
+        lo, hi = float(min(df["measured"].min(), df["modelled"].min())), float(max(df["measured"].max(), df["modelled"].max()))
+        xs = [lo * 0.7, hi * 1.4]
+        ax_val.plot(xs, xs, color="black", linewidth=0.8, label="modelled = measured")
+        ax_val.fill_between(xs, [x * (1 - GOAL_PCT / 100) for x in xs], [x * (1 + GOAL_PCT / 100) for x in xs],
+                            color="#cccccc", alpha=0.4, label=f"within ±{GOAL_PCT:.0f}% (goal)")
+        ax_val.set_xscale("log")
+        ax_val.set_yscale("log")
+        ax_val.set_xlabel("measured (MB/s, requests/s or ops/s; median of trials)")
+        ax_val.set_ylabel("modelled (same unit)")
+        ax_val.legend(fontsize=7, loc="upper left")
+        ax_val.grid(True, alpha=0.3)
+        checked = df[~df["calibration"].astype(bool)]
+        within = (checked["error_pct"].abs() <= GOAL_PCT).sum()
+        worst = checked.loc[checked["error_pct"].abs().idxmax()] if len(checked) else None
+        title = f"{within} of {len(checked)} points within ±{GOAL_PCT:.0f}%"
+        if worst is not None:
+            title += f"; worst {worst['error_pct']:+.0f}% ({worst['app']} {worst['config']}, {worst['cpus']} CPUs)"
+        ax_val.set_title(title, fontsize=8.5)
+        notes.extend(sorted({n for cs in all_cases(results).values() for c in cs for n in c.notes}))
+
+    def color_of(case):
+        key = (case.app, case.python, case.mode)
+        return {("sfs", "3.11", "colors_on"): "#1f77b4", ("sfs", "3.11", "colors_off"): "#7f7f7f",
+                ("web", "3.11", "colors_on"): "#2ca02c", ("web", "3.11", "ncopy"): "#17becf",
+                ("web", "3.11", "colors_off"): "#bcbd22", ("web", "3.13t", "colors_on"): "#d62728",
+                ("web", "3.13t", "colors_off"): "#e377c2", ("web", "3.13t", "ncopy"): "#8c564b"}.get(key, "#000000")
+
+    def label_of(case):
+        app = "SFS " + case.config.replace("colors_on", "colored").replace("colors_off", "unmodified") \
+            if case.app == "sfs" else "web " + case.config.replace("colorloop ", "")
+        return f"{app}, Py {case.python}"
+
+    shown = [c for c in cases if c.mode != "colors_off"]
+    if shown:
+        figlib.draw_scaling(_Sink(), ax_pred, cases, [r for r in predicted if r["mode"] != "colors_off"],
+                            color_of, label_of=label_of)
+    figlib.plot_paper_points(ax_pred, figlib.PAPER_SFS_SPEEDUP, label="paper (abstract): SFS")
+    ax_pred.plot([1, 4], [figlib.PAPER_WEB_SPEEDUP[1], figlib.PAPER_WEB_SPEEDUP[4]], marker="P",
+                 linestyle=":", color="black", markersize=10, label="paper (abstract): web server")
+    figlib.cpu_axis(ax_pred, ylabel="speedup vs the same app uncolored on 1 CPU")
+    figlib.style_legend(ax_pred, fontsize=6.5)
+    ax_pred.set_title("prediction, 1..16 CPUs (dashed = modelled)", fontsize=10)
+    notes.append(figlib.MODEL_NOTE)
+    footer = figlib.machine_footer([figlib.read_machine(s, results) for s in SOURCES], notes)
+    return figlib.finish(fig, NAME, footer, figures)
+
+
+class _Sink:
+    """An axes that ignores drawing: the prediction panel shows speedups only."""
+
+    def __getattr__(self, name):
+        def ignore(*args, **kwargs):
+            return [type("Line", (), {"get_color": lambda self: kwargs.get("color")})()]
+        return ignore
+
+
+def main(argv=None) -> None:
+    figlib.script_main(__doc__.splitlines()[0], lambda reuse=False: None, lambda: plot(), argv)
+
+
+if __name__ == "__main__":
+    main()
