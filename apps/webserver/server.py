@@ -60,6 +60,8 @@ class Server:
         return sock.getsockname()[:2]
 
     def start(self) -> None:
+        times = os.times()
+        self._cpu_at_start = times.user + times.system
         self.loop.add_reader(self.listener.fileno(), self._on_accept, color=self.colors.accept())
 
     # ---- accept color ------------------------------------------------------------------------
@@ -144,6 +146,7 @@ class Server:
             counts["io_s"] += conn.io_s
         times = os.times()
         counts["cpu_s"] = times.user + times.system
+        counts["cpu_s_serving"] = counts["cpu_s"] - getattr(self, "_cpu_at_start", 0.0)
         counts["cache_files"] = len(self.cache)
         counts["cache_bytes"] = self.cache.cached_bytes
         counts["bugs"] = self.bugs

@@ -1,0 +1,72 @@
+"""Running wrk with `wrk/mix.lua` and reading what it measured; errors are never averaged away.
+
+wrk counts a reply with status >= 400 as a status error and reports connect, read, write and
+timeout errors separately; `mix.lua` prints all of them as one JSON line. A run with any of them
+is a failed run: `WrkResult.errors` carries the count and `require_clean` raises.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+MIX_LUA = Path(__file__).resolve().parent / "wrk" / "mix.lua"
+ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
+
+
+class LoadError(RuntimeError):
+    pass
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    duration_s: float
+    bytes: int
+    error_kinds: dict
+    latency_p50_us: int
+    latency_p99_us: int
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(self.error_kinds.values())
+
+    def require_clean(self, what: str) -> "WrkResult":
+        if self.errors or not self.requests:
+            raise LoadError(f"{what}: {self.requests} requests, errors {self.error_kinds}")
+        return self
+
+
+def wrk_binary() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise LoadError("wrk is not installed: run `make setup` (it apt-installs wrk)")
+    return path
+
+
+def run_wrk(url: str, paths_file: str | Path, *, threads: int = 2, connections: int = 32,
+            duration_s: float = 5.0, cpus: list[int] | None = None,
+            timeout_s: float = 5.0) -> WrkResult:
+    """Run wrk against `url` with the mix of `paths_file`, pinned to `cpus` when given."""
+    cmd = [wrk_binary(), "-t", str(threads), "-c", str(connections),
+           "-d", f"{max(1, round(duration_s))}s", "--timeout", f"{timeout_s:g}s",
+           "-s", str(MIX_LUA), url.rstrip("/"), "--", str(paths_file)]
+    preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=preexec,
+                          timeout=duration_s + 60)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise LoadError(f"wrk failed (exit {proc.returncode}) against {url}:\n"
+                        f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    data = json.loads(line[len("WRK_JSON "):])
+    return WrkResult(
+        requests=data["requests"], duration_s=data["duration_us"] / 1e6, bytes=data["bytes"],
+        error_kinds={k: data[k] for k in ERROR_KINDS if data[k]},
+        latency_p50_us=data["latency_p50_us"], latency_p99_us=data["latency_p99_us"])
