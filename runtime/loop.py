@@ -2,17 +2,18 @@
 
 One iteration of the loop thread, which is also worker 0:
 
-    1. run chores other threads handed it (fd (un)registrations, re-arming fds);
-    2. run a batch of its own callbacks (the default color 0 always lives here);
-    3. wait in select() for fds, the wake-up pipe or the next timer;
-    4. turn ready fds, signals and due timers into callbacks of their colors.
+    1. run a batch of its own callbacks (the default color 0 always lives here);
+    2. wait in select() for fds, the wake-up pipe or the next timer;
+    3. turn ready fds, signals and due timers into callbacks of their colors.
 
 Workers 1..N-1 are threads that only run callbacks of the colors the scheduler gives them. With
 every callback on color 0 the worker threads never get anything, and the program runs exactly as on
 a single-threaded event loop: the paper's incremental-parallelism claim.
 
 Any thread may schedule a callback; when the worker that must run it sleeps, the scheduler wakes it
-(a thread through a lock used as a semaphore, the loop thread through the wake-up pipe).
+(a thread through a lock used as a semaphore, the loop thread through the wake-up pipe). Any thread
+may also (un)register fds: the fd table and the selector change under one lock, at once, so that a
+worker's `remove_reader(fd); sock.close()` is finished before the fd number can be reused.
 """
 from __future__ import annotations
 
@@ -80,7 +81,9 @@ class Loop:
         self._timer_lock = threading.Lock()
         self._timer_seq = itertools.count()
         self._fds: dict[int, _FdWatch] = {}
-        self._chores: deque = deque()
+        self._fd_lock = threading.Lock()
+        # epoll sees registrations made while another thread waits in it; select() and poll() don't.
+        self._wake_on_register = not isinstance(self._selector, getattr(selectors, "EpollSelector", ()))
         self._signal_handlers: dict[int, tuple] = {}
         self._signals_pending: deque = deque()
         self._old_signal_handlers: dict = {}
@@ -151,63 +154,75 @@ class Loop:
         self._check_open()
         fd = _fileno(fd)
         fn, args, color = resolve(fn, args, color)
-        self._as_chore(self._register_fd, fd, event, fn, args, color)
+        with self._fd_lock:
+            watch = self._fds.get(fd)
+            if watch is None:
+                watch = self._fds[fd] = _FdWatch(fd)
+            slot = _EVENT_NAMES[event]
+            old = getattr(watch, slot)
+            if old is not None:
+                old.active = False
+            setattr(watch, slot, _FdCallback(fn, args, color, event, watch))
+            # A new registration is always told to the kernel afresh: if the program closed the
+            # fd without removing it and the number was reused, the old kernel entry is gone.
+            self._poll_for(watch, watch.mask | event, fresh=True)
+        if self._wake_on_register and self._loop_thread is not None and not self._on_loop_thread():
+            self._sched.wake_if_idle(0)
 
     def _remove_fd(self, fd, event) -> bool:
         fd = _fileno(fd)
-        watch = self._fds.get(fd)
-        had = watch is not None and getattr(watch, _EVENT_NAMES[event]) is not None
-        if not self._closed:
-            self._as_chore(self._unregister_fd, fd, event)
-        return had
-
-    def _register_fd(self, fd, event, fn, args, color) -> None:
-        watch = self._fds.get(fd)
-        if watch is None:
-            watch = self._fds[fd] = _FdWatch(fd)
-        slot = _EVENT_NAMES[event]
-        old = getattr(watch, slot)
-        if old is not None:
-            old.active = False
-        setattr(watch, slot, _FdCallback(fn, args, color, event, watch))
-        self._poll_for(watch, watch.mask | event)
-
-    def _unregister_fd(self, fd, event) -> None:
-        watch = self._fds.get(fd)
-        if watch is None:
-            return
-        slot = _EVENT_NAMES[event]
-        old = getattr(watch, slot)
-        if old is not None:
+        with self._fd_lock:
+            watch = self._fds.get(fd)
+            if watch is None or self._closed:
+                return False
+            slot = _EVENT_NAMES[event]
+            old = getattr(watch, slot)
+            if old is None:
+                return False
             old.active = False
             setattr(watch, slot, None)
-        self._poll_for(watch, watch.mask & ~event)
-        if watch.reader is None and watch.writer is None:
-            del self._fds[fd]
+            self._poll_for(watch, watch.mask & ~event)
+            if watch.reader is None and watch.writer is None:
+                self._fds.pop(fd, None)
+            return True
 
-    def _poll_for(self, watch: _FdWatch, mask: int) -> None:
-        """Make the selector poll `watch.fd` for exactly `mask` (loop thread only)."""
-        if mask == watch.mask:
+    def _poll_for(self, watch: _FdWatch, mask: int, fresh: bool = False) -> None:
+        """Make the selector poll `watch.fd` for exactly `mask` (with the fd lock held)."""
+        if mask == watch.mask and not fresh:
             return
+        selector = self._selector
         try:
-            if watch.mask == 0:
-                self._selector.register(watch.fd, mask, watch)
-            elif mask == 0:
-                self._selector.unregister(watch.fd)
-            else:
-                self._selector.modify(watch.fd, mask, watch)
+            if watch.mask:
+                if mask and not fresh:
+                    selector.modify(watch.fd, mask, watch)
+                    watch.mask = mask
+                    return
+                selector.unregister(watch.fd)
+                watch.mask = 0
+            if mask:
+                selector.register(watch.fd, mask, watch)
+                watch.mask = mask
         except (OSError, ValueError, KeyError) as exc:
-            # The fd was closed or replaced behind our back: forget it rather than spin on it.
-            self._fds.pop(watch.fd, None)
+            # The fd was closed behind our back. Losing interest in it needs nothing more; asking
+            # for new interest in it is the program's error: report it, and don't spin on it.
+            asked_for_more = fresh or bool(mask & ~watch.mask)
+            try:
+                selector.unregister(watch.fd)
+            except (KeyError, ValueError, OSError):
+                pass
             watch.mask = 0
-            for cb in (watch.reader, watch.writer):
-                if cb is not None:
-                    cb.active = False
-            self._report(DEFAULT_COLOR, f"selector update for fd {watch.fd}", exc, 0)
-            return
-        watch.mask = mask
+            if asked_for_more:
+                self._fds.pop(watch.fd, None)
+                for cb in (watch.reader, watch.writer):
+                    if cb is not None:
+                        cb.active = False
+                self._report(DEFAULT_COLOR, f"selector update for fd {watch.fd}", exc, 0)
 
     def _dispatch_fd(self, watch: _FdWatch, events: int) -> None:
+        with self._fd_lock:
+            self._dispatch_fd_locked(watch, events)
+
+    def _dispatch_fd_locked(self, watch: _FdWatch, events: int) -> None:
         for cb in (watch.reader, watch.writer):
             if cb is None or not events & cb.event:
                 continue
@@ -221,9 +236,16 @@ class Loop:
                 self._poll_for(watch, watch.mask & ~cb.event)
 
     def _rearm(self, cb: _FdCallback) -> None:
-        if cb.active:
+        """After an fd callback returned: poll its fd again (any thread)."""
+        with self._fd_lock:
+            if not cb.active:
+                return
             cb.armed = True
+            if cb.watch.mask & cb.event:
+                return
             self._poll_for(cb.watch, cb.watch.mask | cb.event)
+        if self._wake_on_register and not self._on_loop_thread():
+            self._sched.wake_if_idle(0)
 
     # -- signals ------------------------------------------------------------------------------
     def add_signal_handler(self, signum: int, fn, *args, color=DEFAULT_COLOR) -> None:
@@ -367,7 +389,6 @@ class Loop:
     def _loop_main(self) -> None:
         sched = self._sched
         while True:
-            self._run_chores()
             finished = None
             for _ in range(_BATCH):
                 nxt = sched.next(0, finished, may_sleep=False)
@@ -380,12 +401,12 @@ class Loop:
             if finished is not None:
                 sched.finish(finished)
             if self._stopping:
-                if sched.drained(0) and not self._chores:
+                if sched.drained(0):
                     return
                 continue
             # Mark ourselves idle *before* reading the timer heap: a timer or chore added after
             # this point wakes us through the pipe, one added before it is seen below.
-            if sched.try_idle(0, self._chores):
+            if sched.try_idle(0):
                 timeout = self._next_timeout()
             else:
                 timeout = 0
@@ -451,20 +472,6 @@ class Loop:
         except (BlockingIOError, OSError):
             pass        # the pipe is full (a wake-up is pending anyway) or already closed
 
-    def _as_chore(self, fn, *args) -> None:
-        """Run fn(*args) on the loop thread: now if we are it (or it is not running), else soon."""
-        if self._loop_thread is None or self._on_loop_thread():
-            fn(*args)
-        else:
-            self._chores.append((fn, args))
-            self._sched.wake_if_idle(0)
-
-    def _run_chores(self) -> None:
-        chores = self._chores
-        while chores:
-            fn, args = chores.popleft()
-            fn(*args)
-
     def _on_loop_thread(self) -> bool:
         return threading.current_thread() is self._loop_thread
 
@@ -489,7 +496,7 @@ class Loop:
             ended = _perf_counter()
             ctx.color = None
             if origin is not None and type(origin) is _FdCallback:
-                self._as_chore(self._rearm, origin)
+                self._rearm(origin)
         busy, wait = ended - started, started - handle.enqueued_at
         stats = self._sched.stats[worker]         # only this worker writes its own stats
         stats.callbacks += 1

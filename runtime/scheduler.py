@@ -149,14 +149,14 @@ class Scheduler:
         with self._lock:
             self._finish(state)
 
-    def try_idle(self, w: int, chores) -> bool:
-        """Mark worker w idle unless it has runnable work or `chores` is non-empty.
+    def try_idle(self, w: int) -> bool:
+        """Mark worker w idle unless it has runnable work.
 
         Checked under the lock, so a producer either sees the idle mark (and wakes w) or its work
         is seen here.
         """
         with self._lock:
-            if chores or self._runnable(w):
+            if self._runnable(w):
                 return False
             self._idle[w] = True
             return True
