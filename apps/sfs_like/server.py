@@ -133,7 +133,11 @@ class Server:
             self._close(conn, f"recv failed: {exc}")
             return
         if not data:
-            self._close(conn, "peer closed the connection", quiet=conn.frames.buffered == 0)
+            if conn.frames.partial:
+                self._close(conn, f"truncated frame: peer closed with {conn.frames.buffered} bytes "
+                                  "of an unfinished frame")
+            else:
+                self._close(conn, "peer closed the connection", quiet=True)
             return
         try:
             frames = conn.frames.feed(data)
@@ -300,6 +304,8 @@ class Server:
         totals.update({
             "cpu_s": time.process_time(),
             "busy_s": sum(w["busy_s"] for w in loop_stats["workers"]),
+            "worker_busy_s": [w["busy_s"] for w in loop_stats["workers"]],
+            "worker_callbacks": [w["callbacks"] for w in loop_stats["workers"]],
             "callbacks": loop_stats["callbacks"],
             "steals": loop_stats["steals"],
             "loop_errors": loop_stats["errors"],

@@ -1,0 +1,191 @@
+"""Bad input of every kind gets a clear error, or a closed connection plus a log line, and the server
+keeps serving everyone else: each test checks an already-open session and a new one afterwards."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+
+from apps.sfs_like import rpc
+from apps.sfs_like.client import Client, ProtocolError, recv_exact, recv_frame
+from apps.sfs_like.framing import HEADER_SIZE, LENGTH, MAX_FRAME, frame
+from apps.sfs_like.handshake import FingerprintMismatch, HandshakeError
+from apps.sfs_like.keys import ServerAddress
+
+FRAME_TIMEOUT = 1.0
+
+
+@pytest.fixture
+def server(start_server, export, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"top secret")
+    (export / "leak").symlink_to(outside / "secret")
+    (export / "leakdir").symlink_to(outside)
+    (export / "alias").symlink_to(export / "hello.txt")
+    return start_server(export, colors="on", workers=2,
+                        extra=("--frame-timeout", str(FRAME_TIMEOUT), "--suite", "sfs2003"))
+
+
+@pytest.fixture
+def bystander(server):
+    """A session opened before the bad input: it must keep working afterwards."""
+    with Client(server.address) as c:
+        assert c.get("hello.txt") == b"hello, world\n"
+        yield c
+        assert c.get("sub/inner.bin") == bytes(range(256)) * 10
+        with Client(server.address) as fresh:
+            assert fresh.get("hello.txt") == b"hello, world\n"
+        assert server.alive()
+
+
+def _connect(server) -> socket.socket:
+    a = ServerAddress.parse(server.address)
+    s = socket.create_connection((a.host, a.port), timeout=10 * FRAME_TIMEOUT)
+    return s
+
+
+def _wait_closed(sock: socket.socket) -> None:
+    """Read until the server closes (EOF); the server logs its reason before it closes."""
+    while True:
+        try:
+            if not sock.recv(65536):
+                return
+        except ConnectionResetError:
+            return
+
+
+def _assert_closed_with(server, sock, reason: str) -> None:
+    _wait_closed(sock)
+    sock.close()
+    assert reason in server.log(), server.log()
+
+
+@pytest.mark.parametrize("name, status, text", [
+    ("..", rpc.INVAL, "'..' is refused"),
+    ("/etc/passwd", rpc.INVAL, "not one path component"),
+    ("leak", rpc.ACCES, "symlink leading out of the export"),
+    ("leakdir", rpc.ACCES, "symlink leading out of the export"),
+])
+def test_names_that_leave_the_export_get_error_replies(server, bystander, name, status, text):
+    with Client(server.address) as c:
+        for call in (lambda: c.lookup(rpc.ROOT_FH, name), lambda: c.create(rpc.ROOT_FH, name)):
+            with pytest.raises(rpc.RpcError) as err:
+                call()
+            assert err.value.status == status and text in err.value.message
+        assert c.get("alias") == b"hello, world\n"        # a symlink inside the export is fine
+        assert c.get("hello.txt") == b"hello, world\n"    # and the session goes on
+
+
+def test_symlink_escape_through_a_path(server, bystander):
+    with Client(server.address) as c:
+        with pytest.raises(rpc.RpcError) as err:
+            c.get("leakdir/secret")
+        assert err.value.status == rpc.ACCES
+
+
+def test_garbage_before_handshake(server, bystander):
+    s = _connect(server)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    _assert_closed_with(server, s, "framing violated")
+    s = _connect(server)
+    s.sendall(frame(b"NOTSFS!!" + os.urandom(40)))
+    _assert_closed_with(server, s, "bad magic")
+
+
+def test_refused_suite_gets_a_reason(server, bystander):
+    with pytest.raises(HandshakeError, match="suite 'modern' not offered"):
+        Client(server.address, "modern")
+
+
+def test_wrong_fingerprint_is_refused_by_the_client(server, bystander):
+    host_port, fp = server.address.rsplit(":", 1)
+    wrong = ("a" if fp[0] != "a" else "b") + fp[1:]
+    with pytest.raises(FingerprintMismatch, match="pins"):
+        Client(f"{host_port}:{wrong}")
+
+
+def test_frame_over_the_maximum(server, bystander):
+    c = Client(server.address)
+    c.sock.sendall(LENGTH.pack(MAX_FRAME + 1) + b"x" * 100)
+    _assert_closed_with(server, c.sock, f"the limit is {MAX_FRAME}")
+
+
+def test_truncated_frame(server, bystander):
+    c = Client(server.address)
+    wire = b"".join(bytes(p) for p in c.channel.send.seal([rpc.req_getattr(1, rpc.ROOT_FH)]))
+    c.sock.sendall(wire[:HEADER_SIZE + 5])
+    c.sock.shutdown(socket.SHUT_WR)
+    _assert_closed_with(server, c.sock, "truncated frame")
+
+
+def test_forged_mac(server, bystander):
+    c = Client(server.address)
+    wire = bytearray(b"".join(bytes(p) for p in c.channel.send.seal([rpc.req_getattr(1, rpc.ROOT_FH)])))
+    wire[-1] ^= 0x40
+    c.sock.sendall(wire)
+    _assert_closed_with(server, c.sock, "bad MAC on frame 0")
+
+
+def test_replayed_frame(server, bystander):
+    c = Client(server.address)
+    wire = b"".join(bytes(p) for p in c.channel.send.seal([rpc.req_getattr(1, rpc.ROOT_FH)]))
+    c.sock.sendall(wire)
+    rpc.parse_reply(c.recv_reply(), 1)          # the original is answered
+    c.sock.sendall(wire)                        # the copy is not
+    _assert_closed_with(server, c.sock, "bad MAC on frame 1")
+
+
+def test_reordered_frames(server, bystander):
+    c = Client(server.address)
+    first = b"".join(bytes(p) for p in c.channel.send.seal([rpc.req_getattr(1, rpc.ROOT_FH)]))
+    second = b"".join(bytes(p) for p in c.channel.send.seal([rpc.req_getattr(2, rpc.ROOT_FH)]))
+    c.sock.sendall(second + first)
+    _assert_closed_with(server, c.sock, "bad MAC on frame 0")
+
+
+def test_slow_client_that_never_finishes_a_frame(server, bystander):
+    c = Client(server.address)
+    c.sock.sendall(LENGTH.pack(100) + b"partial")
+    silent = _connect(server)                   # and one that never even says hello
+    # While both hang, the bystander is served (it is checked again on teardown).
+    assert bystander.get("sub/inner.bin") == bytes(range(256)) * 10
+    _assert_closed_with(server, c.sock, "slow client: frame unfinished")
+    _assert_closed_with(server, silent, "no handshake within")
+
+
+def test_client_detects_a_forged_reply(server, bystander):
+    """A man in the middle flips one bit of the first reply after READY: the client must refuse it."""
+    a = ServerAddress.parse(server.address)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def proxy():
+        down, _ = listener.accept()
+        up = socket.create_connection((a.host, a.port))
+        def client_to_server():
+            try:
+                while data := down.recv(65536):
+                    up.sendall(data)
+            except OSError:
+                pass
+        threading.Thread(target=client_to_server, daemon=True).start()
+        try:
+            for n in range(3):                  # server hello, READY, first reply
+                body = bytearray(recv_frame(up))
+                if n == 2:
+                    body[len(body) // 2] ^= 1
+                down.sendall(LENGTH.pack(len(body)) + body)
+        finally:
+            down.close()
+            up.close()
+
+    t = threading.Thread(target=proxy, daemon=True)
+    t.start()
+    with Client(f"127.0.0.1:{port}:{a.fingerprint}") as c:
+        with pytest.raises(ProtocolError, match="failed verification"):
+            c.getattr(rpc.ROOT_FH)
+    t.join(timeout=10)
+    listener.close()

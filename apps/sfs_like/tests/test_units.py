@@ -1,0 +1,156 @@
+"""Units that need no server: framing, the two suites, fingerprints, the block cache, path safety."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from apps.sfs_like import rpc
+from apps.sfs_like.blockcache import BlockCache
+from apps.sfs_like.filelayer import FileLayer
+from apps.sfs_like.framing import MAX_FRAME, FrameError, FrameReader, LENGTH
+from apps.sfs_like.handshake import ClientHandshake, FingerprintMismatch, HandshakeError, server_respond
+from apps.sfs_like.keys import ServerAddress, fingerprint
+from apps.sfs_like.suites import AuthError, make_channel, SUITES
+from apps.sfs_like._crypto_import import X25519PrivateKey
+
+
+def test_frame_reader_splits_and_joins_frames():
+    r = FrameReader()
+    wire = LENGTH.pack(3) + b"abc" + LENGTH.pack(0) + LENGTH.pack(5) + b"hel"
+    assert r.feed(wire[:2]) == []
+    assert r.feed(wire[2:]) == [b"abc", b""]
+    assert r.partial
+    assert r.feed(b"lo") == [b"hello"]
+    assert not r.partial
+
+
+def test_frame_reader_refuses_oversized_announcement_before_buffering():
+    r = FrameReader()
+    with pytest.raises(FrameError, match="limit"):
+        r.feed(LENGTH.pack(MAX_FRAME + 1))
+    first = FrameReader(first_limit=16)
+    with pytest.raises(FrameError, match="limit is 16"):
+        first.feed(LENGTH.pack(17))
+
+
+def _pair(suite):
+    k1, k2 = os.urandom(SUITES[suite].key_bytes), os.urandom(SUITES[suite].key_bytes)
+    return make_channel(suite, k1, k2), make_channel(suite, k2, k1)
+
+
+def _body(wire):
+    joined = b"".join(bytes(p) for p in wire)
+    assert LENGTH.unpack_from(joined)[0] == len(joined) - 4
+    return joined[4:]
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_suite_round_trip_and_sequence(suite):
+    a, b = _pair(suite)
+    msgs = [b"", b"x", os.urandom(70000)]
+    for m in msgs:
+        body = _body(a.send.seal([m[:10], m[10:]]))
+        assert m not in body or not m          # encrypted
+        assert b.recv.open(body) == m
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_suite_rejects_forged_replayed_and_reordered(suite):
+    a, b = _pair(suite)
+    f1, f2 = _body(a.send.seal([b"first"])), _body(a.send.seal([b"second"]))
+    forged = bytearray(f1)
+    forged[-1] ^= 1
+    with pytest.raises(AuthError):
+        b.recv.open(bytes(forged))
+    a, b = _pair(suite)
+    f1, f2 = _body(a.send.seal([b"first"])), _body(a.send.seal([b"second"]))
+    with pytest.raises(AuthError):
+        b.recv.open(f2)                       # reordered: frame 1 arrives as frame 0
+    a, b = _pair(suite)
+    f1 = _body(a.send.seal([b"first"]))
+    assert b.recv.open(f1) == b"first"
+    with pytest.raises(AuthError):
+        b.recv.open(f1)                       # replayed
+    with pytest.raises(AuthError):
+        b.recv.open(b"short")
+
+
+def test_handshake_pins_fingerprint_and_agrees_on_keys():
+    server_key = X25519PrivateKey.generate()
+    pub = server_key.public_key().public_bytes_raw()
+    fp = fingerprint(pub)
+    for suite in SUITES:
+        hs = ClientHandshake.start(suite)
+        reply, server_ch, transcript = server_respond(server_key, pub, hs.hello, set(SUITES))
+        client_ch, client_transcript = hs.finish(reply, fp)
+        assert client_transcript == transcript
+        assert server_ch.recv.open(_body(client_ch.send.seal([b"ping"]))) == b"ping"
+        assert client_ch.recv.open(_body(server_ch.send.seal([b"pong"]))) == b"pong"
+    hs = ClientHandshake.start("sfs2003")
+    reply, _, _ = server_respond(server_key, pub, hs.hello, set(SUITES))
+    with pytest.raises(FingerprintMismatch):
+        hs.finish(reply, fingerprint(os.urandom(32)))
+    with pytest.raises(HandshakeError, match="bad magic"):
+        server_respond(server_key, pub, b"GET / HTTP/1.1\r\n", set(SUITES))
+    with pytest.raises(HandshakeError, match="not offered"):
+        server_respond(server_key, pub, ClientHandshake.start("modern").hello, {"sfs2003"})
+
+
+def test_server_address_parsing():
+    fp = fingerprint(b"\0" * 32)
+    a = ServerAddress.parse(f"127.0.0.1:4000:{fp}")
+    assert (a.host, a.port, a.fingerprint) == ("127.0.0.1", 4000, fp)
+    assert ServerAddress.parse(f"[::1]:4000:{fp}").host == "::1"
+    for bad in ("127.0.0.1:4000", f"h:x:{fp}", "h:1:" + "A" * 32, "h:1:abc"):
+        with pytest.raises(ValueError):
+            ServerAddress.parse(bad)
+
+
+def test_block_cache_is_bounded_serves_spanning_reads_and_invalidates(tmp_path):
+    path = tmp_path / "f"
+    data = os.urandom(10 * 1024 + 17)
+    path.write_bytes(data)
+    cache = BlockCache(capacity_bytes=4096, block_size=1024)
+    st = os.stat(path)
+    assert bytes(cache.read(str(path), st, 0, len(data))) == data
+    assert cache.bytes <= 4096
+    assert bytes(cache.read(str(path), st, 1000, 3100)) == data[1000:3100]
+    hits = cache.hits
+    cache.read(str(path), st, 2048, 2100)
+    assert cache.hits == hits + 1
+    cache.invalidate(st)
+    assert cache.bytes == 0
+
+
+@pytest.fixture
+def layer(tmp_path):
+    root = tmp_path / "export"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f").write_bytes(b"data")
+    outside = tmp_path / "secret"
+    outside.write_bytes(b"secret")
+    (root / "escape").symlink_to(outside)
+    (root / "inner").symlink_to(root / "d" / "f")
+    return FileLayer(str(root), cache_bytes=1 << 20)
+
+
+def _status(layer, request):
+    reply = layer.handle(request)[0]
+    return rpc.REP_HEAD.unpack_from(reply)[1], reply[5:]
+
+
+@pytest.mark.parametrize("name, status", [
+    ("..", rpc.INVAL), (".", rpc.INVAL), ("/etc/passwd", rpc.INVAL), ("d/f", rpc.INVAL), ("", rpc.INVAL),
+    ("escape", rpc.ACCES), ("missing", rpc.NOENT), ("x" * 300, rpc.NAMETOOLONG), ("inner", rpc.OK)])
+def test_file_layer_name_safety(layer, name, status):
+    assert _status(layer, rpc.req_lookup(7, rpc.ROOT_FH, name))[0] == status
+    if status not in (rpc.OK, rpc.NOENT):
+        assert _status(layer, rpc.req_create(8, rpc.ROOT_FH, name))[0] == status
+
+
+def test_file_layer_rejects_malformed_and_stale(layer):
+    assert _status(layer, rpc.req_getattr(1, 999))[0] == rpc.STALE
+    assert _status(layer, b"\0\0\0\1\x04\0")[0] == rpc.INVAL          # READ with truncated args
+    assert _status(layer, b"\0\0\0\1\x63")[0] == rpc.BADPROC
+    assert _status(layer, rpc.req_read(1, rpc.ROOT_FH, 0, 10))[0] == rpc.ISDIR
