@@ -404,7 +404,7 @@ class Loop:
                 if sched.drained(0):
                     return
                 continue
-            # Mark ourselves idle *before* reading the timer heap: a timer or chore added after
+            # Mark ourselves idle *before* reading the timer heap: a timer added after
             # this point wakes us through the pipe, one added before it is seen below.
             if sched.try_idle(0):
                 timeout = self._next_timeout()
