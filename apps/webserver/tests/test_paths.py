@@ -1,0 +1,52 @@
+"""Request targets to paths: every traversal form is refused before the file system is used."""
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apps.webserver.paths import BadPath, target_to_relpath
+
+
+@pytest.mark.parametrize("target, expected", [
+    (b"/", ""), (b"/index.html", "index.html"), (b"/sub/", "sub/"), (b"/a//b/./c", "a/b/c"),
+    (b"/with%20space.txt", "with space.txt"), (b"/x.html?q=1&r=..", "x.html"),
+    (b"/..foo", "..foo"), (b"/caf%C3%A9", "caf\u00e9"),
+])
+def test_good_targets(target, expected):
+    assert target_to_relpath(target) == expected
+
+
+@pytest.mark.parametrize("target", [
+    b"/../etc/passwd", b"/a/../../etc/passwd", b"/%2e%2e/etc/passwd", b"/%2E%2E%2Fetc",
+    b"/..%2fetc/passwd", b"/..%2F..%2Fetc", b"/a/%2e%2e/%2e%2e/x", b"/a%00b", b"/a\x00b",
+    b"/..\\etc", b"/a%5c..%5cb", b"etc/passwd", b"http://host/x", b"*", b"/%ff%fe",
+])
+def test_traversal_and_junk_refused(target):
+    with pytest.raises(BadPath):
+        target_to_relpath(target)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"..", b".", b"%2e", b"%2E%2e", b"a", b"%2f", b"/", b"%00",
+                                 b"b.txt", b"%5c", b"\\", b"?", b"%", b"%zz"]), max_size=12))
+def test_fuzzed_paths_never_leave_the_root(pieces):
+    target = b"/" + b"".join(pieces)
+    root = "/srv/root"
+    try:
+        rel = target_to_relpath(target)
+    except BadPath:
+        return
+    joined = os.path.normpath(os.path.join(root, rel))
+    assert joined == root or joined.startswith(root + "/")
+    assert ".." not in rel.split("/") and "\x00" not in rel
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_give_a_path_or_badpath(raw):
+    try:
+        rel = target_to_relpath(b"/" + raw)
+    except BadPath:
+        return
+    assert not os.path.isabs(rel) and ".." not in rel.split("/")

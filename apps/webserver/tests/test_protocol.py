@@ -1,0 +1,210 @@
+"""HttpSession without sockets: replies, their order, errors, limits and conditional requests."""
+import os
+import time
+from email.utils import formatdate
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apps.webserver.cache import FileCache
+from apps.webserver.protocol import HttpSession, Limits, SendFile
+
+
+@pytest.fixture
+def cache(docroot):
+    return FileCache(str(docroot))
+
+
+def parse(replies):
+    """Split the session's output into (status, headers, body) triples."""
+    data = b"".join(r for r in replies if not isinstance(r, SendFile))
+    out = []
+    while data:
+        head, data = data.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        headers = dict((k.lower(), v.strip()) for k, _, v in (l.partition(":") for l in lines[1:]))
+        status = int(lines[0].split()[1])
+        n = 0 if status == 304 or headers.get("x-head") else int(headers.get("content-length", 0))
+        out.append((status, headers, data[:n]))
+        data = data[n:]
+    return out
+
+
+def run(cache, raw: bytes, **kw):
+    session = HttpSession(cache, **kw)
+    session.feed(raw)
+    return session, parse(session.out)
+
+
+def test_get_has_every_header_and_the_bytes(cache, docroot):
+    _, [(status, h, body)] = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200 and body == (docroot / "hello.txt").read_bytes()
+    assert h["content-length"] == str(len(body))
+    assert h["content-type"] == "text/plain; charset=utf-8"
+    assert h["etag"].startswith('"') and h["last-modified"].endswith("GMT")
+    assert h["date"].endswith("GMT") and "connection" not in h
+
+
+def test_pipelined_requests_answered_in_order(cache):
+    names = ["hello.txt", "style.css", "nope", "sub/data.json", "index.html"] * 5
+    raw = b"".join(f"GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in names)
+    session, replies = run(cache, raw)
+    assert [r[0] for r in replies] == [404 if n == "nope" else 200 for n in names]
+    assert replies[3][2] == b'{"a": 1}\n' and not session.closing
+
+
+def test_head_sends_headers_only(cache):
+    session = HttpSession(cache)
+    session.feed(b"HEAD /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    [raw] = session.out
+    assert raw.endswith(b"\r\n\r\n") and b"Content-Length: 13\r\n" in raw
+
+
+def test_directory_serves_its_index(cache):
+    _, [(s1, _, b1), (s2, _, b2)] = run(cache, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                                               b"GET /sub HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (s1, b1, s2, b2) == (200, b"<p>home</p>\n", 200, b"<p>sub</p>\n")
+
+
+def test_http10_closes_unless_keep_alive(cache):
+    session, [(s, h, _)] = run(cache, b"GET /hello.txt HTTP/1.0\r\n\r\n")
+    assert s == 200 and h["connection"] == "close" and session.closing
+    session, [(s, h, _)] = run(cache, b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert h["connection"] == "keep-alive" and not session.closing
+
+
+def test_connection_close_stops_parsing(cache):
+    session, replies = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                                  b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(replies) == 1 and replies[0][1]["connection"] == "close" and session.closing
+
+
+def test_if_none_match_and_if_modified_since_give_304(cache):
+    _, [(_, h, _)] = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    etag, modified = h["etag"], h["last-modified"]
+    raw = (f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"zz\", {etag}\r\n\r\n"
+           f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {modified}\r\n\r\n"
+           f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"other\"\r\n"
+           f"If-Modified-Since: {modified}\r\n\r\n"
+           f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: "
+           f"{formatdate(0, usegmt=True)}\r\n\r\n"
+           f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: garbage\r\n\r\n").encode()
+    _, replies = run(cache, raw)
+    assert [r[0] for r in replies] == [304, 304, 200, 200, 200]
+    assert replies[0][1]["etag"] == etag and replies[0][2] == b""
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 405),
+    (b"DELETE /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    (b"GET /../secret.txt HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /..%2fsecret.txt HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    (b"GET /escape.txt HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+])
+def test_keep_alive_errors(cache, raw, code):
+    session, replies = run(cache, raw + b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in replies] == [code, 200]
+    if code == 405:
+        assert replies[0][1]["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505),
+    (b"GET /\r\n\r\n", 505),
+    (b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),
+    (b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n", 400),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /" + b"a" * 20000, 414),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: y\r\n" * 101 + b"\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 17000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 17000, 431),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n", 413),
+])
+def test_fatal_errors_reply_then_close(cache, raw, code):
+    session, replies = run(cache, raw + b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in replies] == [code]
+    assert replies[0][1]["connection"] == "close" and session.closing
+    assert replies[0][2].startswith(str(code).encode())
+
+
+def test_chunked_body_over_the_limit_is_413(cache):
+    session = HttpSession(cache, Limits(max_body=100))
+    session.feed(b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    session.feed(b"c8\r\n" + b"z" * 200 + b"\r\n0\r\n\r\n")
+    assert [r[0] for r in parse(session.out)] == [413]
+
+
+def test_head_limit_counts_only_the_unfinished_request(cache):
+    """A pipelined chunk of many small requests must not be mistaken for one huge head."""
+    one = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+    session = HttpSession(cache, Limits(max_head=200, max_request_line=100))
+    session.feed(one * 500 + b"GET /hel")
+    session.feed(b"lo.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in parse(session.out)] == [200] * 501
+
+
+def test_large_file_is_streamed_not_cached(cache, docroot):
+    session = HttpSession(cache)
+    session.feed(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, body = session.out
+    assert isinstance(body, SendFile) and body.size == (docroot / "big.bin").stat().st_size
+    assert f"Content-Length: {body.size}\r\n".encode() in head
+
+
+def test_cache_refreshes_on_change_and_stays_bounded(tmp_path):
+    for i in range(10):
+        (tmp_path / f"f{i}").write_bytes(bytes([i]) * 1000)
+    cache = FileCache(str(tmp_path), max_bytes=3500)
+    first = cache.lookup("f0")
+    assert cache.lookup("f0") is first                   # a hit: the same entry
+    (tmp_path / "f0").write_bytes(b"new and longer")     # size changes
+    assert cache.lookup("f0").body == b"new and longer"
+    os.utime(tmp_path / "f0", ns=(0, 10**9))             # only the mtime changes
+    assert cache.lookup("f0").mtime_ns == 10**9
+    for i in range(10):
+        cache.lookup(f"f{i}")
+    assert cache.cached_bytes <= 3500 and len(cache) == 3
+    assert cache.lookup("missing") is None and cache.lookup("") is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=30))
+def test_replies_do_not_depend_on_how_bytes_are_split(docroot, cuts):
+    """The same pipelined stream split at arbitrary points yields the same replies."""
+    cache = FileCache(str(docroot))
+    raw = (b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /style.css HTTP/1.1\r\nHost: x\r\n\r\n"
+           b"GET /sub/data.json?x=1 HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"q\"\r\n\r\n"
+           b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /index.html HTTP/1.0\r\n\r\n")
+    whole = HttpSession(cache)
+    whole.feed(raw)
+    split = HttpSession(cache)
+    pos = 0
+    for cut in cuts:
+        split.feed(raw[pos:pos + cut])
+        pos += cut
+    split.feed(raw[pos:])
+    assert b"".join(split.out) == b"".join(whole.out)
+    assert split.closing and whole.closing
+
+
+REQUEST_PATHS = st.lists(
+    st.sampled_from(["hello.txt", "..", ".", "%2e%2e", "%2f", "sub", "secret.txt", "%00", "a b",
+                     "%20", "index.html", "escape.txt", "%5c", "//", "?", "#", "%", "\u00e9"]),
+    max_size=8).map(lambda parts: "/" + "/".join(parts))
+
+
+@settings(max_examples=300, deadline=None)
+@given(REQUEST_PATHS)
+def test_fuzzed_request_paths_never_serve_outside_the_root(docroot, path):
+    cache = FileCache(str(docroot))
+    session = HttpSession(cache)
+    session.feed(b"GET " + path.encode("utf-8") + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    [(status, _, body)] = parse(session.out)
+    assert status in (200, 400, 404)
+    assert b"outside the root" not in body

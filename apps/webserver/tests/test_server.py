@@ -1,0 +1,194 @@
+"""Our server over real sockets, with colors off and on: real clients, pipelining, bad input."""
+import http.client
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from .conftest import BIG_SIZE, Replies, closed_by_peer, exchange, read_reply
+
+
+def test_http_client_keep_alive_get_and_head(server, docroot):
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    for name in ["hello.txt", "style.css", "sub/data.json", "index.html"] * 3:
+        conn.request("GET", "/" + name)
+        reply = conn.getresponse()
+        assert reply.status == 200 and reply.read() == (docroot / name).read_bytes()
+        assert reply.getheader("Content-Length") == str((docroot / name).stat().st_size)
+        for header in ("Date", "Last-Modified", "ETag", "Content-Type"):
+            assert reply.getheader(header)
+    conn.request("HEAD", "/hello.txt")
+    reply = conn.getresponse()
+    assert reply.status == 200 and reply.read() == b""
+    assert reply.getheader("Content-Length") == "13"
+    first_socket = conn.sock
+    conn.request("GET", "/hello.txt")
+    conn.getresponse().read()
+    assert conn.sock is first_socket          # one connection for every request: keep-alive
+    conn.close()
+
+
+def test_conditional_requests_give_304(server):
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    conn.request("GET", "/style.css")
+    reply = conn.getresponse()
+    reply.read()
+    etag, modified = reply.getheader("ETag"), reply.getheader("Last-Modified")
+    conn.request("GET", "/style.css", headers={"If-None-Match": etag})
+    reply = conn.getresponse()
+    assert (reply.status, reply.read()) == (304, b"")
+    conn.request("GET", "/style.css", headers={"If-Modified-Since": modified})
+    reply = conn.getresponse()
+    assert (reply.status, reply.read()) == (304, b"")
+    conn.close()
+
+
+def test_large_file_arrives_whole(server, docroot):
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    conn.request("GET", "/big.bin")
+    reply = conn.getresponse()
+    data = reply.read()
+    assert reply.status == 200 and len(data) == BIG_SIZE
+    assert data == (docroot / "big.bin").read_bytes()
+    conn.request("GET", "/hello.txt")                # the connection is still usable after it
+    assert conn.getresponse().read() == b"hello, world\n"
+    conn.close()
+
+
+def test_pipelined_requests_over_one_socket(server, docroot):
+    names = ["hello.txt", "nope", "style.css", "sub/", "big.bin", "index.html"] * 4
+    with server.connect(timeout=10) as sock:
+        sock.sendall(b"".join(f"GET /{n} HTTP/1.1\r\nHost: t\r\n\r\n".encode() for n in names))
+        replies = Replies(sock)
+        for name in names:
+            status, _, body = replies.next()
+            if name == "nope":
+                assert status == 404
+            else:
+                path = docroot / name / "index.html" if name.endswith("/") else docroot / name
+                assert (status, body) == (200, path.read_bytes())
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (make setup)")
+def test_curl_reuses_its_connection(server, docroot):
+    url = server.url
+    out = subprocess.run(
+        ["curl", "-sS", "-v", "-w", "%{http_code} %{size_download}\\n",
+         "-o", "/dev/null", url + "hello.txt", "-o", "/dev/null", url + "sub/data.json",
+         "-o", "/dev/null", url + "missing"],
+        capture_output=True, text=True, timeout=20)
+    assert out.stdout.split("\n")[:3] == ["200 13", "200 9", "404 14"]
+    assert "Re-using existing connection" in out.stderr or "Reusing existing" in out.stderr
+    out = subprocess.run(["curl", "-sS", "--http1.0", "-i", url + "hello.txt"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.stdout.startswith("HTTP/1.1 200") and "Connection: close" in out.stdout
+    assert out.stdout.endswith("hello, world\n")
+
+
+BAD_INPUTS = [
+    (b"GET /../secret.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"GET /%2e%2e/secret.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"GET /..%2fsecret.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"GET /sub/..%2F..%2Fsecret.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"GET /hello.txt%00.html HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"GET /hello\x00.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"GET /escape.txt HTTP/1.1\r\nHost: t\r\n\r\n", 404),
+    (b"GET /" + b"x" * 70000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-Pad: " + b"p" * 100 + b"\r\n" * 1 + b"X-A: b\r\n" * 500
+     + b"\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nX-Huge: " + b"h" * 100000 + b"\r\n\r\n", 431),
+    (b"BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"PUT /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi", 405),
+    (b"GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505),
+    (b"GET / HTTP/1.7\r\nHost: t\r\n\r\n", 505),
+    (b"\x00\xff garbage \r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n", 413),
+]
+
+
+@pytest.mark.parametrize("raw, code", BAD_INPUTS, ids=lambda v: str(v)[:30] if isinstance(v, bytes) else str(v))
+def test_bad_input_gets_its_error_and_the_server_keeps_serving(server, raw, code):
+    with server.connect() as sock:
+        try:
+            sock.sendall(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                 # the server may answer and close before we finish sending
+        status, headers, body = read_reply(sock)
+        assert status == code and body.startswith(str(code).encode())
+        assert b"outside the root" not in body
+    assert exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"hello, world\n"
+
+
+def test_traversal_never_reaches_the_outside_file(server):
+    for target in ["/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/escape.txt",
+                   "//../secret.txt", "/sub/../../secret.txt", "/.%2e/secret.txt"]:
+        raw = f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        status, _, body = exchange(server, raw)
+        assert status in (400, 404) and body != b"outside the root\n", target
+
+
+def test_slow_header_client_times_out_while_others_are_served(server_factory, docroot):
+    server = server_factory(docroot, "--header-timeout", "0.6")
+    with server.connect(timeout=5) as slow:
+        slow.sendall(b"GET /hel")
+        # While the slow client dribbles, another client is served at once.
+        assert exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+        sent = 0
+        try:
+            for byte in b"lo.txt HTTP/1.1\r\nHost: t\r\n":   # one byte per 0.2 s
+                slow.sendall(bytes([byte]))
+                sent += 1
+                readable = socket.socket.recv(slow, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) \
+                    if _readable(slow, 0.2) else b""
+                if readable:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, headers, _ = read_reply(slow)
+        assert status == 408 and headers["connection"] == "close"
+        assert sent < 10            # cut off after about 0.6 s, not after the whole header
+        assert closed_by_peer(slow)
+    assert exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+
+
+def _readable(sock, timeout):
+    import select
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
+def test_connections_over_the_limit_are_refused_cleanly(server_factory, docroot):
+    server = server_factory(docroot, "--max-connections", "3")
+    held = [server.connect() for _ in range(3)]
+    try:
+        for sock in held:        # each is accepted and counted: it answers
+            sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_reply(sock)[0] == 200
+        with server.connect() as extra:
+            extra.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, headers, body = read_reply(extra)
+            assert status == 503 and headers["connection"] == "close"
+            assert headers["retry-after"] == "1" and closed_by_peer(extra)
+        for sock in held:        # the held connections were not disturbed
+            sock.sendall(b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_reply(sock)[0] == 200
+    finally:
+        held.pop().close()
+    # A slot is free again once the server has seen that close.
+    statuses = []
+    for _ in range(200):
+        statuses.append(exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n"
+                                         b"Connection: close\r\n\r\n")[0])
+        if statuses[-1] == 200:
+            break
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503}
+    for sock in held:
+        sock.close()
+
+
+def test_sigterm_stops_the_server_cleanly(server_factory, docroot):
+    server = server_factory(docroot)
+    with server.connect() as sock:
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_reply(sock)[0] == 200
+        assert server.stop() == 0
