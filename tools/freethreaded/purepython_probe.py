@@ -1,0 +1,141 @@
+"""Does pure-Python colored work run in parallel? 1 vs 2 workers, on whichever Python runs this.
+
+On CPython 3.11 the GIL lets one thread at a time run bytecode, so callbacks of distinct colors on
+two workers take as long as on one (ratio ~1.0x). On the free-threaded 3.13t (PYTHON_GIL=0) they
+should take about half as long (goal: >= 1.8x). A single-color control must stay ~1.0x on both:
+callbacks of one color never overlap, whatever the worker count.
+
+The wall-clock ratio is what the goal is about, but on a shared 2-CPU machine any other busy
+process eats into the 2-worker run. So each row also carries two numbers that such noise barely
+moves: the process's CPU time over wall time while the loop ran (about 1 when one thread at a time
+does the work, about 2 when two really run at once), and the thread CPU time one callback costs
+(equal at 1 and 2 workers unless the threads slow each other down: shared reference counts,
+cache lines, locks). Trials interleave the configurations so that noise hits them alike.
+
+  .venv/bin/python -m tools.freethreaded.purepython_probe
+  PYTHON_GIL=0 build/py313t/venv/bin/python -m tools.freethreaded.purepython_probe [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import sysconfig
+import threading
+import time
+
+import runtime
+
+
+def python_label() -> str:
+    free = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    return f"{sys.version_info.major}.{sys.version_info.minor}{'t' if free else ''}"
+
+
+def gil_enabled() -> bool:
+    probe = getattr(sys, "_is_gil_enabled", None)
+    return True if probe is None else bool(probe())
+
+
+def spin(iterations: int) -> int:
+    """Interpreter-bound work: nothing in here releases the GIL or touches a shared object."""
+    mask = (1 << 32) - 1      # a new int per call, owned by this thread (see the report)
+    acc = 0
+    for i in range(iterations):
+        acc = (acc * 31 + i) & mask
+    return acc
+
+
+def run_once(tasks: int, iterations: int, workers: int, distinct_colors: bool) -> dict:
+    """Run `tasks` spin callbacks on a loop of `workers` pinned workers; time it and check it."""
+    results = [None] * tasks
+    cpu_per_task = [0.0] * tasks
+    lock = threading.Lock()
+    state = {"left": tasks, "running": 0, "max_running": 0}
+    expected = spin(iterations)
+
+    def work(index: int, loop: runtime.Loop) -> None:
+        with lock:
+            state["running"] += 1
+            state["max_running"] = max(state["max_running"], state["running"])
+        started = time.thread_time()
+        results[index] = spin(iterations)
+        cpu_per_task[index] = time.thread_time() - started
+        with lock:
+            state["running"] -= 1
+            state["left"] -= 1
+            if state["left"] == 0:
+                loop.stop()
+
+    with runtime.Loop(workers=workers, pin=True) as loop:
+        for i in range(tasks):
+            loop.call_soon(work, i, loop, color=(i + 1) if distinct_colors else 1)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        loop.run()
+        wall = time.perf_counter() - wall0
+        cpu = time.process_time() - cpu0
+    if results != [expected] * tasks:
+        raise AssertionError("a callback was lost or computed a wrong result")
+    if not distinct_colors and state["max_running"] != 1:
+        raise AssertionError(f"one color ran {state['max_running']} callbacks at once")
+    return {"python": python_label(), "gil": gil_enabled(),
+            "colors": "distinct" if distinct_colors else "single", "workers": workers,
+            "tasks": tasks, "iterations": iterations, "seconds": wall, "tasks_per_s": tasks / wall,
+            "cpu_per_wall": cpu / wall, "cpu_ms_per_task": 1e3 * statistics.median(cpu_per_task),
+            "max_overlap": state["max_running"]}
+
+
+def probe(tasks: int, iterations: int, trials: int) -> tuple[list[dict], list[dict]]:
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("this probe needs 2 CPUs; this process may use "
+                         f"{sorted(os.sched_getaffinity(0))}")
+    run_once(tasks // 4 or 1, iterations, 1, True)   # warm-up: imports, thread start-up
+    rows = []
+    for trial in range(trials):
+        for distinct in (True, False):
+            for workers in (1, 2):
+                row = run_once(tasks, iterations, workers, distinct)
+                row["trial"] = trial
+                rows.append(row)
+                print(f"trial {trial + 1}/{trials}: {row['colors']:8s} colors, {workers} worker(s):"
+                      f" {row['seconds']:.3f}s, cpu/wall {row['cpu_per_wall']:.2f}, "
+                      f"{row['cpu_ms_per_task']:.2f} ms cpu/task", file=sys.stderr, flush=True)
+    summary = []
+    for colors in ("distinct", "single"):
+        mine = [r for r in rows if r["colors"] == colors]
+
+        def median(key, workers):
+            return statistics.median(r[key] for r in mine if r["workers"] == workers)
+
+        summary.append({"python": python_label(), "gil": gil_enabled(), "colors": colors,
+                        "median_s_1_worker": median("seconds", 1),
+                        "median_s_2_workers": median("seconds", 2),
+                        "speedup_2_over_1": median("seconds", 1) / median("seconds", 2),
+                        "cpu_per_wall_2_workers": median("cpu_per_wall", 2),
+                        "cpu_per_task_2_over_1": median("cpu_ms_per_task", 2)
+                        / median("cpu_ms_per_task", 1)})
+    return rows, summary
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=64, help="callbacks per measurement")
+    parser.add_argument("--iterations", type=int, default=40_000, help="loop turns per callback")
+    parser.add_argument("--trials", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="print the rows as one JSON line last")
+    args = parser.parse_args(argv)
+    rows, summary = probe(args.tasks, args.iterations, args.trials)
+    for s in summary:
+        print(f"Python {s['python']} (GIL {'on' if s['gil'] else 'off'}), {s['colors']} colors: "
+              f"2 workers {s['speedup_2_over_1']:.2f}x 1 worker "
+              f"({s['median_s_1_worker']:.3f}s -> {s['median_s_2_workers']:.3f}s); at 2 workers "
+              f"cpu/wall {s['cpu_per_wall_2_workers']:.2f}, "
+              f"cpu per task x{s['cpu_per_task_2_over_1']:.2f}")
+    if args.json:
+        print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
