@@ -25,7 +25,7 @@ LINGER_S = 2.0           # how long a closing connection waits for the client to
 class Connection:
     __slots__ = ("server", "loop", "sock", "fd", "id", "color", "session", "closed", "draining",
                  "reading", "writing", "peer_closed", "last_active", "linger_until", "timer",
-                 "file_fd", "file_off", "io_s")
+                 "file_fd", "file_off", "io_s", "created")
 
     def __init__(self, server, sock: socket.socket, conn_id: int, color):
         self.server = server
@@ -36,7 +36,7 @@ class Connection:
         self.color = color
         self.session = HttpSession(server.cache, server.limits)
         self.closed = self.draining = self.reading = self.writing = self.peer_closed = False
-        self.last_active = time.monotonic()
+        self.last_active = self.created = time.monotonic()
         self.linger_until = 0.0
         self.timer = None
         self.file_fd = -1
@@ -161,6 +161,8 @@ class Connection:
                 del out[0]
                 continue
             out[0] = memoryview(item)[sent:]
+            if sent:
+                self.last_active = time.monotonic()    # a slow reader is not an idle one
             return self._wait_writable()
         if self.writing:
             self.writing = False
@@ -220,6 +222,8 @@ class Connection:
             deadline = self.linger_until
         elif self.session.in_request:
             deadline = self.session.request_started + server.header_timeout
+        elif self.session.requests == 0:    # connected, sent nothing yet: the header timeout too
+            deadline = self.created + server.header_timeout
         else:
             deadline = self.last_active + server.idle_timeout
         if now < deadline:

@@ -152,6 +152,13 @@ def test_slow_header_client_times_out_while_others_are_served(server_factory, do
     assert exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
 
 
+def test_silent_connection_is_closed_after_the_header_timeout(server_factory, docroot):
+    server = server_factory(docroot, "--header-timeout", "0.4")
+    with server.connect(timeout=5) as silent:
+        assert exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+        assert closed_by_peer(silent)        # within the 5 s socket timeout, or recv raises
+
+
 def _readable(sock, timeout):
     import select
     return bool(select.select([sock], [], [], timeout)[0])
