@@ -112,7 +112,8 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     ax_speed.set_ylim(bottom=0)
     ax_cost.set_title("costs per read (what the model is given)", fontsize=10)
     ax_speed.set_title("what coloring buys", fontsize=10)
-    ax_cost.legend(fontsize=7)
+    if ax_cost.get_legend_handles_labels()[0]:
+        ax_cost.legend(fontsize=7)
     ax_speed.legend(fontsize=7, loc="upper left")
     notes.append(figlib.MODEL_NOTE)
     footer = figlib.machine_footer([figlib.read_machine(SOURCE, results)], notes)

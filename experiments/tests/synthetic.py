@@ -90,7 +90,7 @@ def speedup_rows() -> list[dict]:
 
 def sched_rows() -> list[dict]:
     rows = []
-    for load in ("skewed_hash_collision", "few_heavy_colors", "short_callbacks"):
+    for load in ("collide", "few_heavy", "uniform", "short"):
         for scheduler, rate in (("hash", 100.0), ("steal", 150.0)):
             for trial in range(3):
                 rows.append({"python": "3.11", "load": load, "scheduler": scheduler, "workers": 2,

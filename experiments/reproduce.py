@@ -1,0 +1,95 @@
+"""`make reproduce`: every experiment, every figure, the notebooks, then the claims table.
+
+Each step runs as its own process (`python -m experiments.<step>`), so one failing benchmark is
+reported and the others still run; the claims it feeds then say "not run". The time of every step
+goes to artifact/results/reproduce_steps.csv (the artifact README's timing table comes from it).
+QUICK=1 asks every step for its short version.
+
+    python -m experiments.reproduce [--plot-only] [--only STEP ...] [--skip-notebooks]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from experiments import common
+
+# (step, module, what it does). Order: cheap first; SFS before the sweep that reuses its CSV;
+# the model after every CSV it validates against.
+STEPS = [
+    ("lines", "experiments.lines_changed", "count the lines that color the SFS crypto"),
+    ("callbacks", "experiments.callback_cost", "callback cost vs asyncio; runtime speedup (3.11, 3.13t if built)"),
+    ("sched", "experiments.sched_compare", "hash placement vs work stealing on skewed colors"),
+    ("sfs", "experiments.sfs_throughput", "SFS-like server: throughput vs CPUs, all block sizes"),
+    ("blocksize", "experiments.sfs_blocksize", "SFS block-size sweep (from the SFS CSV)"),
+    ("web", "experiments.web_throughput", "web server vs CPUs: colorloop, N-copy, nginx, Apache, aiohttp"),
+    ("model", "experiments.model_validation", "model: validation per point, prediction 1..16 CPUs"),
+]
+
+
+def run_step(module: str, plot_only: bool) -> tuple[int, float]:
+    args = [sys.executable, "-m", module]
+    if plot_only:
+        args.append("--plot-only")
+    start = time.monotonic()
+    proc = subprocess.run(args, cwd=common.REPO)
+    return proc.returncode, time.monotonic() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plot-only", action="store_true", help="redraw from existing CSVs, measure nothing")
+    parser.add_argument("--only", nargs="*", choices=[s for s, _, _ in STEPS], help="run only these steps")
+    parser.add_argument("--skip-notebooks", action="store_true")
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    steps = [s for s in STEPS if not args.only or s[0] in args.only]
+    print(f"== colorloop reproduce ({'QUICK' if common.quick() else 'full'}) on {common.machine_summary()}",
+          flush=True)
+    timings, failed = [], []
+    total = tqdm(steps, desc="reproduce", unit="step", position=0, leave=True, file=sys.stdout)
+    for name, module, what in total:
+        total.set_postfix_str(name)
+        tqdm.write(f"\n== [{name}] {what}  (python -m {module})", file=sys.stdout)
+        rc, seconds = run_step(module, args.plot_only)
+        timings.append({"step": name, "module": module, "seconds": round(seconds, 1), "returncode": rc,
+                        "quick": common.quick(), "plot_only": args.plot_only})
+        if rc != 0:
+            failed.append(name)
+            tqdm.write(f"!! step {name} failed with status {rc}; continuing", file=sys.stdout)
+    total.close()
+
+    if not args.skip_notebooks:
+        from experiments import notebooks
+
+        start = time.monotonic()
+        try:
+            notebooks.execute(notebooks.notebook_paths(), common.RESULTS, notebooks.EXECUTED)
+            rc = 0
+        except Exception as exc:        # report which notebook broke, keep the claims table
+            print(f"!! notebooks failed: {exc}")
+            failed.append("notebooks")
+            rc = 1
+        timings.append({"step": "notebooks", "module": "experiments.notebooks",
+                        "seconds": round(time.monotonic() - start, 1), "returncode": rc,
+                        "quick": common.quick(), "plot_only": args.plot_only})
+
+    if not args.only and not args.plot_only:
+        common.write_results("reproduce_steps", timings)
+    from experiments import claims
+
+    table = claims.build()
+    claims.write(table)
+    claims.print_claims(table)
+    print("\nsteps: " + ", ".join(f"{t['step']} {t['seconds']:.0f}s" + ("" if t["returncode"] == 0 else " FAILED")
+                                  for t in timings))
+    print(f"figures: {common.FIGURES}/   CSVs: {common.RESULTS}/   claims: artifact/claims.md")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

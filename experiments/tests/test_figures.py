@@ -1,0 +1,62 @@
+"""Every figure script draws PNG and PDF from small synthetic CSVs, and says so when data is missing."""
+import pandas as pd
+import pytest
+
+from experiments import (callback_cost, common, lines_changed, model_validation, sched_compare,
+                         sfs_blocksize, sfs_throughput, web_throughput)
+
+SCRIPTS = [sfs_throughput, web_throughput, sfs_blocksize, lines_changed, callback_cost, sched_compare,
+           model_validation]
+
+
+def _check_outputs(paths):
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    png, pdf = (p.read_bytes() for p in paths)
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    assert pdf.startswith(b"%PDF")
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.__name__.split(".")[-1])
+def test_figure_from_synthetic_csvs(script, synthetic_results, tmp_path):
+    paths = script.plot()
+    _check_outputs(paths)
+    assert all(p.parent == tmp_path / "figures" for p in paths)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.__name__.split(".")[-1])
+def test_figure_without_csvs_still_draws(script, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLORLOOP_RESULTS", str(tmp_path / "empty"))
+    monkeypatch.setenv("COLORLOOP_FIGURES", str(tmp_path / "figures"))
+    _check_outputs(script.plot())
+
+
+def test_derived_csvs_land_beside_their_sources_not_in_artifact(synthetic_results):
+    before = set(common.RESULTS.glob("*")) if common.RESULTS.exists() else set()
+    model_validation.plot()
+    sfs_blocksize.plot()
+    validation = pd.read_csv(synthetic_results / "model_validation.csv", dtype={"python": str})
+    assert set(validation.columns) >= {"app", "python", "config", "cpus", "measured", "modelled", "error_pct"}
+    assert (synthetic_results / "model_predictions.csv").exists()
+    assert (synthetic_results / "sfs_blocksize.csv").exists()
+    after = set(common.RESULTS.glob("*")) if common.RESULTS.exists() else set()
+    assert after == before
+
+
+def test_validation_covers_every_measured_point(synthetic_results):
+    rows = model_validation.validate()
+    sfs = pd.read_csv(synthetic_results / "sfs_throughput.csv")
+    expected = len(sfs.groupby(["suite", "block_kib", "mode", "cpus"]))
+    assert sum(r["app"] == "sfs" for r in rows) == expected
+    web = pd.read_csv(synthetic_results / "web_throughput.csv", dtype={"python": str})
+    ours = web[web["server"] == "colorloop"]
+    assert sum(r["app"] == "web" for r in rows) == len(ours.groupby(["python", "mode", "cpus"]))
+    # 1-CPU points follow from the measured costs alone: the model must get them nearly right
+    one = [r for r in rows if r["app"] == "sfs" and r["cpus"] == 1]
+    assert all(abs(r["error_pct"]) < 10 for r in one)
+
+
+def test_blocksize_crossover_is_interpolated_between_measured_blocks():
+    # crypto 32 < 60 at 8 KiB, 256 > 60 at 64 KiB; linear in block -> crosses at 15 KiB
+    assert sfs_blocksize.crossover([(8, 32e-6, 60e-6), (64, 256e-6, 60e-6)]) == pytest.approx(15, rel=0.05)
+    assert sfs_blocksize.crossover([(8, 1e-6, 60e-6), (64, 2e-6, 60e-6)]) is None
+    assert sfs_blocksize.crossover([(8, 90e-6, 60e-6), (64, 300e-6, 60e-6)]) == 8

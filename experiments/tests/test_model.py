@@ -1,0 +1,83 @@
+"""The discrete-event model on parameters whose answer is known in closed form."""
+import pytest
+
+from experiments.model import Config, Stage, conn_stages, request_stages, simulate
+
+H, F = 100e-6, 400e-6
+
+
+def rate(**kw):
+    kw.setdefault("requests", 600)
+    kw.setdefault("warmup", 60)
+    kw.setdefault("clients", 16)
+    return simulate(Config(**kw)).throughput
+
+
+def test_one_worker_gives_the_serial_rate():
+    assert rate(stages=conn_stages(H, F), cpus=1) == pytest.approx(1 / (H + F), rel=0.05)
+
+
+def test_gil_free_work_without_a_gil_scales_linearly():
+    one = rate(stages=conn_stages(0.0, F), cpus=1, gil=False)
+    for k in (2, 4, 8):
+        assert rate(stages=conn_stages(0.0, F), cpus=k, gil=False) == pytest.approx(k * one, rel=0.08)
+
+
+def test_gil_held_work_does_not_scale():
+    one = rate(stages=conn_stages(H, 0.0), cpus=1)
+    assert rate(stages=conn_stages(H, 0.0), cpus=8) == pytest.approx(one, rel=0.05)
+
+
+def test_free_threaded_build_lets_interpreter_work_scale():
+    one = rate(stages=conn_stages(H, 0.0), cpus=1, gil=False)
+    assert rate(stages=conn_stages(H, 0.0), cpus=4, gil=False) == pytest.approx(4 * one, rel=0.08)
+
+
+def test_gil_bounds_mixed_work_at_one_over_held_time():
+    # Amdahl through the GIL: never more than 1/H, approached with many CPUs
+    r = rate(stages=conn_stages(H, F), cpus=16, clients=64)
+    assert r <= 1 / H * 1.05
+    assert r > 0.8 / H
+
+
+def test_one_color_never_runs_in_parallel():
+    one = rate(stages=request_stages(0.0, F, colored=False), cpus=1, gil=False)
+    assert rate(stages=request_stages(0.0, F, colored=False), cpus=8, gil=False) == pytest.approx(one, rel=0.05)
+
+
+def test_ncopy_processes_each_have_their_own_gil():
+    one = rate(stages=conn_stages(H, F), cpus=1, workers=1, processes=1)
+    assert rate(stages=conn_stages(H, F), cpus=4, workers=1, processes=4) == pytest.approx(4 * one, rel=0.08)
+
+
+def test_a_load_generator_sharing_the_cpus_costs_throughput():
+    own = rate(stages=conn_stages(0.0, F), cpus=2, gil=False, client_s=F, client_cpus=2)
+    shared = rate(stages=conn_stages(0.0, F), cpus=2, gil=False, client_s=F, client_cpus=0)
+    assert own == pytest.approx(2 / F, rel=0.08)
+    assert shared == pytest.approx(2 / (2 * F), rel=0.08)     # both sides' work on the same 2 CPUs
+
+
+def test_stealing_balances_what_hash_placement_piles_on_one_worker():
+    # The default color lives on worker 0, and hashing also puts half the connections there:
+    # worker 0 carries F per request (serial) + F for half the requests -> R <= 1 / (1.5 F).
+    # Stealing spreads the connections' work: 2 F per request over 2 workers -> R close to 1 / F.
+    common = dict(stages=request_stages(F, F, colored=True), cpus=2, gil=False, clients=4)
+    hashed = rate(scheduler="hash", **common)
+    stolen = rate(scheduler="steal", **common)
+    assert hashed == pytest.approx(1 / (1.5 * F), rel=0.1)
+    assert stolen > hashed * 1.2
+
+
+def test_same_seed_same_answer_and_seed_matters():
+    cfg = dict(stages=conn_stages(H, F), cpus=3, clients=7, requests=300, warmup=30)
+    assert simulate(Config(seed=5, **cfg)).throughput == simulate(Config(seed=5, **cfg)).throughput
+    assert simulate(Config(seed=5, **cfg)).throughput != simulate(Config(seed=6, **cfg)).throughput
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ValueError):
+        simulate(Config(stages=conn_stages(H, F), cpus=0))
+    with pytest.raises(ValueError):
+        simulate(Config(stages=conn_stages(H, F), cpus=1, scheduler="random"))
+    with pytest.raises(RuntimeError):
+        simulate(Config(stages=(Stage("conn", 0.0, 0.0),), cpus=1, requests=10, warmup=1))

@@ -1,0 +1,35 @@
+# Experiments, figures, notebooks and the claims table (experiments/, notebooks/, artifact/).
+#   make fig-NAME          one experiment: measure, write artifact/results/<csv>, draw artifact/figures/<png,pdf>
+#                          NAME: sfs web blocksize lines callbacks sched model
+#   make figs-redraw       redraw every figure from the CSVs already there (measures nothing)
+#   make reproduce-all     every experiment, the notebooks, then the claims table (QUICK=1: the short version)
+#   make notebooks         execute notebooks/ into artifact/notebooks-executed/
+#   make claims            print the claims table from the CSVs already there
+#   make test-experiments  the experiments' own tests (model, figures, notebooks on synthetic CSVs)
+EXP_FIGS := sfs web blocksize lines callbacks sched model
+EXP_MOD_sfs       := sfs_throughput
+EXP_MOD_web       := web_throughput
+EXP_MOD_blocksize := sfs_blocksize
+EXP_MOD_lines     := lines_changed
+EXP_MOD_callbacks := callback_cost
+EXP_MOD_sched     := sched_compare
+EXP_MOD_model     := model_validation
+
+.PHONY: $(addprefix fig-,$(EXP_FIGS)) figs-redraw reproduce-all notebooks claims test-experiments
+$(addprefix fig-,$(EXP_FIGS)): fig-%: setup
+	$(PY) -m experiments.$(EXP_MOD_$*)
+
+figs-redraw: setup
+	$(PY) -m experiments.reproduce --plot-only --skip-notebooks
+
+reproduce-all: setup
+	$(PY) -m experiments.reproduce
+
+notebooks: setup
+	$(PY) -m experiments.notebooks
+
+claims: setup
+	$(PY) -m experiments.claims
+
+test-experiments: setup
+	$(PY) -m pytest -q experiments/tests
