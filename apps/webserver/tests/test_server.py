@@ -5,6 +5,8 @@ import socket
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .conftest import BIG_SIZE, Replies, closed_by_peer, exchange, read_reply
 
@@ -199,3 +201,43 @@ def test_sigterm_stops_the_server_cleanly(server_factory, docroot):
         sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_reply(sock)[0] == 200
         assert server.stop() == 0
+
+
+def _read_to_eof(sock) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=1, max_size=400))
+def test_fuzzed_garbage_never_hurts_the_server(server, raw):
+    with server.connect() as sock:
+        try:
+            sock.sendall(raw)
+            sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = _read_to_eof(sock)
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 ")
+    assert exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+
+
+PATH_PIECES = st.lists(st.sampled_from(
+    ["hello.txt", "..", ".", "%2e%2e", "%2f", "%2F", "sub", "secret.txt", "%00", "%20", "escape.txt",
+     "%5c", "", "index.html", "%", "%e9", "sub?x=.."]), max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(PATH_PIECES)
+def test_fuzzed_paths_over_the_wire(server, pieces):
+    target = "/" + "/".join(pieces)
+    with server.connect() as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        status, _, body = read_reply(sock)
+    assert status in (200, 400, 404)
+    assert b"outside the root" not in body
