@@ -87,7 +87,7 @@ def sfs_claims(results: Path | None) -> list[Claim]:
 
 
 def web_claims(results: Path | None) -> list[Claim]:
-    df = figlib.read_csv("web_throughput", results)
+    df = model_fit.normalise_web_modes(figlib.read_csv("web_throughput", results))
     out = []
     cases = model_fit.web_cases(df)
     by = {(c.python, c.mode): c for c in cases}

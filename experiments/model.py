@@ -148,6 +148,7 @@ class Config:
     processes: int = 1                 # N-copy: independent single-loop processes, own GIL each
     gil: bool = True                   # False: the free-threaded build
     clients: int = 8                   # closed-loop clients (connections), one color each
+    depth: int = 1                     # requests each client keeps outstanding (pipelining)
     client_s: float = 0.0              # client CPU time per reply
     client_cpus: int = 0               # CPUs of the load generator; 0 = shares the server's
     scheduler: str = "hash"            # "hash": color -> one worker's queue; "steal": any idle worker
@@ -207,7 +208,8 @@ def simulate(cfg: Config) -> Result:
                 sim.stopped = True
 
     for cid in range(cfg.clients):
-        sim.process(client(cid))
+        for _ in range(max(1, cfg.depth)):
+            sim.process(client(cid))
     sim.run()
     t0 = done["t0"] if done["t0"] is not None else 0.0
     elapsed = sim.now - t0

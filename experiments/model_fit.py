@@ -35,6 +35,8 @@ class Case:
     free_s: float
     clients: int
     client_s: float = 0.0
+    depth: int = 1                # requests in flight per connection
+    scheduler: str = "hash"       # the placement the measured server used
     unit: str = "replies/s"
     to_unit: float = 1.0          # measured unit per modelled reply/s
     baseline: str = ""            # config string of the case that defines speedup 1.0
@@ -67,7 +69,9 @@ class Case:
                       warmup=MODEL_REQUESTS // 10)
 
     def modelled(self, cpus: int, client_cpus: int, clients: int | None = None) -> float:
-        return simulate(self.config_for(cpus, client_cpus, clients)).throughput * self.to_unit
+        cfg = replace(self.config_for(cpus, client_cpus, clients), depth=self.depth,
+                      scheduler=self.scheduler)
+        return simulate(cfg).throughput * self.to_unit
 
     def predict(self, cpus: int) -> float:
         """Beyond this machine: the load generator on CPUs of its own (as in the paper's testbed),
@@ -106,38 +110,63 @@ def _truthy(series: pd.Series) -> bool:
 
 
 def sfs_cases(df: pd.DataFrame | None) -> list[Case]:
+    """Per suite and block: GIL-held = server CPU per read minus crypto minus send (the send
+    syscalls release the GIL), GIL-free = crypto + send; the client's cost from its CPU use."""
     if df is None or "mode" not in df.columns:
         return []
     df = df[df["mode"].isin(["colors_off", "colors_on"])]
     cases = []
     for (python, suite, block), sub in df.groupby(["python", "suite", "block_kib"]):
         one = sub[sub["cpus"] == 1]
-        held, free = _median(one, "other_s_per_read"), _median(one, "crypto_s_per_read")
-        if held is None or free is None or not len(one):
+        other, crypto = _median(one, "other_s_per_read"), _median(one, "crypto_s_per_read")
+        if other is None or crypto is None or not len(one):
             continue
+        send = _median(one, "send_s_per_read") or 0.0
+        held, free = max(0.0, other - send), crypto + send
+        to_unit = int(block) * 1024 / SFS_BYTES_PER_MB
         notes = []
         client_s = _median(one, "client_s_per_read")
+        if client_s is None and "client_cpu_util" in one.columns:
+            util = pd.to_numeric(one["client_cpu_util"], errors="coerce")
+            reads = pd.to_numeric(one["mb_per_s"], errors="coerce") / to_unit
+            client_s = float((util / reads).median())
         if client_s is None:
             decrypts = "client_decrypts" in one.columns and _truthy(one["client_decrypts"])
             client_s = (free if decrypts else 0.0) + held
             notes.append("client cost per read not in CSV: assumed = server's interpreter time"
                          + (" + crypto (client decrypts)" if decrypts else ""))
         clients = int(pd.to_numeric(sub["clients"], errors="coerce").median()) if "clients" in sub else 8
+        depth = int(pd.to_numeric(sub["depth"], errors="coerce").median()) if "depth" in sub else 1
+        scheduler = str(sub["scheduler"].iloc[0]) if "scheduler" in sub else "hash"
         base = f"{suite} {int(block)}KiB colors_off"
         for mode, msub in sub.groupby("mode"):
             cases.append(Case(
                 app="sfs", python=str(python), config=f"{suite} {int(block)}KiB {mode}", mode=mode,
-                held_s=held, free_s=free, clients=max(1, clients), client_s=client_s,
-                unit="MB/s", to_unit=int(block) * 1024 / SFS_BYTES_PER_MB, baseline=base,
+                held_s=held, free_s=free, clients=max(1, clients), client_s=client_s, depth=depth,
+                scheduler=scheduler if scheduler in ("hash", "steal") else "hash",
+                unit="MB/s", to_unit=to_unit, baseline=base,
                 group=f"{suite} {int(block)}KiB", measured=_measured_points(msub, "mb_per_s"),
                 notes=list(notes)))
     return cases
+
+
+WEB_MODES = {"off": "colors_off", "on": "colors_on"}
+
+
+def normalise_web_modes(df: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The web benchmark writes modes off/on/ncopy; the figures speak of colors_off/colors_on."""
+    if df is None or "mode" not in df.columns:
+        return df
+    df = df.copy()
+    df["mode"] = df["mode"].replace(WEB_MODES)
+    return df
 
 
 def web_cases(df: pd.DataFrame | None) -> list[Case]:
     """The colorloop server's three modes; the peers (nginx, Apache, aiohttp) are not modelled."""
     if df is None or "server" not in df.columns:
         return []
+    df = normalise_web_modes(df)
     ours = df[df["server"] == "colorloop"]
     cases = []
     for python, sub in ours.groupby("python"):

@@ -30,12 +30,7 @@ def measure(reuse: bool = False) -> None:
         return
     from apps.sfs_like import bench
 
-    rows = bench.run_benchmark(common.quick())
-    throughput = [r for r in rows if r.get("mode") in ("colors_off", "colors_on")]
-    ceiling = [r for r in rows if r.get("mode") not in ("colors_off", "colors_on")]
-    common.write_results(NAME, throughput)
-    if ceiling:
-        common.write_results(CEILING, ceiling)
+    bench.run_benchmark(common.quick())       # writes sfs_throughput.csv and sfs_crypto_ceiling.csv
     write_summary(figlib.read_csv(NAME))
 
 
