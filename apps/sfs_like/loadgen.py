@@ -153,12 +153,27 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=0.5)
     p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--cpus", default="", help="comma-separated CPUs for this process")
+    p.add_argument("--serve", action="store_true",
+                   help="stay up and run one measurement per JSON line on stdin (keyword arguments "
+                        "of run_load, e.g. {\"block\": 8192}), answering one JSON line each: lets a "
+                        "benchmark interleave many short trials without process start-up in them")
     args = p.parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
-    result = run_load(args.server, suite=args.suite, path=args.path, block=args.block,
-                      clients=args.clients, depth=args.depth, decrypt=not args.no_decrypt,
-                      warmup=args.warmup, duration=args.duration)
+    defaults = dict(suite=args.suite, path=args.path, block=args.block, clients=args.clients,
+                    depth=args.depth, decrypt=not args.no_decrypt, warmup=args.warmup,
+                    duration=args.duration)
+    if args.serve:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            try:
+                result = run_load(args.server, **{**defaults, **json.loads(line)})
+            except Exception as exc:       # reported to the driver, which decides what to do
+                result = {"error": repr(exc)}
+            print(json.dumps(result), flush=True)
+        return 0
+    result = run_load(args.server, **defaults)
     print(json.dumps(result))
     print(f"{result['mb_per_s']:.1f} MB/s ({args.clients} clients, {args.block // 1024} KiB READs, "
           f"{'decrypting' if not args.no_decrypt else 'not decrypting'}), server "

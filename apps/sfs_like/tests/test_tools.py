@@ -1,0 +1,52 @@
+"""The load generator, the color-diff count and the free-threaded guard do what they claim."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from apps.sfs_like import colors
+from apps.sfs_like.count_color_diff import count
+from apps.sfs_like.loadgen import run_load
+
+from .conftest import REPO
+
+
+def test_loadgen_reads_and_reports_server_counters(start_server, export):
+    (export / "big").write_bytes(os.urandom(1 << 20))
+    srv = start_server(export, colors="on", workers=2)
+    for decrypt in (True, False):
+        r = run_load(srv.address, path="big", block=64 * 1024, clients=3, depth=2, decrypt=decrypt,
+                     warmup=0.05, duration=0.3)
+        assert r["mb_per_s"] > 0 and r["server_reads"] > 0
+        assert r["crypto_s_per_read"] > 0
+        assert r["server_colors"] == "on" and r["server_workers"] == 2
+        assert r["server_loop_errors"] == 0
+    assert "Traceback" not in srv.log()
+
+
+def test_color_policies_differ_only_when_on():
+    off, on = colors.policy("off"), colors.policy("on")
+    assert {off.crypto(i) for i in range(10)} | {off.file()} == {colors.NET}
+    crypto = [on.crypto(i) for i in range(10)]
+    assert len(set(crypto)) == 10 and colors.NET not in crypto and on.file() not in crypto
+
+
+def test_color_diff_count_covers_every_color_call_site():
+    result = count()
+    assert 0 < result["changed_lines"] < result["total_lines"]
+    server = result["modules"]["server.py"]
+    text = (REPO / "apps" / "sfs_like" / "server.py").read_text()
+    assert server["changed"] >= text.count("color=")          # every color= call site is counted
+    assert result["modules"]["colors.py"]["changed"] == result["modules"]["colors.py"]["total"]
+    assert result["modules"]["filelayer.py"]["changed"] == 0
+    assert result["policy_switch_lines"] >= 2
+
+
+def test_free_threaded_interpreter_without_cryptography_gets_a_clear_message():
+    probe = ("import sys, sysconfig; real = sysconfig.get_config_var; "
+             "sysconfig.get_config_var = lambda n: 1 if n == 'Py_GIL_DISABLED' else real(n); "
+             "sys.modules['cryptography'] = None; import apps.sfs_like.server")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "free-threaded" in out.stderr and "3.11" in out.stderr
