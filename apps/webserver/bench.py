@@ -224,6 +224,10 @@ def main(argv=None) -> int:
     ks = [int(k) for k in args.cpus.split(",") if k] or None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so every server gets stopped
     status = 0
+    load_before = os.getloadavg()
+    if load_before[0] > os.cpu_count():
+        print(f"warning: load average {load_before[0]:.1f} on {os.cpu_count()} CPUs: other work "
+              "is running, the numbers will be noisy", file=sys.stderr)
     try:
         rows = run_benchmark(args.quick or quick(), servers, ks)
     except BenchmarkErrors as exc:
@@ -232,7 +236,9 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows))
         return status
-    path = write_results("web_throughput", rows)
+    path = write_results("web_throughput", rows, extra={
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS}})
     print_table(summarize(rows))
     print(f"wrote {path}")
     return status
