@@ -35,7 +35,7 @@ from .suites import SUITES, AuthError
 log = logging.getLogger("sfs_like.server")
 
 MAX_OUTSTANDING = 64          # requests a client may have unanswered before it is cut off
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024          # requests are small; a 256 KiB WRITE takes a few reads
 SENDMSG_MAX_PIECES = 64
 
 

@@ -51,7 +51,8 @@ def test_suite_round_trip_and_sequence(suite):
     msgs = [b"", b"x", os.urandom(70000)]
     for m in msgs:
         body = _body(a.send.seal([m[:10], m[10:]]))
-        assert m not in body or not m          # encrypted
+        if len(m) > 16:
+            assert m[:16] not in body          # encrypted (a short plaintext may match by chance)
         assert b.recv.open(body) == m
 
 
