@@ -137,6 +137,10 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
         "server_colors": stats1["colors"], "server_workers": stats1["workers"],
         "server_steals": stats1["steals"] - stats0["steals"],
         "server_loop_errors": stats1["loop_errors"],
+        "server_layers": {layer: {"callbacks": v[0] - stats0["layer_time_s"].get(layer, [0, 0, 0])[0],
+                                  "busy_s": v[1] - stats0["layer_time_s"].get(layer, [0, 0, 0])[1],
+                                  "queue_wait_s": v[2] - stats0["layer_time_s"].get(layer, [0, 0, 0])[2]}
+                          for layer, v in stats1["layer_time_s"].items()},
     }
 
 

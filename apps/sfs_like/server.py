@@ -305,6 +305,7 @@ class Server:
             "cpu_s": time.process_time(),
             "busy_s": sum(w["busy_s"] for w in loop_stats["workers"]),
             "worker_busy_s": [w["busy_s"] for w in loop_stats["workers"]],
+            "layer_time_s": self._layer_times(loop_stats["colors"]),
             "worker_callbacks": [w["callbacks"] for w in loop_stats["workers"]],
             "callbacks": loop_stats["callbacks"],
             "steals": loop_stats["steals"],
@@ -317,6 +318,18 @@ class Server:
             "workers": len(loop_stats["workers"]),
         })
         return totals
+
+    def _layer_times(self, colors: dict) -> dict:
+        """Callbacks, busy and queue-wait seconds per layer's colors (in colors-off all are 'net')."""
+        file_color = self.file_color
+        out = {}
+        for color, c in colors.items():
+            layer = ("net" if color == color_policy.NET else "file" if color == file_color else "crypto")
+            agg = out.setdefault(layer, [0, 0.0, 0.0])
+            agg[0] += c["callbacks"]
+            agg[1] += c["busy_s"]
+            agg[2] += c["queue_wait_s"]
+        return out
 
     def _stats_reply(self, request: bytes) -> bytes:
         (xid,) = rpc.U32.unpack_from(request, 0)

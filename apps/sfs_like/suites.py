@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ._crypto_import import ARC4, ChaCha20Poly1305, Cipher, InvalidTag, hashes, hmac
 from .framing import LENGTH
 
-_SEQ = struct.Struct(">Q")
+_SEQ_LEN = struct.Struct(">QI")      # what the MAC covers before the ciphertext: seq, frame length
 
 
 class AuthError(Exception):
@@ -46,10 +46,10 @@ class _Sfs2003Send:
 
     def seal(self, parts) -> list:
         """Encrypt and MAC the concatenation of `parts`; return the wire pieces (length first)."""
-        header = LENGTH.pack(sum(map(len, parts)) + 20)
+        length = sum(map(len, parts)) + 20
+        header = LENGTH.pack(length)
         mac = self._mac.copy()
-        mac.update(_SEQ.pack(self.seq))
-        mac.update(header)
+        mac.update(_SEQ_LEN.pack(self.seq, length))
         out = [header]
         for part in parts:
             ct = self._enc.update(part)
@@ -73,8 +73,7 @@ class _Sfs2003Recv:
             raise AuthError(f"frame of {len(body)} bytes is shorter than its MAC")
         ct = memoryview(body)[:-20]
         mac = self._mac.copy()
-        mac.update(_SEQ.pack(self.seq))
-        mac.update(LENGTH.pack(len(body)))
+        mac.update(_SEQ_LEN.pack(self.seq, len(body)))
         mac.update(ct)
         try:
             mac.verify(body[-20:])
