@@ -7,11 +7,12 @@ is a failed run: `WrkResult.errors` carries the count and `require_clean` raises
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from .pinning import pinned
 
 MIX_LUA = Path(__file__).resolve().parent / "wrk" / "mix.lua"
 ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
@@ -58,8 +59,7 @@ def run_wrk(url: str, paths_file: str | Path, *, threads: int = 2, connections: 
     cmd = [wrk_binary(), "-t", str(threads), "-c", str(connections),
            "-d", f"{max(1, round(duration_s))}s", "--timeout", f"{timeout_s:g}s",
            "-s", str(MIX_LUA), url.rstrip("/"), "--", str(paths_file)]
-    preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=preexec,
+    proc = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True,
                           timeout=duration_s + 60)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
     if proc.returncode != 0 or line is None:

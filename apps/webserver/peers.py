@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .pinning import pinned
+
 REPO = Path(__file__).resolve().parents[2]
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 NGINX_MIME = Path("/etc/nginx/mime.types")
@@ -71,14 +73,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _pinned(cpus):
-    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-
-
 def _start_announcing(name: str, cmd: list[str], cpus, env=None) -> tuple[subprocess.Popen, str]:
     """Start a program that prints 'serving URL ...' when ready; return it and the URL."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO,
-                            preexec_fn=_pinned(cpus), env=env)
+    proc = subprocess.Popen(pinned(cmd, cpus), stdout=subprocess.PIPE, text=True, cwd=REPO,
+                            env=env)
     line = proc.stdout.readline()
     if not line.startswith("serving "):
         proc.kill()
@@ -191,9 +189,9 @@ def start_nginx(k: int, cpus: list[int], root: str) -> ServerProcess:
     port = free_port()
     conf = Path(workdir) / "nginx.conf"
     conf.write_text(nginx_config(workdir, root, port, k))
-    proc = subprocess.Popen([binary, "-c", str(conf), "-p", workdir, "-e", f"{workdir}/error.log"],
-                            preexec_fn=_pinned(cpus), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        pinned([binary, "-c", str(conf), "-p", workdir, "-e", f"{workdir}/error.log"], cpus),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = ServerProcess("nginx", [proc], f"http://127.0.0.1:{port}/", workdir, signal.SIGQUIT)
     try:
         wait_until_serving(server.url, [proc], "nginx")
@@ -257,8 +255,8 @@ def start_apache(k: int, cpus: list[int], root: str) -> ServerProcess:
     port = free_port()
     conf = Path(workdir) / "httpd.conf"
     conf.write_text(apache_config(workdir, root, port, k))
-    proc = subprocess.Popen([binary, "-f", str(conf), "-DFOREGROUND"], preexec_fn=_pinned(cpus),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(pinned([binary, "-f", str(conf), "-DFOREGROUND"], cpus),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # SIGWINCH is Apache's graceful stop; SIGTERM stops at once, which is what we want here.
     server = ServerProcess("apache", [proc], f"http://127.0.0.1:{port}/", workdir, signal.SIGTERM)
     try:
