@@ -9,11 +9,12 @@ wrk's threads and connections are the same for every configuration.
 
 Any wrk error (socket error, or a reply >= 400) makes the run fail loudly after the CSV is written.
 
-The model's inputs (colors off, 1 CPU): a separate run with `--profile-io` measures the wall time
-per request spent inside socket recv/send/sendfile, calls that release the GIL
-(`gil_free_s_per_request`), and the rest of the server's CPU time per request
-(`gil_held_s_per_request`: process CPU time minus that, so it also holds the small select()
-time, which releases the GIL too). The profiling run's throughput is not reported.
+The model's inputs (colors off, 1 CPU): a separate run with `--profile-io` measures the CPU time
+per request spent inside socket recv/send, calls that release the GIL (`gil_free_s_per_request`,
+from time.thread_time() around each call, so time the thread spends preempted does not count),
+and the rest of the server's CPU time per request (`gil_held_s_per_request`: process CPU time
+while serving minus that; it also holds the small select() time, which releases the GIL too).
+The profiling run's throughput is not reported.
 
 `--servers colorloop --json` drives only our server (no aiohttp, pandas or tqdm needed) and
 prints the rows as JSON instead of writing the CSV: how the free-threaded 3.13t run is driven

@@ -41,7 +41,7 @@ class Connection:
         self.timer = None
         self.file_fd = -1
         self.file_off = 0
-        self.io_s = 0.0          # wall time inside recv/send (only when the server profiles)
+        self.io_s = 0.0          # CPU time inside recv/send (only when the server profiles)
 
     # ---- lifetime ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,7 +97,7 @@ class Connection:
         if self.closed:
             return
         profile = self.server.profile
-        t0 = time.perf_counter() if profile else 0.0
+        t0 = time.thread_time() if profile else 0.0
         try:
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -106,7 +106,7 @@ class Connection:
             return self._close()
         finally:
             if profile:
-                self.io_s += time.perf_counter() - t0
+                self.io_s += time.thread_time() - t0
         if self.draining:
             if not data:
                 self._close()
@@ -147,7 +147,7 @@ class Connection:
                     k += 1
                 item = b"".join(out[:k])
                 out[:k] = [item]
-            t0 = time.perf_counter() if profile else 0.0
+            t0 = time.thread_time() if profile else 0.0
             try:
                 sent = sock.send(item)
             except (BlockingIOError, InterruptedError):
@@ -156,7 +156,7 @@ class Connection:
                 return self._close()
             finally:
                 if profile:
-                    self.io_s += time.perf_counter() - t0
+                    self.io_s += time.thread_time() - t0
             if sent == len(item):
                 del out[0]
                 continue
