@@ -90,6 +90,9 @@ def serve(args: argparse.Namespace) -> int:
         loop.run()
     finally:
         counts = server.final_counts()
+        stats = loop.stats()
+        counts["colors_used"] = len(stats["colors"])
+        counts["workers_used"] = sum(1 for w in stats["workers"] if w["callbacks"])
         loop.close()
         if args.stats_file:
             with open(args.stats_file, "w") as f:

@@ -1,5 +1,6 @@
 """Our server over real sockets, with colors off and on: real clients, pipelining, bad input."""
 import http.client
+import json
 import shutil
 import socket
 import subprocess
@@ -194,6 +195,26 @@ def test_connections_over_the_limit_are_refused_cleanly(server_factory, docroot)
     assert statuses[-1] == 200 and set(statuses) <= {200, 503}
     for sock in held:
         sock.close()
+
+
+# colors on: color 0 (only the SIGTERM handler), the accept color, and one per connection
+@pytest.mark.parametrize("mode, expect_colors", [("off", 1), ("on", 1 + 1 + 6)])
+def test_colors_on_gives_each_connection_its_color(server_factory, docroot, tmp_path, mode,
+                                                   expect_colors):
+    """colors.py is the whole switch: off runs everything on color 0, on uses one per connection."""
+    stats = tmp_path / "stats.json"
+    server = server_factory(docroot, "--colors", mode, "--workers", "2", "--stats-file", str(stats))
+    socks = [server.connect() for _ in range(6)]
+    for sock in socks:
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_reply(sock)[2] == b"hello, world\n"
+    assert server.stop() == 0
+    for sock in socks:
+        sock.close()
+    counts = json.loads(stats.read_text())
+    assert counts["colors_used"] == expect_colors and counts["requests"] == 6
+    if mode == "off":
+        assert counts["workers_used"] == 1
 
 
 def test_sigterm_stops_the_server_cleanly(server_factory, docroot):
