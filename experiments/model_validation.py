@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import figlib, model_fit, sfs_throughput
+from experiments import figlib, gil_handoff, model_fit, sfs_throughput
 
 NAME = "model_validation"
 PREDICTIONS = "model_predictions"
-SOURCES = ("sfs_throughput", "web_throughput", "runtime_speedup")
+SOURCES = ("sfs_throughput", "web_throughput", "runtime_speedup", "gil_handoff")
 GOAL_PCT = 15.0
 APP_MARKERS = {"sfs": "o", "web": "s", "runtime": "^"}
 APP_COLORS = {"sfs": "#1f77b4", "web": "#2ca02c", "runtime": "#9467bd"}
@@ -32,10 +32,13 @@ def _cpus_allowed(name: str, results: Path | None) -> int:
 
 
 def all_cases(results: Path | None = None) -> dict[str, list]:
+    table = gil_handoff.switch_table(results)
+    dispatch = model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))
     return {
-        "sfs_throughput": model_fit.sfs_cases(figlib.read_csv("sfs_throughput", results)),
-        "web_throughput": model_fit.web_cases(figlib.read_csv("web_throughput", results)),
-        "runtime_speedup": model_fit.runtime_cases(figlib.read_csv("runtime_speedup", results)),
+        "sfs_throughput": model_fit.sfs_cases(figlib.read_csv("sfs_throughput", results), table, dispatch),
+        "web_throughput": model_fit.web_cases(figlib.read_csv("web_throughput", results), table),
+        "runtime_speedup": model_fit.runtime_cases(figlib.read_csv("runtime_speedup", results), table,
+                                                   dispatch),
     }
 
 
@@ -47,8 +50,9 @@ def headline_cases(results: Path | None = None) -> list:
         block = sfs_throughput.headline_block(sfs, sfs_throughput.HEADLINE_SUITE)
         if block is not None:
             sub = sfs[(sfs["suite"] == sfs_throughput.HEADLINE_SUITE) & (sfs["block_kib"] == block)]
-            out.extend(model_fit.sfs_cases(sub))
-    web = model_fit.web_cases(figlib.read_csv("web_throughput", results))
+            out.extend(model_fit.sfs_cases(sub, gil_handoff.switch_table(results),
+                                           model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))))
+    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), gil_handoff.switch_table(results))
     out.extend(web)
     if web and not any(c.python.endswith("t") for c in web):
         base = [c for c in web if c.mode == "colors_off" and c.python == "3.11"]

@@ -104,7 +104,14 @@ def lines_rows() -> list[dict]:
     return [{"changed_lines": 42, "total_lines": 2100, "modules": "server.py;crypto.py"}]
 
 
+def gil_rows() -> list[dict]:
+    return [{"python": "3.11", "spin": spin, "trial": t, "held_s": h, "free_s": 9e-6,
+             "rate_1_thread": 1 / (h + 9e-6), "rate_2_threads": 0.8 / (h + 9e-6), "ratio": 0.8,
+             "switch_s": s} for spin, h, s in ((400, 3e-6, 8e-6), (1500, 15e-6, 20e-6)) for t in range(2)]
+
+
 def write_all(folder: Path) -> Path:
+    _write(folder, "gil_handoff", gil_rows())
     _write(folder, "sfs_throughput", sfs_rows())
     _write(folder, "web_throughput", web_rows())
     _write(folder, "runtime_dispatch", dispatch_rows())

@@ -13,7 +13,9 @@ def test_every_claim_is_evaluated_from_synthetic_csvs(synthetic_results):
             "steal-collide", "steal-short"} <= keys
     assert all(c.status in ("met", "NOT met") for c in table), [c.row() for c in table if c.status == "not run"]
     lines = next(c for c in table if c.key == "lines")
-    assert lines.ours == 2.0 and lines.status == "met"       # 42 of 2100 lines
+    share = next(c for c in table if c.key == "lines-share")
+    assert lines.ours == 42 and lines.status == "met"         # 42 of 2100 lines
+    assert share.ours == 2.0 and share.status == "met"
     path = claims.write(table, synthetic_results)
     written = pd.read_csv(path)
     assert list(written["status"]) == [c.status for c in table]

@@ -81,3 +81,19 @@ def test_bad_configurations_are_refused():
         simulate(Config(stages=conn_stages(H, F), cpus=1, scheduler="random"))
     with pytest.raises(RuntimeError):
         simulate(Config(stages=(Stage("conn", 0.0, 0.0),), cpus=1, requests=10, warmup=1))
+
+
+def test_gil_switch_cost_is_paid_only_when_the_gil_changes_threads():
+    one = rate(stages=conn_stages(H, F), cpus=1, gil_switch_s=50e-6)
+    assert one == pytest.approx(1 / (H + F), rel=0.05)           # one thread: never a switch
+    free = rate(stages=conn_stages(H, F), cpus=4, clients=32)
+    taxed = rate(stages=conn_stages(H, F), cpus=4, clients=32, gil_switch_s=50e-6)
+    assert taxed == pytest.approx(1 / (H + 50e-6), rel=0.08)     # GIL-bound: each pass costs
+    assert taxed < free * 0.9
+    nogil = rate(stages=conn_stages(H, F), cpus=4, clients=32, gil=False, gil_switch_s=50e-6)
+    assert nogil == pytest.approx(4 / (H + F), rel=0.08)         # no GIL, nothing to pass
+
+
+def test_colored_crypto_callback_holds_the_gil_for_its_dispatch():
+    stages = request_stages(H, F, colored=True, dispatch_s=5e-6)
+    assert [(s.color, s.held_s, s.free_s) for s in stages] == [("serial", H - 5e-6, 0.0), ("conn", 5e-6, F)]
