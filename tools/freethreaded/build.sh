@@ -62,9 +62,8 @@ if [ ! -f "$PREFIX/.complete" ]; then
 fi
 
 # --- 2. Source: apt-get source with a private apt configuration -------------------------------
-fingerprint_system_apt() {
-  { find /etc/apt -type f -exec md5sum {} + 2>/dev/null; ls -l --time-style=+%s /var/lib/apt/lists 2>/dev/null; } | sort | md5sum
-}
+etc_apt_fingerprint() { find /etc/apt -type f -exec md5sum {} + 2>/dev/null | sort | md5sum; }
+apt_lists_fingerprint() { ls -l --time-style=+%s /var/lib/apt/lists 2>/dev/null | md5sum; }
 SRC_DIR=$ROOT/src
 if [ ! -f "$SRC_DIR/.complete" ] && [ ! -f "$PREFIX/.complete" ]; then
   APT=$ROOT/apt
@@ -88,7 +87,7 @@ Dir::Cache "$APT/cache";
 Dir::Log "$APT/log";
 APT::Sandbox::User "$(id -un)";
 CONF
-  before=$(fingerprint_system_apt)
+  etc_before=$(etc_apt_fingerprint); lists_before=$(apt_lists_fingerprint)
   say "apt-get update ($SUITE deb-src, private APT_CONFIG=$APT/apt.conf)"
   logged apt-update env APT_CONFIG="$APT/apt.conf" apt-get update -q
   version=$(APT_CONFIG="$APT/apt.conf" apt-cache showsrc python3.13 | awk '/^Version:/{print $2; exit}')
@@ -97,8 +96,12 @@ CONF
   rm -rf "$SRC_DIR"; mkdir -p "$SRC_DIR/dl"
   (cd "$SRC_DIR/dl" && logged apt-source env APT_CONFIG="$APT/apt.conf" \
        apt-get source -q --download-only "python3.13=$version")
-  [ "$(fingerprint_system_apt)" = "$before" ] || die "the system's apt configuration or lists changed"
-  say "system /etc/apt and /var/lib/apt/lists unchanged (checked)"
+  [ "$(etc_apt_fingerprint)" = "$etc_before" ] || die "the system's /etc/apt changed during apt-get"
+  if [ "$(apt_lists_fingerprint)" = "$lists_before" ]; then
+    say "system /etc/apt and /var/lib/apt/lists unchanged (checked)"
+  else   # another apt-get update may have run meanwhile: worth a line, not a failed build
+    say "warning: /var/lib/apt/lists changed meanwhile (another apt-get update?); /etc/apt unchanged"
+  fi
 
   say "unpacking the upstream tarball and applying Debian's upstream-fix patches"
   tar -xJf "$SRC_DIR"/dl/python3.13_*.orig.tar.xz -C "$SRC_DIR"
