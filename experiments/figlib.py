@@ -171,6 +171,20 @@ def draw_scaling(ax_abs, ax_speed, cases, predicted: list[dict], color_of, *,
     return shared_any
 
 
+def speedup_axis(ax) -> None:
+    """Speedups on a log2 axis: 1x..16x evenly spaced, so measured 1-2x stay readable."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ys = [y for line in ax.get_lines() for y in line.get_ydata() if y is not None and y == y and y > 0]
+    lo, hi = (min(ys + [1.0]) / 1.25, max(ys + [2.0]) * 1.25)
+    ax.set_yscale("log", base=2)
+    ax.set_ylim(lo, hi)
+    ticks = [t for t in (0.25, 0.5, 1, 1.5, 2, 2.5, 3, 4, 6, 8, 12, 16, 24, 32) if lo * 0.9 <= t <= hi * 1.1]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_yticklabels([f"{t:g}x" for t in ticks])
+
+
 def cpu_axis(ax, max_cpus: int = 16, ylabel: str = "") -> None:
     """CPUs on a log2 axis, so that the measured 1..2 are not squeezed against the modelled 16."""
     ax.set_xlabel("server CPUs (= worker threads), log scale")
@@ -211,7 +225,7 @@ def script_main(description: str, measure, plot, argv=None) -> None:
 
 
 def style_legend(ax, loc: str = "upper left", with_paper: bool = False, with_model: bool = True,
-                 fontsize: float = 7) -> None:
+                 fontsize: float = 7, target=None) -> None:
     """The axes' own entries (one per curve, by colour) plus what each line style means."""
     from matplotlib.lines import Line2D
 
@@ -224,7 +238,7 @@ def style_legend(ax, loc: str = "upper left", with_paper: bool = False, with_mod
     if with_paper and PAPER_LABEL not in " ".join(labels):
         handles.append(Line2D([], [], **PAPER_STYLE))
         labels.append(PAPER_LABEL)
-    ax.legend(handles, labels, fontsize=fontsize, loc=loc)
+    (target or ax).legend(handles, labels, fontsize=fontsize, loc=loc)
 
 
 def write_derived(name: str, rows: list[dict], sources: list[str], folder: Path | None = None) -> Path:

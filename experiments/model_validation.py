@@ -130,7 +130,8 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     ax_pred.plot([1, 4], [figlib.PAPER_WEB_SPEEDUP[1], figlib.PAPER_WEB_SPEEDUP[4]], marker="P",
                  linestyle=":", color="black", markersize=10, label="paper (abstract): web server")
     figlib.cpu_axis(ax_pred, ylabel="speedup vs the same app uncolored on 1 CPU")
-    figlib.style_legend(ax_pred, fontsize=6.5)
+    figlib.speedup_axis(ax_pred)
+    figlib.style_legend(ax_pred, fontsize=6.5, loc="lower right")
     ax_pred.set_title("prediction, 1..16 CPUs (dashed = modelled)", fontsize=10)
     notes.append(figlib.MODEL_NOTE)
     footer = figlib.machine_footer([figlib.read_machine(s, results) for s in SOURCES], notes)

@@ -94,8 +94,8 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
         cases = model_fit.web_cases(df)
         if cases and not any(c.python.endswith("t") for c in cases):
             # No 3.13t measurement: draw what the model says the same costs give without the GIL.
-            colored = [c for c in cases if c.mode == "colors_on" and c.python == "3.11"]
-            cases.extend(model_fit.replace_python(c, "3.13t") for c in colored)
+            mine = [c for c in cases if c.mode in ("colors_off", "colors_on") and c.python == "3.11"]
+            cases.extend(model_fit.replace_python(c, "3.13t") for c in mine)
             notes.append("Python 3.13t curve: modelled only (3.11's measured costs with no GIL), "
                          "no 3.13t measurement in the CSV")
         predicted = model_fit.predictions(cases)
@@ -111,9 +111,10 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
         ax_abs.set_yscale("log")
     figlib.cpu_axis(ax_abs, ylabel="requests/s, median of trials")
     figlib.cpu_axis(ax_speed, ylabel="speedup vs 1 CPU")
-    ax_abs.set_title("absolute, log scale (colours as in the legend on the right)", fontsize=10)
+    figlib.speedup_axis(ax_speed)
+    ax_abs.set_title("absolute, log scale (legend for both panels)", fontsize=10)
     ax_speed.set_title("normalised: comparable to the paper", fontsize=10)
-    figlib.style_legend(ax_speed, with_paper=True, fontsize=6.5)
+    figlib.style_legend(ax_speed, with_paper=True, fontsize=6.5, loc="lower right", target=ax_abs)
     notes.append(figlib.MODEL_NOTE)
     if shared:
         notes.append(figlib.SHARED_NOTE)
