@@ -38,8 +38,15 @@ def measure(reuse: bool = False) -> None:
         return
     result = count()
     modules = result.get("modules", "")
-    if isinstance(modules, dict):
-        modules = ";".join(f"{m}:{n}" for m, n in modules.items())
+    if isinstance(modules, dict):       # {module: {changed, total, lines}} or {module: n}
+        parts = []
+        for m, v in modules.items():
+            if isinstance(v, dict):
+                if v.get("changed"):
+                    parts.append(f"{m} {v['changed']}/{v.get('total', '?')}")
+            else:
+                parts.append(f"{m} {v}")
+        modules = "; ".join(parts)
     elif isinstance(modules, (list, tuple)):
         modules = ";".join(str(m) for m in modules)
     row = {"changed_lines": int(result["changed_lines"]), "total_lines": int(result["total_lines"]),
@@ -67,7 +74,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
         bars.append(("ours, measured: SFS-like server (Python)", pct,
                      f"{int(r['changed_lines'])} of {int(r['total_lines']):,} lines", "#1f77b4"))
         if isinstance(r.get("modules"), str) and r["modules"]:
-            notes.append(f"our changed lines are in: {r['modules']}")
+            notes.append(f"our changed lines (changed/total per module): {r['modules']}")
     ys = list(range(len(bars)))
     ax.barh(ys, [b[1] for b in bars], color=[b[3] for b in bars], height=0.55)
     for y, (_, pct, text, _) in zip(ys, bars):
