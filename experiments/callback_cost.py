@@ -33,6 +33,16 @@ def measure(reuse: bool = False) -> None:
         rows = list(speedup.run_benchmark(common.quick()))
         rows.extend(_freethreaded_rows())
         common.write_results(SPEEDUP, rows)
+    _write_summaries()
+
+
+def _write_summaries() -> None:
+    """Median, min, max and trial count per configuration, beside the per-trial CSVs."""
+    for name, keys, value in ((DISPATCH, ["python", "impl", "path"], "ns_per_callback"),
+                              (SPEEDUP, ["python", "workload", "colors", "workers"], "ops_per_s")):
+        df = figlib.read_csv(name)
+        if df is not None:
+            common.write_results(f"{name}_summary", figlib.summarize(df, keys, value).to_dict("records"))
 
 
 def _freethreaded_rows() -> list[dict]:

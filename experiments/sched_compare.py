@@ -140,8 +140,9 @@ def measure(reuse: bool = False) -> None:
                      "workers": workers, "colors": len({c for c, _, _ in items}),
                      "callbacks": len(items), "trial": trial, **result})
     common.write_results(NAME, rows)
-    common.print_table(figlib.summarize(figlib.read_csv(NAME), ["load", "scheduler"], "ops_per_s")
-                       .to_dict("records"))
+    summary = figlib.summarize(figlib.read_csv(NAME), ["python", "load", "scheduler", "workers"], "ops_per_s")
+    common.write_results(f"{NAME}_summary", summary.to_dict("records"))
+    common.print_table(summary.to_dict("records"))
 
 
 def steal_gain(df) -> dict[str, float]:
