@@ -126,7 +126,12 @@ def main(argv=None) -> None:
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON line last")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     rows, summary = probe(args.tasks, args.iterations, args.trials)
+    if load_before > 1.0:
+        print(f"note: load average {load_before:.1f} on {os.cpu_count()} CPUs before this run: "
+              "other processes competed for the CPUs, so the wall-clock ratios are unreliable; "
+              "cpu/wall and cpu per task say whether the workers ran at once and slowed each other")
     for s in summary:
         print(f"Python {s['python']} (GIL {'on' if s['gil'] else 'off'}), {s['colors']} colors: "
               f"2 workers {s['speedup_2_over_1']:.2f}x 1 worker "
