@@ -48,7 +48,7 @@ class BlockCache:
             self.hits += 1
             return block
         self.misses += 1
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             block = os.pread(fd, self.block_size, idx * self.block_size)
         finally:

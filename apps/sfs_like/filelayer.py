@@ -129,7 +129,7 @@ class FileLayer:
 
     def _getattr(self, xid: int, args) -> list:
         (fh,) = rpc.FH.unpack_from(args, 0)
-        return [rpc.REP_HEAD.pack(xid, rpc.OK) + _attr(os.stat(self._path(fh)))]
+        return [rpc.REP_HEAD.pack(xid, rpc.OK) + _attr(os.lstat(self._path(fh)))]
 
     def _readdir(self, xid: int, args) -> list:
         fh, cookie = rpc.READDIR_ARGS.unpack_from(args, 0)
@@ -154,7 +154,7 @@ class FileLayer:
         if count > MAX_IO:
             raise rpc.RpcError(rpc.INVAL, f"READ of {count} bytes, the limit is {MAX_IO}")
         path = self._path(fh)
-        st = os.stat(path)
+        st = os.lstat(path)     # handles name resolved paths: a symlink here was swapped in since
         if not stat.S_ISREG(st.st_mode):
             raise rpc.RpcError(rpc.ISDIR, "READ of something that is not a regular file")
         size = st.st_size

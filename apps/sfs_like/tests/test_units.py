@@ -155,3 +155,17 @@ def test_file_layer_rejects_malformed_and_stale(layer):
     assert _status(layer, b"\0\0\0\1\x04\0")[0] == rpc.INVAL          # READ with truncated args
     assert _status(layer, b"\0\0\0\1\x63")[0] == rpc.BADPROC
     assert _status(layer, rpc.req_read(1, rpc.ROOT_FH, 0, 10))[0] == rpc.ISDIR
+
+
+def test_file_swapped_for_a_symlink_after_lookup_is_not_followed(layer, tmp_path):
+    reply = layer.handle(rpc.req_lookup(1, rpc.ROOT_FH, "d"))[0]
+    dir_fh = rpc.FH.unpack_from(reply, 5)[0]
+    reply = layer.handle(rpc.req_lookup(2, dir_fh, "f"))[0]
+    fh = rpc.FH.unpack_from(reply, 5)[0]
+    target = tmp_path / "export" / "d" / "f"
+    target.unlink()
+    target.symlink_to(tmp_path / "secret")
+    status, message = _status(layer, rpc.req_read(3, fh, 0, 100))
+    assert status == rpc.ISDIR and b"not a regular file" in message
+    assert _status(layer, rpc.req_write_head(4, fh, 0) + b"x")[0] == rpc.ACCES
+    assert (tmp_path / "secret").read_bytes() == b"secret"
