@@ -123,51 +123,43 @@ def draw_scaling(ax_abs, ax_speed, cases, predicted: list[dict], color_of, *,
                  label_of=lambda case: f"{case.config} ({case.python})") -> bool:
     """Measured medians (bars: min..max of trials) and modelled curves for model_fit.Case objects.
 
-    Speedups are against each case's baseline measured at 1 CPU (for modelled curves: the modelled
-    baseline at 1 CPU). Hollow markers: the load generator shared the server's CPUs.
+    ax_abs (absolute values) or ax_speed (speedups) may be None to draw only the other. Speedups
+    are against each case's baseline measured at 1 CPU (modelled curves: against the modelled
+    baseline at 1 CPU). Hollow rings: the load generator shared the server's CPUs.
     Returns whether any point was drawn with a shared load generator.
     """
+    by_config = {(c.app, c.python, c.group, c.config): c for c in cases}
     shared_any = False
-    base_values = {}
     for case in cases:
-        for c2 in cases:
-            if (c2.app, c2.python, c2.group, c2.config) == (case.app, case.python, case.group, case.baseline):
-                one = [p for p in c2.measured if p["cpus"] == 1]
-                if one:
-                    base_values[id(case)] = one[0]["median"]
-    for case in cases:
-        color = color_of(case)
-        label = label_of(case)
+        color, label = color_of(case), label_of(case)
+        base_case = by_config.get((case.app, case.python, case.group, case.baseline))
+        base = next((p["median"] for p in (base_case.measured if base_case else []) if p["cpus"] == 1), None)
         pts = sorted(case.measured, key=lambda p: p["cpus"])
-        if pts:
+        panels = [(ax_abs, 1.0)] + ([(ax_speed, 1.0 / base)] if base else [])
+        for ax, scale in panels:
+            if ax is None or not pts:
+                continue
             xs = [p["cpus"] for p in pts]
-            med = [p["median"] for p in pts]
-            err = [[p["median"] - p["min"] for p in pts], [p["max"] - p["median"] for p in pts]]
-            line = ax_abs.errorbar(xs, med, yerr=err, label=label, color=color,
-                                   capsize=3, **MEASURED_STYLE)
-            color = line[0].get_color()
-            base = base_values.get(id(case))
-            if base and ax_speed is not None:
-                ax_speed.errorbar(xs, [m / base for m in med],
-                                  yerr=[[e / base for e in err[0]], [e / base for e in err[1]]],
-                                  label=label, color=color, capsize=3,
-                                  **MEASURED_STYLE)
+            ax.errorbar(xs, [p["median"] * scale for p in pts],
+                        yerr=[[(p["median"] - p["min"]) * scale for p in pts],
+                              [(p["max"] - p["median"]) * scale for p in pts]],
+                        label=label, color=color, capsize=3, **MEASURED_STYLE)
             for p in pts:
                 if not p["disjoint"]:
                     shared_any = True
-                    for ax, y in ((ax_abs, p["median"]), (ax_speed, p["median"] / base if base else None)):
-                        if ax is not None and y is not None:
-                            ax.plot([p["cpus"]], [y], marker="o", markersize=10, markerfacecolor="white",
-                                    markeredgecolor=color, linestyle="none", zorder=4)
+                    ax.plot([p["cpus"]], [p["median"] * scale], marker="o", markersize=10,
+                            markerfacecolor="white", markeredgecolor=color, linestyle="none", zorder=4)
         model = sorted((r for r in predicted if (r["app"], r["python"], r["config"]) ==
                         (case.app, case.python, case.config)), key=lambda r: r["cpus"])
-        if model:
-            xs = [r["cpus"] for r in model]
+        if not model:
+            continue
+        xs = [r["cpus"] for r in model]
+        if ax_abs is not None:
             ax_abs.plot(xs, [r["modelled"] for r in model], color=color,
                         label=None if pts else label, **MODELLED_STYLE)
-            if ax_speed is not None and not any(math.isnan(r["speedup"]) for r in model):
-                ax_speed.plot(xs, [r["speedup"] for r in model], color=color,
-                              label=None if pts else label, **MODELLED_STYLE)
+        if ax_speed is not None and not any(math.isnan(r["speedup"]) for r in model):
+            ax_speed.plot(xs, [r["speedup"] for r in model], color=color,
+                          label=None if pts else label, **MODELLED_STYLE)
     return shared_any
 
 

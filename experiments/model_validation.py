@@ -23,6 +23,7 @@ SOURCES = ("sfs_throughput", "web_throughput", "runtime_speedup", "gil_handoff")
 GOAL_PCT = 15.0
 APP_MARKERS = {"sfs": "o", "web": "s", "runtime": "^"}
 APP_COLORS = {"sfs": "#1f77b4", "web": "#2ca02c", "runtime": "#9467bd"}
+FREE_THREADED_COLORS = {"sfs": "#17becf", "web": "#d62728", "runtime": "#8c564b"}
 
 
 def _cpus_allowed(name: str, results: Path | None) -> int:
@@ -85,10 +86,11 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     else:
         df = pd.DataFrame(rows)
         for (app, python), sub in df.groupby(["app", "python"]):
+            colors = FREE_THREADED_COLORS if str(python).endswith("t") else APP_COLORS
             for calib, part in sub.groupby("calibration"):
                 ax_val.scatter(part["measured"], part["modelled"], marker=APP_MARKERS.get(app, "o"),
-                               facecolors="none" if calib else APP_COLORS.get(app),
-                               edgecolors=APP_COLORS.get(app), s=36,
+                               facecolors="none" if calib else colors.get(app),
+                               edgecolors=colors.get(app), s=36,
                                label=f"{app}, Python {python}" + (" (calibration point)" if calib else ""))
         lo, hi = float(min(df["measured"].min(), df["modelled"].min())), float(max(df["measured"].max(), df["modelled"].max()))
         xs = [lo * 0.7, hi * 1.4]
@@ -124,7 +126,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
 
     shown = [c for c in cases if c.mode != "colors_off"]
     if shown:
-        figlib.draw_scaling(_Sink(), ax_pred, cases, [r for r in predicted if r["mode"] != "colors_off"],
+        figlib.draw_scaling(None, ax_pred, cases, [r for r in predicted if r["mode"] != "colors_off"],
                             color_of, label_of=label_of)
     figlib.plot_paper_points(ax_pred, figlib.PAPER_SFS_SPEEDUP, label="paper (abstract): SFS")
     ax_pred.plot([1, 4], [figlib.PAPER_WEB_SPEEDUP[1], figlib.PAPER_WEB_SPEEDUP[4]], marker="P",
@@ -136,15 +138,6 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     notes.append(figlib.MODEL_NOTE)
     footer = figlib.machine_footer([figlib.read_machine(s, results) for s in SOURCES], notes)
     return figlib.finish(fig, NAME, footer, figures)
-
-
-class _Sink:
-    """An axes that ignores drawing: the prediction panel shows speedups only."""
-
-    def __getattr__(self, name):
-        def ignore(*args, **kwargs):
-            return [type("Line", (), {"get_color": lambda self: kwargs.get("color")})()]
-        return ignore
 
 
 def main(argv=None) -> None:
