@@ -152,8 +152,9 @@ if [ ! -f "$VENV/.installed" ] || [ "$(cat "$VENV/.installed")" != "$REQS" ]; th
   if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check $REQS >"$LOGS/pip-install.log" 2>&1; then
     grep -v '^WARNING: Location' "$LOGS/pip-install.log" | tail -n 25 >&2
     die "pip could not install the freethreaded extra on 3.13t (full log: $LOGS/pip-install.log).
-  A package with no cp313t wheel builds from its sdist: e.g. hypothesis >= 6.156 needs Rust and
-  crates.io, while 6.155.7 is the last pure-Python wheel; httptools builds with the C compiler."
+  A package with no cp313t wheel builds from its sdist: hypothesis 6.170.15's needs Rust and
+  crates.io (6.155.7 is the newest hypothesis with a wheel 3.13t can use); httptools 0.9.0's
+  builds with the C compiler."
   fi
   echo "$REQS" > "$VENV/.installed"
 fi
