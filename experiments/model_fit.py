@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from experiments.model import Config, conn_stages, request_stages, simulate
+from experiments.model import Config, conn_stages, event_stages, request_stages, simulate
 
 SFS_BYTES_PER_MB = 1e6          # apps.sfs_like.bench reports decimal megabytes per second
 MODEL_REQUESTS = 2000           # replies simulated per point (after 200 of warm-up)
@@ -59,9 +59,12 @@ class Case:
     def config_for(self, cpus: int, client_cpus: int, clients: int | None = None) -> Config:
         clients = clients or self.clients
         if self.mode in ("colors_on", "distinct"):
-            stages = (request_stages(self.held_s, self.free_s, colored=True, dispatch_s=self.dispatch_s)
-                      if self.app == "sfs"
-                      else conn_stages(self.held_s, self.free_s))
+            if self.app == "sfs":
+                stages = request_stages(self.held_s, self.free_s, colored=True, dispatch_s=self.dispatch_s)
+            elif self.app == "web":
+                stages = event_stages(self.held_s, self.free_s, self.dispatch_s)
+            else:
+                stages = conn_stages(self.held_s, self.free_s)
             return Config(stages=stages, cpus=cpus, gil=self.gil, clients=clients,
                           client_s=self.client_s, client_cpus=client_cpus,
                           requests=MODEL_REQUESTS, warmup=MODEL_REQUESTS // 10)
@@ -213,11 +216,14 @@ def normalise_web_modes(df: pd.DataFrame | None) -> pd.DataFrame | None:
     return df
 
 
-def web_cases(df: pd.DataFrame | None, switch_table=None) -> list[Case]:
+def web_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | None = None) -> list[Case]:
     """The colorloop server's three modes; the peers (nginx, Apache, aiohttp) are not modelled."""
     if df is None or "server" not in df.columns:
         return []
     table = _load_switch_table(switch_table)
+    if dispatch_s is None:
+        from experiments import figlib
+        dispatch_s = dispatch_cost(figlib.read_csv("runtime_dispatch"))
     df = normalise_web_modes(df)
     ours = df[df["server"] == "colorloop"]
     cases = []
@@ -246,7 +252,7 @@ def web_cases(df: pd.DataFrame | None, switch_table=None) -> list[Case]:
             cases.append(Case(
                 app="web", python=str(python), config=f"colorloop {mode}", mode=mode,
                 held_s=held, free_s=free, clients=max(1, connections), client_s=client_s,
-                gil_switch_s=_switch(held, table),
+                gil_switch_s=_switch(held, table), dispatch_s=dispatch_s,
                 unit="requests/s", baseline="colorloop colors_off", group="colorloop",
                 measured=_measured_points(msub, "requests_per_s"), notes=list(notes),
                 calibration_cpus={1} | (calibration if mode == "ncopy" else set())))

@@ -37,7 +37,7 @@ def all_cases(results: Path | None = None) -> dict[str, list]:
     dispatch = model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))
     return {
         "sfs_throughput": model_fit.sfs_cases(figlib.read_csv("sfs_throughput", results), table, dispatch),
-        "web_throughput": model_fit.web_cases(figlib.read_csv("web_throughput", results), table),
+        "web_throughput": model_fit.web_cases(figlib.read_csv("web_throughput", results), table, dispatch),
         "runtime_speedup": model_fit.runtime_cases(figlib.read_csv("runtime_speedup", results), table,
                                                    dispatch),
     }
@@ -53,7 +53,8 @@ def headline_cases(results: Path | None = None) -> list:
             sub = sfs[(sfs["suite"] == sfs_throughput.HEADLINE_SUITE) & (sfs["block_kib"] == block)]
             out.extend(model_fit.sfs_cases(sub, gil_handoff.switch_table(results),
                                            model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))))
-    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), gil_handoff.switch_table(results))
+    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), gil_handoff.switch_table(results),
+                              model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results)))
     out.extend(web)
     if web and not any(c.python.endswith("t") for c in web):
         base = [c for c in web if c.mode == "colors_off" and c.python == "3.11"]

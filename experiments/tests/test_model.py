@@ -97,3 +97,18 @@ def test_gil_switch_cost_is_paid_only_when_the_gil_changes_threads():
 def test_colored_crypto_callback_holds_the_gil_for_its_dispatch():
     stages = request_stages(H, F, colored=True, dispatch_s=5e-6)
     assert [(s.color, s.held_s, s.free_s) for s in stages] == [("serial", H - 5e-6, 0.0), ("conn", 5e-6, F)]
+
+
+def test_an_fd_event_is_dispatched_by_the_loop_then_runs_in_pieces_between_socket_calls():
+    from experiments.model import event_stages
+
+    stages = event_stages(30e-6, 10e-6, dispatch_s=4e-6, calls=2)
+    assert [s.color for s in stages] == ["serial", "conn", "conn"]
+    assert sum(s.held_s for s in stages) == pytest.approx(30e-6)
+    assert sum(s.free_s for s in stages) == pytest.approx(10e-6)
+    # with a switch cost, more GIL pieces per request cost more on several threads, nothing on one
+    one = rate(stages=stages, cpus=1, gil_switch_s=20e-6)
+    assert one == pytest.approx(1 / 40e-6, rel=0.05)
+    pieces = rate(stages=stages, cpus=2, clients=16, gil_switch_s=20e-6)
+    whole = rate(stages=conn_stages(30e-6, 10e-6), cpus=2, clients=16, gil_switch_s=20e-6)
+    assert pieces < whole
