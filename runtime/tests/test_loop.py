@@ -323,8 +323,11 @@ def test_bad_arguments_fail_early_with_clear_errors():
 
 
 def test_ctrl_c_stops_cleanly_and_raises_keyboard_interrupt():
+    # A child started from a non-interactive shell inherits SIGINT ignored, and the loop rightly
+    # leaves a program's own SIGINT disposition alone: restore Python's default first.
     program = textwrap.dedent("""
         import os, signal, runtime
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         loop = runtime.Loop(workers=2)
         ran = []
         def tick():
