@@ -64,12 +64,18 @@ def main(argv=None) -> int:
             tqdm.write(f"!! step {name} failed with status {rc}; continuing", file=sys.stdout)
     total.close()
 
+    from experiments import claims
+
+    table = claims.build()          # before the notebooks: the last one shows this run's claims
+    claims.write(table)
     if not args.skip_notebooks:
         from experiments import notebooks
 
         start = time.monotonic()
         try:
-            notebooks.execute(notebooks.notebook_paths(), common.RESULTS, notebooks.EXECUTED)
+            from experiments import figlib
+
+            notebooks.execute(notebooks.notebook_paths(), figlib.results_dir(), notebooks.EXECUTED)
             rc = 0
         except Exception as exc:        # report which notebook broke, keep the claims table
             print(f"!! notebooks failed: {exc}")
@@ -81,10 +87,6 @@ def main(argv=None) -> int:
 
     if not args.only and not args.plot_only:
         common.write_results("reproduce_steps", timings)
-    from experiments import claims
-
-    table = claims.build()
-    claims.write(table)
     claims.print_claims(table)
     print("\nsteps: " + ", ".join(f"{t['step']} {t['seconds']:.0f}s" + ("" if t["returncode"] == 0 else " FAILED")
                                   for t in timings))
