@@ -197,6 +197,7 @@ def run_benchmark(quick: bool) -> list[dict]:
                             "cpus": cfg[2], "clients": CLIENTS, "client_decrypts": r["client_decrypts"],
                             "client_cpus_disjoint": srv.disjoint, "trial": trial,
                             "mb_per_s": r["mb_per_s"], "speedup": r["mb_per_s"] / base,
+                            "max_gap_ms": r["max_gap_ms"],
                             "crypto_s_per_read": crypto,
                             "other_s_per_read": max(0.0, r["server_cpu_s_per_read"] - crypto),
                             "send_s_per_read": r["send_s_per_read"],
@@ -237,6 +238,11 @@ def summarise(rows: list[dict]) -> list[dict]:
 def goals(rows: list[dict]) -> list[str]:
     """The issue's two goals, checked on the medians of this run."""
     lines = []
+    stalled = [r for r in rows if r.get("max_gap_ms", 0) > 100]
+    if stalled:
+        lines.append(f"{len(stalled)} of {len(rows)} runs saw no reply at all for more than 100 ms "
+                     f"(worst {max(r['max_gap_ms'] for r in stalled):.0f} ms): a stall or a starved "
+                     "process; their MB/s are low for it")
     pick = lambda mode, k: [r for r in rows if (r["suite"], r["block_kib"], r["mode"], r["cpus"]) == ("sfs2003", 64, mode, k)]
     if pick("on", 2):
         s = statistics.median(r["speedup"] for r in pick("on", 2))

@@ -52,6 +52,8 @@ class ReaderThread(threading.Thread):
         self.ready = ready
         self.bytes = 0            # file data received so far (read by the main thread)
         self.replies = 0
+        self.max_gap = 0.0        # longest time without a reply on this connection
+        self.last_reply = time.perf_counter()
         self.stop = False
         self.error: BaseException | None = None
 
@@ -82,6 +84,9 @@ class ReaderThread(threading.Thread):
             reply = client.recv_reply()
             if len(reply) != rpc.READ_REPLY_HEAD.size + block or reply[4] != rpc.OK:
                 raise ProtocolError(f"unexpected READ reply of {len(reply)} bytes, status {reply[4]}")
+            now = time.perf_counter()
+            self.max_gap = max(self.max_gap, now - self.last_reply)
+            self.last_reply = now
             outstanding -= 1
             self.replies += 1
             self.bytes += block
@@ -109,6 +114,8 @@ class Skimmer(threading.Thread):
         self.ready = ready
         self.bytes = 0
         self.replies = 0
+        self.max_gap = 0.0        # longest time without any reply (reset by the main thread)
+        self.last_reply = time.perf_counter()
         self.stop = False
         self.error: BaseException | None = None
 
@@ -177,6 +184,10 @@ class Skimmer(threading.Thread):
                     c.remaining -= take
                     pos += take
                     if c.remaining == 0:                    # one whole reply skimmed
+                        now = time.perf_counter()
+                        if now - self.last_reply > self.max_gap:
+                            self.max_gap = now - self.last_reply
+                        self.last_reply = now
                         c.outstanding -= 1
                         self.replies += 1
                         self.bytes += self.block
@@ -209,9 +220,12 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
     with Client(address, suite) as control:
         time.sleep(warmup)          # a measurement window, not synchronisation: let caches and queues settle
         stats0, bytes0, t0 = control.stats(), sum(t.bytes for t in threads), time.perf_counter()
+        for t in threads:
+            t.max_gap, t.last_reply = 0.0, time.perf_counter()
         cpu0 = os.times()
         time.sleep(duration)        # the measured window
         stats1, bytes1, t1 = control.stats(), sum(t.bytes for t in threads), time.perf_counter()
+        max_gap = max(max(t.max_gap, t1 - t.last_reply) for t in threads)
         cpu1 = os.times()
     for t in threads:
         t.stop = True
@@ -227,6 +241,7 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
         "suite": suite, "block": block, "clients": clients, "depth": depth, "client_decrypts": decrypt,
         "seconds": elapsed,
         "mb_per_s": (bytes1 - bytes0) / elapsed / 1e6,
+        "max_gap_ms": 1e3 * max_gap,
         "server_reads": reads,
         "server_mb_per_s": (stats1["read_bytes"] - stats0["read_bytes"]) / elapsed / 1e6,
         "crypto_s_per_read": per_read("seal_s"),
