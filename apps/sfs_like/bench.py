@@ -43,7 +43,7 @@ from .suites import SUITES, make_channel
 
 FILE_BYTES = 8 << 20
 CLIENTS = 8
-DEPTH = 2
+DEPTH = 4              # READs each client keeps outstanding (read-ahead, as NFS clients do)
 SCHEDULER = "steal"
 
 
