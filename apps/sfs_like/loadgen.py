@@ -6,8 +6,9 @@ Throughput is the file data that arrived during the measured window, in MB/s (10
 Decrypting clients run one thread each (their crypto releases the GIL); no-decrypt clients all run
 in one thread over epoll, which costs the CPUs they may share with the server least.
 
-`--no-decrypt` (documented in README.md): the client reads every reply frame and checks its length,
-but neither verifies its MAC nor decrypts it. A benchmark client must cost less CPU than the server
+`--no-decrypt` (documented in README.md): the client reads every reply frame's length and checks it,
+but neither verifies its MAC nor decrypts it: the kernel drops the body (recv with MSG_TRUNC, Linux
+TCP) without copying it to the client. A benchmark client must cost less CPU than the server
 it measures, and on a 2-CPU machine it shares the server's CPUs once the server uses both. Requests
 are still sealed properly (the server verifies them). Once a reply is skipped, the client's inbound
 keystream is behind, so a no-decrypt session cannot verify later replies either: it is a load
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import selectors
+import socket
 import sys
 import threading
 import time
@@ -161,41 +163,40 @@ class Skimmer(threading.Thread):
                 raise ProtocolError("no reply from the server for 30 s")
             for key, _ in events:
                 c = key.data
+                sock = c.client.sock
                 try:
-                    n = c.client.sock.recv_into(view)
-                except BlockingIOError:
-                    continue
-                if n == 0:
-                    raise ProtocolError("server closed the connection mid-reply")
-                pos = 0
-                while pos < n:
                     if c.remaining == 0:                    # at a length prefix
-                        take = min(HEADER_SIZE - len(c.header), n - pos)
-                        c.header += view[pos:pos + take]
-                        pos += take
+                        n = sock.recv_into(view, HEADER_SIZE - len(c.header))
+                        if n == 0:
+                            raise ProtocolError("server closed the connection between replies")
+                        c.header += view[:n]
                         if len(c.header) < HEADER_SIZE:
-                            break
+                            continue
                         (length,) = LENGTH.unpack(c.header)
                         c.header.clear()
                         if length != expected:
                             raise ProtocolError(f"READ reply frame of {length} bytes, expected {expected}")
                         c.remaining = length
-                    take = min(c.remaining, n - pos)
-                    c.remaining -= take
-                    pos += take
-                    if c.remaining == 0:                    # one whole reply skimmed
-                        now = time.perf_counter()
-                        if now - self.last_reply > self.max_gap:
-                            self.max_gap = now - self.last_reply
-                        self.last_reply = now
-                        c.outstanding -= 1
-                        self.replies += 1
-                        self.bytes += self.block
-                        if not self.stop:
-                            self._request(c, fh, span)
-                        elif c.outstanding == 0:
-                            sel.unregister(c.client.sock)
-                            busy -= 1
+                    # The body is dropped in the kernel (MSG_TRUNC on TCP), never copied to us.
+                    n = sock.recv_into(view, min(c.remaining, len(view)), socket.MSG_TRUNC)
+                except BlockingIOError:
+                    continue
+                if n == 0:
+                    raise ProtocolError("server closed the connection mid-reply")
+                c.remaining -= n
+                if c.remaining == 0:                        # one whole reply skimmed
+                    now = time.perf_counter()
+                    if now - self.last_reply > self.max_gap:
+                        self.max_gap = now - self.last_reply
+                    self.last_reply = now
+                    c.outstanding -= 1
+                    self.replies += 1
+                    self.bytes += self.block
+                    if not self.stop:
+                        self._request(c, fh, span)
+                    elif c.outstanding == 0:
+                        sel.unregister(sock)
+                        busy -= 1
 
 
 def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: int = 64 * 1024,
