@@ -355,6 +355,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-mb", type=float, default=64.0, help="block cache size")
     p.add_argument("--frame-timeout", type=float, default=10.0,
                    help="seconds a client may leave a frame (or the handshake) unfinished")
+    p.add_argument("--switch-interval", type=float, default=0.0002,
+                   help="CPython's GIL switch interval in seconds (its default is 0.005): a worker "
+                        "back from a crypto call waits at most this long for a GIL held by Python code")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -365,6 +368,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    sys.setswitchinterval(args.switch_interval)       # the same in both modes
     suites = tuple(SUITES) if args.suite == "any" else (args.suite,)
     with runtime.Loop(workers=args.workers, scheduler=args.scheduler, pin=args.pin) as loop:
         server = Server(loop, args.export, args.key, colors=args.colors, suites=suites,
