@@ -1,7 +1,8 @@
 """Throughput with 1..N workers for work that releases the GIL, with distinct colors and one color.
 
 Each operation is one callback over a 64 KiB buffer: `sha256` (hashlib), `chacha20poly1305`
-(cryptography's AEAD; absent on free-threaded 3.13t, which has no cryptography build) and
+(cryptography's AEAD; absent on free-threaded 3.13t, which has no cryptography build),
+`chacha20poly1305_256k` (the same over 256 KiB) and
 `purepython` (an interpreter-bound loop that holds the GIL on CPython 3.11, so it shows the GIL's
 cost there and the free-threaded build's gain). With distinct colors the operations may run in
 parallel; with a single color they must stay serial, whatever the worker count (speedup ~1x).
@@ -9,6 +10,12 @@ parallel; with a single color they must stay serial, whatever the worker count (
 Each color gets its own cipher object, as each SFS connection has its own keys: one cryptography
 AEAD object shared by two threads serialises them (measured: 0.92x on 2 threads, against 1.5-1.8x
 with one object per thread), so sharing one would hide the parallelism under a lock.
+
+Why two ChaCha20-Poly1305 sizes: a 64 KiB AEAD call lasts only about 18 us here, close to what it
+costs a thread to get the GIL back from another CPU (9-39 us measured by experiments/gil_handoff.py
+on this VM), so two workers gain little (1.1-1.3x), while over 256 KiB (about 65 us) they gain
+1.8x, as sha256 does over 64 KiB (about 35 us). The runtime adds about 2.4 us of GIL-held work per
+callback; replacing its bookkeeping with a bare call changed the 2-worker ratio by under 0.1x.
 
 For the model (experiments/), each row also carries the per-operation time spent inside the
 GIL-releasing call (`gil_free_s_per_op`, measured alone on one thread) and the rest of a callback's
@@ -34,11 +41,18 @@ def _sha256():
     return lambda: hashlib.sha256(BUFFER).digest()
 
 
-def _chacha():
+def _chacha(buffer=BUFFER):
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
     aead = ChaCha20Poly1305(ChaCha20Poly1305.generate_key())
     nonce = os.urandom(12)
-    return lambda: aead.encrypt(nonce, BUFFER, None)
+    return lambda: aead.encrypt(nonce, buffer, None)
+
+
+BIG_BUFFER = os.urandom(256 * 1024)
+
+
+def _chacha_256k():
+    return _chacha(BIG_BUFFER)
 
 
 def _purepython():
@@ -50,14 +64,15 @@ def _purepython():
     return spin
 
 
-WORKLOADS = {"sha256": _sha256, "chacha20poly1305": _chacha, "purepython": _purepython}
+WORKLOADS = {"sha256": _sha256, "chacha20poly1305": _chacha,
+             "chacha20poly1305_256k": _chacha_256k, "purepython": _purepython}
 
 
 def available_workloads() -> list[str]:
     names = ["sha256", "purepython"]
     try:
         import cryptography  # noqa: F401
-        names.insert(1, "chacha20poly1305")
+        names[1:1] = ["chacha20poly1305", "chacha20poly1305_256k"]
     except ImportError:
         pass
     return names
