@@ -561,9 +561,6 @@ class Loop:
             _context.leave()
 
     # -- CPU pinning ----------------------------------------------------------------------------
-    def _cpus(self) -> list[int]:
-        return sorted(os.sched_getaffinity(0))
-
     def _pin_self(self):
         """Pin the loop thread (worker 0) to the first allowed CPU; return what to restore."""
         if not self.pin:

@@ -97,7 +97,7 @@ class Scheduler:
             except TypeError:
                 raise TypeError(f"a color must be hashable, got {color!r}") from None
             if state is None:
-                state = self._colors[color] = ColorState(color, hash(color) % self.workers)
+                state = self._colors[color] = ColorState(color, self.home(color))
             state.pending.append(handle)
             if not (state.running or state.queued):
                 if handle._seq > self._limit:

@@ -18,50 +18,13 @@ from experiments.common import python_label
 from ._harness import main, progress
 
 
-def colorloop_same_thread(n: int) -> float:
-    with runtime.Loop(workers=1) as loop:
-        left = [n]
+def _measure(loop, call_soon, run, n: int, cross_thread: bool) -> float:
+    """Seconds from scheduling the first of n no-op callbacks to running the last.
 
-        def noop():
-            left[0] -= 1
-            if left[0] == 0:
-                loop.stop()
-
-        def burst():
-            started[0] = time.perf_counter()
-            call_soon = loop.call_soon
-            for _ in range(n):
-                call_soon(noop)
-        started = [0.0]
-        loop.call_soon(burst)
-        loop.run()
-        return time.perf_counter() - started[0]
-
-
-def colorloop_cross_thread(n: int) -> float:
-    with runtime.Loop(workers=1) as loop:
-        left = [n]
-
-        def noop():
-            left[0] -= 1
-            if left[0] == 0:
-                loop.stop()
-
-        def producer():
-            call_soon = loop.call_soon
-            for _ in range(n):
-                call_soon(noop)
-        started = time.perf_counter()
-        thread = threading.Thread(target=producer)
-        thread.start()
-        loop.run()
-        thread.join()
-        return time.perf_counter() - started
-
-
-def asyncio_same_thread(n: int) -> float:
-    loop = asyncio.new_event_loop()
+    `call_soon` schedules them: from a callback on the loop (same thread) or from a plain thread.
+    """
     left = [n]
+    started = [0.0]
 
     def noop():
         left[0] -= 1
@@ -69,46 +32,47 @@ def asyncio_same_thread(n: int) -> float:
             loop.stop()
 
     def burst():
+        for _ in range(n):
+            call_soon(noop)
+
+    if cross_thread:
         started[0] = time.perf_counter()
-        call_soon = loop.call_soon
-        for _ in range(n):
-            call_soon(noop)
-    started = [0.0]
-    loop.call_soon(burst)
-    loop.run_forever()
-    elapsed = time.perf_counter() - started[0]
-    loop.close()
-    return elapsed
+        thread = threading.Thread(target=burst)
+        thread.start()
+        run()
+        thread.join()
+    else:
+        def timed_burst():
+            started[0] = time.perf_counter()
+            burst()
+        loop.call_soon(timed_burst)
+        run()
+    return time.perf_counter() - started[0]
 
 
-def asyncio_cross_thread(n: int) -> float:
-    loop = asyncio.new_event_loop()
-    left = [n]
+def colorloop_case(cross_thread: bool):
+    def measure(n: int) -> float:
+        with runtime.Loop(workers=1) as loop:
+            return _measure(loop, loop.call_soon, loop.run, n, cross_thread)
+    return measure
 
-    def noop():
-        left[0] -= 1
-        if left[0] == 0:
-            loop.stop()
 
-    def producer():
-        call_soon = loop.call_soon_threadsafe
-        for _ in range(n):
-            call_soon(noop)
-    started = time.perf_counter()
-    thread = threading.Thread(target=producer)
-    thread.start()
-    loop.run_forever()
-    thread.join()
-    elapsed = time.perf_counter() - started
-    loop.close()
-    return elapsed
+def asyncio_case(cross_thread: bool):
+    def measure(n: int) -> float:
+        loop = asyncio.new_event_loop()
+        try:
+            call_soon = loop.call_soon_threadsafe if cross_thread else loop.call_soon
+            return _measure(loop, call_soon, loop.run_forever, n, cross_thread)
+        finally:
+            loop.close()
+    return measure
 
 
 CASES = [
-    ("colorloop", "same_thread", colorloop_same_thread),
-    ("asyncio", "same_thread", asyncio_same_thread),
-    ("colorloop", "cross_thread", colorloop_cross_thread),
-    ("asyncio", "cross_thread", asyncio_cross_thread),
+    ("colorloop", "same_thread", colorloop_case(cross_thread=False)),
+    ("asyncio", "same_thread", asyncio_case(cross_thread=False)),
+    ("colorloop", "cross_thread", colorloop_case(cross_thread=True)),
+    ("asyncio", "cross_thread", asyncio_case(cross_thread=True)),
 ]
 
 
