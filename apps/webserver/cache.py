@@ -1,20 +1,27 @@
-"""A bounded, shared, in-memory cache of file contents and their ready-made reply headers.
+"""A bounded in-memory cache of file contents and their ready-made reply headers, one per thread.
 
 The workload is many small files read again and again, so the cost that matters is per request,
 not per byte: a hit costs one `stat` (to notice a file whose mtime or size changed, which is then
-reloaded) and one lock round trip. Files larger than `max_file_bytes` keep only their headers here
-and are sent from disk with `sendfile`. The least recently used entries go first when the
-contents exceed `max_bytes`.
+reloaded) and one dictionary lookup. Files larger than `max_file_bytes` keep only their headers
+here and are sent from disk with `sendfile`.
 
-One lock guards the table because, with colors on, callbacks of different connections look files
-up at the same time; loading a file happens outside the lock.
+Each worker thread keeps its own table (`threading.local`), so a hit touches no lock and no object
+another thread uses. A single shared table was the free-threaded build's bottleneck with colors on:
+its lock was contended on 21% of requests, and without the lock every `dict.get` still locked the
+dictionary, because CPython 3.13t takes that slow path whenever the value found was created by
+another thread (`_Py_TryIncrefCompare` fails on an object with no shared references), and two
+threads sharing hot objects fight over their reference counts (tools/freethreaded/README.md). The
+price is that each worker loads a file once, and the memory bound is per worker. Under the GIL it
+changes nothing else. The `stat` on every lookup keeps every table coherent with the disk.
+
+Eviction is CLOCK (second chance): the oldest entry goes unless it was used since the sweep last
+passed it, in which case it moves to the back; a hit only sets a flag, instead of reordering a table.
 """
 from __future__ import annotations
 
 import os
 import stat
 import threading
-from collections import OrderedDict
 
 from . import responses
 
@@ -25,7 +32,7 @@ class CachedFile:
     """One file as served: its metadata, its reply headers and (when small enough) its bytes."""
 
     __slots__ = ("path", "size", "mtime_ns", "mtime_s", "etag", "last_modified", "headers",
-                 "body", "_ready")
+                 "body", "_ready", "referenced")
 
     def __init__(self, path: str, size: int, mtime_ns: int, body: bytes | None):
         self.path = path
@@ -43,6 +50,7 @@ class CachedFile:
             b"Last-Modified: ", self.last_modified, b"\r\n",
             b"ETag: ", self.etag, b"\r\n"))
         self._ready = (b"", b"")
+        self.referenced = True       # CLOCK's use bit: a new entry survives one sweep
 
     def same_file(self, st: os.stat_result) -> bool:
         return st.st_mtime_ns == self.mtime_ns and st.st_size == self.size
@@ -64,23 +72,37 @@ class CachedFile:
 
 
 class FileCache:
+    """`lookup(relpath)` for every worker thread; each thread's entries live in its own `_Table`."""
+
     def __init__(self, root: str, *, max_bytes: int = 64 << 20, max_file_bytes: int = 1 << 20):
         self.root = os.path.realpath(root)
         if not os.path.isdir(self.root):
             raise NotADirectoryError(self.root)
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes                       # per thread
         self.max_file_bytes = min(max_file_bytes, max_bytes)
-        self._entries: OrderedDict[str, CachedFile] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = self.loads = 0
+        self._local = threading.local()
+        self._tables: list[_Table] = []                  # every thread's, for the totals
+        self._tables_lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """Entries over all threads' tables (exact once the workers have stopped)."""
+        return sum(len(t.entries) for t in list(self._tables))
 
     @property
     def cached_bytes(self) -> int:
-        return self._bytes
+        return sum(t.bytes for t in list(self._tables))
+
+    @property
+    def loads(self) -> int:
+        return sum(t.loads for t in list(self._tables))
+
+    def _table(self) -> "_Table":
+        table = getattr(self._local, "table", None)
+        if table is None:
+            table = self._local.table = _Table()
+            with self._tables_lock:
+                self._tables.append(table)
+        return table
 
     def lookup(self, relpath: str) -> CachedFile | None:
         """The file that `relpath` (from paths.target_to_relpath) names, or None for a 404."""
@@ -94,13 +116,15 @@ class FileCache:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        with self._lock:
-            entry = self._entries.get(full)
-            if entry is not None and entry.same_file(st):
-                self._entries.move_to_end(full)
-                self.hits += 1
-                return entry
-        return self._load(full)
+        table = self._table()
+        entry = table.entries.get(full)
+        if entry is not None and entry.same_file(st):
+            entry.referenced = True
+            return entry
+        entry = self._load(full)
+        if entry is not None:
+            table.insert(full, entry, self.max_bytes)
+        return entry
 
     def _load(self, full: str) -> CachedFile | None:
         real = os.path.realpath(full)
@@ -121,20 +145,43 @@ class FileCache:
                 size = len(body)              # it may have changed while we read: serve what we read
         finally:
             os.close(fd)
-        entry = CachedFile(full, size, st.st_mtime_ns, body)
-        with self._lock:
-            old = self._entries.pop(full, None)
-            if old is not None and old.body is not None:
-                self._bytes -= len(old.body)
-            self._entries[full] = entry
-            if body is not None:
-                self._bytes += len(body)
-            while self._bytes > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                if evicted.body is not None:
-                    self._bytes -= len(evicted.body)
-            self.loads += 1
-        return entry
+        return CachedFile(full, size, st.st_mtime_ns, body)
+
+
+class _Table:
+    """One thread's entries, oldest first (insertion order is the CLOCK's hand)."""
+
+    __slots__ = ("entries", "bytes", "loads")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, CachedFile] = {}
+        self.bytes = 0
+        self.loads = 0
+
+    def insert(self, full: str, entry: CachedFile, max_bytes: int) -> None:
+        old = self.entries.pop(full, None)
+        if old is not None and old.body is not None:
+            self.bytes -= len(old.body)
+        self.entries[full] = entry
+        if entry.body is not None:
+            self.bytes += len(entry.body)
+        self.loads += 1
+        while self.bytes > max_bytes:
+            self._evict_one()
+
+    def _evict_one(self) -> None:
+        """Drop the oldest entry not used since the sweep last passed it."""
+        entries = self.entries
+        while True:
+            key = next(iter(entries))
+            entry = entries.pop(key)
+            if entry.referenced:
+                entry.referenced = False
+                entries[key] = entry          # a second chance, at the back
+                continue
+            if entry.body is not None:
+                self.bytes -= len(entry.body)
+            return
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -4,8 +4,8 @@ libasync-smp's point is that an event-driven program becomes parallel by a short
 color assignments, with no change to its callbacks. With `parallel=False` every callback gets the
 default color 0, so the server runs exactly as a single-threaded event loop. With `parallel=True`
 each connection's parsing and replying run on that connection's own color (connections share no
-mutable state except the file cache, which locks), and accepting runs on a color of its own, which
-also owns the count of open connections.
+mutable state except the file cache, whose tables are per thread), and accepting runs on a color of
+its own, which also owns the count of open connections.
 """
 from __future__ import annotations
 

@@ -2,11 +2,13 @@
 import os
 import time
 from email.utils import formatdate
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from apps.webserver import responses
 from apps.webserver.cache import FileCache
 from apps.webserver.protocol import HttpSession, Limits, SendFile
 
@@ -181,15 +183,19 @@ def test_replies_do_not_depend_on_how_bytes_are_split(docroot, cuts):
     raw = (b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /style.css HTTP/1.1\r\nHost: x\r\n\r\n"
            b"GET /sub/data.json?x=1 HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"q\"\r\n\r\n"
            b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /index.html HTTP/1.0\r\n\r\n")
-    whole = HttpSession(cache)
-    whole.feed(raw)
-    split = HttpSession(cache)
-    pos = 0
-    for cut in cuts:
-        split.feed(raw[pos:pos + cut])
-        pos += cut
-    split.feed(raw[pos:])
+    # One frozen clock for both sessions: a Date header that ticks between them is not a difference.
+    frozen = responses.DateHeader(clock=lambda: 1_700_000_000)
+    with mock.patch.object(responses, "DATE", frozen):
+        whole = HttpSession(cache, date=frozen)
+        whole.feed(raw)
+        split = HttpSession(cache, date=frozen)
+        pos = 0
+        for cut in cuts:
+            split.feed(raw[pos:pos + cut])
+            pos += cut
+        split.feed(raw[pos:])
     assert b"".join(split.out) == b"".join(whole.out)
+    assert b"".join(whole.out).count(b"Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n") == 5
     assert split.closing and whole.closing
 
 

@@ -1,0 +1,64 @@
+"""The file cache: per-thread tables, coherence with the disk, CLOCK eviction, the byte bound."""
+import os
+import threading
+
+from apps.webserver.cache import FileCache
+
+
+def _in_thread(fn):
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def test_each_thread_has_its_own_entries_and_all_see_changes(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"one")
+    cache = FileCache(str(tmp_path))
+    here = cache.lookup("a.txt")
+    there = _in_thread(lambda: cache.lookup("a.txt"))
+    assert here.body == there.body == b"one"
+    assert here is not there                       # no object is shared between two threads
+    assert cache.lookup("a.txt") is here           # a hit in this thread's own table
+    assert len(cache) == 2 and cache.loads == 2
+    (tmp_path / "a.txt").write_bytes(b"two, longer")
+    assert cache.lookup("a.txt").body == b"two, longer"
+    assert _in_thread(lambda: cache.lookup("a.txt")).body == b"two, longer"
+
+
+def test_clock_keeps_the_entry_used_since_the_last_sweep(tmp_path):
+    for name in "abcd":
+        (tmp_path / name).write_bytes(name.encode() * 1000)
+    cache = FileCache(str(tmp_path), max_bytes=3000)
+    for name in "abc":
+        cache.lookup(name)                      # full: 3000 bytes
+    cache.lookup("d")                           # a sweep clears every use bit, then evicts "a"
+    assert cache.cached_bytes == 3000
+    kept_b = cache.lookup("b")                  # b is used again
+    cache.lookup("a")                           # loaded again: the sweep passes b, evicts c
+    assert cache.lookup("b") is kept_b          # still the same entry: b was not evicted
+    assert cache.loads == 5 and cache.cached_bytes == 3000
+
+
+def test_byte_bound_holds_per_thread_under_churn(tmp_path):
+    for i in range(40):
+        (tmp_path / f"f{i}").write_bytes(os.urandom(100 + 37 * i))
+    cache = FileCache(str(tmp_path), max_bytes=5000)
+
+    wrong = []
+
+    def churn(seed):
+        for k in range(400):
+            i = (k * seed) % 40
+            if cache.lookup(f"f{i}").body != (tmp_path / f"f{i}").read_bytes():
+                wrong.append((seed, i))
+
+    threads = [threading.Thread(target=churn, args=(s,)) for s in (7, 11, 13)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    churn(3)
+    assert wrong == []
+    assert 0 < cache.cached_bytes <= 4 * 5000      # four threads, each within its bound
