@@ -7,7 +7,9 @@ syscalls), callbacks of one color run one at a time, `workers` threads share `cp
 global lock stands for the GIL (absent on the free-threaded build, and private to each process in
 the N-copy configuration). Closed-loop clients issue the next request when the previous reply is
 in and their own per-reply work (`client_s`) is done; that work runs on the server's CPUs when the
-load generator has none of its own, exactly as in the measured runs.
+load generator has none of its own, exactly as in the measured runs, and on at most
+`client_threads` CPUs at once (the SFS load generator skims every connection in one thread, wrk
+runs two threads), so that many connections do not count as many CPUs of client work.
 
 Everything here is modelled, not measured: figures draw it dashed and label it "modelled".
 Pure Python and deterministic for a given seed (durations get a seeded +-jitter so that
@@ -151,6 +153,7 @@ class Config:
     depth: int = 1                     # requests each client keeps outstanding (pipelining)
     client_s: float = 0.0              # client CPU time per reply
     client_cpus: int = 0               # CPUs of the load generator; 0 = shares the server's
+    client_threads: int = 0            # threads doing the client work; 0 = one per connection
     scheduler: str = "hash"            # "hash": color -> one worker's queue; "steal": any idle worker
     requests: int = 3000               # replies to count after warm-up
     warmup: int = 300
@@ -177,6 +180,7 @@ def simulate(cfg: Config) -> Result:
     rng = random.Random(cfg.seed)
     cpu = Resource(sim, cfg.cpus)
     client_cpu = Resource(sim, cfg.client_cpus) if cfg.client_cpus > 0 else cpu
+    client_threads = Resource(sim, cfg.client_threads) if cfg.client_threads > 0 else None
     busy = {"gil": 0.0, "cpu": 0.0}
 
     def jittered(nominal: float) -> float:
@@ -198,9 +202,13 @@ def simulate(cfg: Config) -> Result:
             server.submit(cid, cfg.stages, reply)
             yield reply.get()
             if cfg.client_s > 0:
+                if client_threads is not None:
+                    yield client_threads.acquire()
                 yield client_cpu.acquire()
                 yield Timeout(jittered(cfg.client_s))
                 client_cpu.release()
+                if client_threads is not None:
+                    client_threads.release()
             done["n"] += 1
             if done["n"] == cfg.warmup:
                 done["t0"] = sim.now
@@ -227,8 +235,8 @@ class _Server:
     def __init__(self, sim, cpu, gil, workers, scheduler, jittered, busy, gil_switch_s=0.0) -> None:
         self.sim, self.cpu, self.jittered, self.busy = sim, cpu, jittered, busy
         self.gil = Resource(sim, 1) if gil else _NoLock()
-        # Handing the GIL to another thread costs a wake-up on another core and cold caches:
-        # measured by experiments.gil_handoff, charged while the GIL is held.
+        # Handing the GIL to a thread that waits for it costs a wake-up on another core and cold
+        # caches: measured by experiments.gil_handoff, charged while the GIL is held.
         self.gil_switch_s = gil_switch_s if gil else 0.0
         self.last_holder = None
         self.scheduler = scheduler
@@ -285,10 +293,13 @@ class _Server:
     def _run(self, cb: "_Callback", wid: int) -> Iterator:
         stage = cb.stage
         if stage.held_s > 0:
+            # Only a contended hand-off costs a wake-up: a thread that finds the GIL free takes it
+            # (with colors off, the default color may move between workers at no such cost).
+            contended = isinstance(self.gil, Resource) and self.gil.free == 0
             yield self.gil.acquire()
             yield self.cpu.acquire()
             d = self.jittered(stage.held_s)
-            if self.last_holder is not None and self.last_holder != wid:
+            if contended and self.last_holder is not None and self.last_holder != wid:
                 d += self.gil_switch_s
             self.last_holder = wid
             yield Timeout(d)

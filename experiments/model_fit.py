@@ -8,11 +8,12 @@ Every parameter is measured, at one CPU, per application and configuration (mode
            (server CPU outside crypto / outside socket calls / outside the GIL-releasing call)
   free_s   the rest (cipher+MAC, hash, socket calls): runs in parallel
   switch   what passing the GIL to another thread costs (experiments.gil_handoff, measured apart)
-  client_s the load generator's CPU per reply (counts only where it shares the server's CPUs)
+  client_s the load generator's CPU per reply (counts only where it shares the server's CPUs),
+           done by `client_threads` threads (SFS: one skimming thread; web: wrk's threads)
   clients, depth, scheduler: as the benchmark ran
-The multi-CPU points are never used to set a parameter, with one exception stated in the output:
-wrk's CPU per request is not measured, so it is taken from the N-copy run on all CPUs (that point
-is marked `calibration` in model_validation.csv).
+The multi-CPU points are never used to set a parameter. (A web CSV from before wrk's CPU time was
+measured, `client_cpu_s_per_request`, lacks it; then wrk's cost is derived from the N-copy run on
+all CPUs, that point is marked `calibration` in model_validation.csv, and the output says so.)
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class Case:
     clients: int
     client_s: float = 0.0
     depth: int = 1                # requests in flight per connection
+    client_threads: int = 0       # load-generator threads (0: one per connection)
     gil_switch_s: float = 0.0     # cost of passing the GIL to another thread (gil_handoff)
     dispatch_s: float = 0.0       # GIL-held time of dispatching one callback (runtime_dispatch)
     scheduler: str = "hash"       # the placement the measured server used
@@ -79,16 +81,19 @@ class Case:
                       client_cpus=client_cpus, requests=MODEL_REQUESTS,
                       warmup=MODEL_REQUESTS // 10)
 
-    def modelled(self, cpus: int, client_cpus: int, clients: int | None = None) -> float:
+    def modelled(self, cpus: int, client_cpus: int, clients: int | None = None,
+                 client_threads: int | None = None) -> float:
         cfg = replace(self.config_for(cpus, client_cpus, clients), depth=self.depth,
-                      scheduler=self.scheduler, gil_switch_s=self.gil_switch_s if self.gil else 0.0)
+                      scheduler=self.scheduler, gil_switch_s=self.gil_switch_s if self.gil else 0.0,
+                      client_threads=self.client_threads if client_threads is None else client_threads)
         return simulate(cfg).throughput * self.to_unit
 
     def predict(self, cpus: int) -> float:
-        """Beyond this machine: the load generator on CPUs of its own (as in the paper's testbed),
-        and at least two connections per CPU so that colors are not what runs out."""
+        """Beyond this machine: the load generator on CPUs of its own, as many as it can use (as
+        the paper's client machines), and at least two connections per CPU so that colors are not
+        what runs out."""
         clients = max(self.clients, 2 * cpus)
-        return self.modelled(cpus, client_cpus=clients, clients=clients)
+        return self.modelled(cpus, client_cpus=clients, clients=clients, client_threads=0)
 
 
 def _median(df: pd.DataFrame, column: str) -> float | None:
@@ -183,19 +188,22 @@ def sfs_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | No
                 notes.append(f"{suite} {int(block)} KiB {mode}: measured interpreter time per read "
                              f"below one dispatch; floored at {floor * 1e6:.1f} µs")
             held, free = split_service(reads1, max(other, floor), crypto)
+            decrypts = "client_decrypts" in one.columns and _truthy(one["client_decrypts"])
             client_s = _median(one, "client_s_per_read")
             if client_s is None and "client_cpu_util" in one.columns:
                 util = pd.to_numeric(one["client_cpu_util"], errors="coerce")
                 reads = pd.to_numeric(one["mb_per_s"], errors="coerce") / to_unit
                 client_s = float((util / reads).median())
             if client_s is None:
-                decrypts = "client_decrypts" in one.columns and _truthy(one["client_decrypts"])
                 client_s = (free if decrypts else 0.0) + held
                 notes.append("client cost per read not in CSV: assumed = server's interpreter time"
                              + (" + crypto (client decrypts)" if decrypts else ""))
             cases.append(Case(
                 app="sfs", python=str(python), config=f"{suite} {int(block)}KiB {mode}", mode=mode,
                 held_s=held, free_s=free, clients=max(1, clients), client_s=client_s, depth=depth,
+                # apps.sfs_like.loadgen: one thread skims every connection; decrypting clients
+                # run a thread each
+                client_threads=max(1, clients) if decrypts else 1,
                 scheduler=scheduler if scheduler in ("hash", "steal") else "hash",
                 gil_switch_s=_switch(held, table), dispatch_s=dispatch_s,
                 unit="MB/s", to_unit=to_unit, baseline=base,
@@ -238,6 +246,7 @@ def web_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | No
             held_cpu, free_cpu = 1.0, 0.0
             notes.append("GIL-held/free split per request not in CSV: all taken as GIL-held")
         connections = int(pd.to_numeric(sub["connections"], errors="coerce").median()) if "connections" in sub else 16
+        wrk_threads = int(pd.to_numeric(sub["wrk_threads"], errors="coerce").median()) if "wrk_threads" in sub else 0
         off1 = _median(one[one["mode"] == "colors_off"], "requests_per_s") or _median(one, "requests_per_s")
         client_s = _median(one, "client_cpu_s_per_request")
         calibration = set()
@@ -252,7 +261,7 @@ def web_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | No
             cases.append(Case(
                 app="web", python=str(python), config=f"colorloop {mode}", mode=mode,
                 held_s=held, free_s=free, clients=max(1, connections), client_s=client_s,
-                gil_switch_s=_switch(held, table), dispatch_s=dispatch_s,
+                client_threads=wrk_threads, gil_switch_s=_switch(held, table), dispatch_s=dispatch_s,
                 unit="requests/s", baseline="colorloop colors_off", group="colorloop",
                 measured=_measured_points(msub, "requests_per_s"), notes=list(notes),
                 calibration_cpus={1} | (calibration if mode == "ncopy" else set())))

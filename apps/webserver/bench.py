@@ -9,6 +9,9 @@ wrk's threads and connections are the same for every configuration.
 
 Any wrk error (socket error, or a reply >= 400) makes the run fail loudly after the CSV is written.
 
+`client_cpu_s_per_request` is wrk's own CPU time (getrusage of the waited-for child) per request:
+what the load generator takes from the server when they share CPUs (a model input).
+
 The model's inputs (colors off, 1 CPU): a separate run with `--profile-io` measures the CPU time
 per request spent inside socket recv/send, calls that release the GIL (`gil_free_s_per_request`,
 from time.thread_time() around each call, so time the thread spends preempted does not count),
@@ -135,6 +138,8 @@ def run_benchmark(quick: bool, servers=None, cpus=None, *, progress: bool = True
                         "requests_per_s": round(result.requests_per_s, 1),
                         "errors": result.errors, "latency_p50_us": result.latency_p50_us,
                         "latency_p99_us": result.latency_p99_us,
+                        "client_cpu_s_per_request": (round(result.cpu_s / result.requests, 9)
+                                                     if result.requests else ""),
                     })
                     if result.errors:
                         failures.append(f"{_name(cfg)} trial {trial}: {result.error_kinds}")

@@ -7,6 +7,7 @@ is a failed run: `WrkResult.errors` carries the count and `require_clean` raises
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class WrkResult:
     error_kinds: dict
     latency_p50_us: int
     latency_p99_us: int
+    cpu_s: float = 0.0           # wrk's user + system CPU time over the run (the model's client cost)
 
     @property
     def requests_per_s(self) -> float:
@@ -59,8 +61,10 @@ def run_wrk(url: str, paths_file: str | Path, *, threads: int = 2, connections: 
     cmd = [wrk_binary(), "-t", str(threads), "-c", str(connections),
            "-d", f"{max(1, round(duration_s))}s", "--timeout", f"{timeout_s:g}s",
            "-s", str(MIX_LUA), url.rstrip("/"), "--", str(paths_file)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True,
                           timeout=duration_s + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)      # wrk was waited for: it is counted
     line = next((l for l in proc.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
     if proc.returncode != 0 or line is None:
         raise LoadError(f"wrk failed (exit {proc.returncode}) against {url}:\n"
@@ -69,4 +73,5 @@ def run_wrk(url: str, paths_file: str | Path, *, threads: int = 2, connections: 
     return WrkResult(
         requests=data["requests"], duration_s=data["duration_us"] / 1e6, bytes=data["bytes"],
         error_kinds={k: data[k] for k in ERROR_KINDS if data[k]},
-        latency_p50_us=data["latency_p50_us"], latency_p99_us=data["latency_p99_us"])
+        latency_p50_us=data["latency_p50_us"], latency_p99_us=data["latency_p99_us"],
+        cpu_s=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime))

@@ -57,6 +57,24 @@ def test_a_load_generator_sharing_the_cpus_costs_throughput():
     assert shared == pytest.approx(2 / (2 * F), rel=0.08)     # both sides' work on the same 2 CPUs
 
 
+def test_client_work_runs_on_at_most_its_threads():
+    # 16 connections but one load-generator thread: its work is serial, so F per reply bounds the
+    # rate at 1 / F even with 4 CPUs to share; one thread per connection would use them all.
+    one_thread = rate(stages=conn_stages(0.0, F / 10), cpus=4, gil=False, client_s=F, client_threads=1)
+    per_conn = rate(stages=conn_stages(0.0, F / 10), cpus=4, gil=False, client_s=F)
+    assert one_thread == pytest.approx(1 / F, rel=0.08)
+    assert per_conn > 3 * one_thread
+
+
+def test_a_default_color_moving_between_idle_workers_pays_no_hand_off():
+    # One color (colors off) on 2 workers: the GIL is never contended, so it never costs a wake-up,
+    # however the color moves; with 2 busy colors every contended pass pays.
+    serial = dict(stages=request_stages(H, F, colored=False), cpus=2, scheduler="steal")
+    assert rate(gil_switch_s=50e-6, **serial) == pytest.approx(rate(**serial), rel=0.03)
+    busy = dict(stages=conn_stages(H, H / 4), cpus=2, scheduler="steal")
+    assert rate(gil_switch_s=50e-6, **busy) < 0.8 * rate(**busy)
+
+
 def test_stealing_balances_what_hash_placement_piles_on_one_worker():
     # The default color lives on worker 0, and hashing also puts half the connections there:
     # worker 0 carries F per request (serial) + F for half the requests -> R <= 1 / (1.5 F).
@@ -86,9 +104,10 @@ def test_bad_configurations_are_refused():
 def test_gil_switch_cost_is_paid_only_when_the_gil_changes_threads():
     one = rate(stages=conn_stages(H, F), cpus=1, gil_switch_s=50e-6)
     assert one == pytest.approx(1 / (H + F), rel=0.05)           # one thread: never a switch
-    free = rate(stages=conn_stages(H, F), cpus=4, clients=32)
-    taxed = rate(stages=conn_stages(H, F), cpus=4, clients=32, gil_switch_s=50e-6)
-    assert taxed == pytest.approx(1 / (H + 50e-6), rel=0.08)     # GIL-bound: each pass costs
+    free = rate(stages=conn_stages(H, F), cpus=8, clients=32)
+    taxed = rate(stages=conn_stages(H, F), cpus=8, clients=32, gil_switch_s=50e-6)
+    assert free == pytest.approx(1 / H, rel=0.05)                 # GIL-bound
+    assert taxed == pytest.approx(1 / (H + 50e-6), rel=0.08)     # threads queue: each pass costs
     assert taxed < free * 0.9
     nogil = rate(stages=conn_stages(H, F), cpus=4, clients=32, gil=False, gil_switch_s=50e-6)
     assert nogil == pytest.approx(4 / (H + F), rel=0.08)         # no GIL, nothing to pass

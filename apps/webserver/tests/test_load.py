@@ -53,6 +53,8 @@ def test_short_wrk_run_has_no_errors(fileset, mode):
                                  duration_s=1)
         result.require_clean("wrk against colorloop")
         assert result.requests > 100 and result.requests_per_s > 0
+        # wrk's own CPU time is counted (it ran about a second on up to 2 CPUs, never idle-free)
+        assert 0 < result.cpu_s < 2 * (result.duration_s + 1)
     finally:
         assert server.stop() == 0
 
