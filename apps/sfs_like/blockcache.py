@@ -14,11 +14,13 @@ DEFAULT_BLOCK = 256 * 1024     # the largest READ, so an aligned READ is one zer
 
 
 class BlockCache:
-    def __init__(self, capacity_bytes: int, block_size: int = DEFAULT_BLOCK) -> None:
+    def __init__(self, capacity_bytes: int, block_size: int = DEFAULT_BLOCK, open_file=None) -> None:
         if capacity_bytes < block_size:
             raise ValueError(f"cache of {capacity_bytes} bytes cannot hold one {block_size}-byte block")
         self.capacity = capacity_bytes
         self.block_size = block_size
+        # how a block's file is opened for reading (the file layer passes its symlink-safe opener)
+        self._open = open_file or (lambda path: os.open(path, os.O_RDONLY | os.O_NOFOLLOW))
         self._blocks: OrderedDict[tuple, bytes] = OrderedDict()
         self._by_file: dict[tuple, set] = {}
         self.bytes = 0
@@ -48,7 +50,7 @@ class BlockCache:
             self.hits += 1
             return block
         self.misses += 1
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = self._open(path)
         try:
             block = os.pread(fd, self.block_size, idx * self.block_size)
         finally:

@@ -6,7 +6,9 @@ pieces of a plaintext reply, and the connection's crypto callback seals them.
 
 Path safety: a LOOKUP/CREATE/REMOVE name is one component. Empty names, names with '/' or NUL
 (absolute or multi-component paths), '.' and '..' are refused, and every resolved path must stay
-inside the export after symlinks are followed, so no name or symlink reaches outside it.
+inside the export after symlinks are followed, so no name or symlink reaches outside it. A handle
+stands for such a resolved path, and every later use of it goes through `beneath.py`, which
+follows no symlink at all: one swapped into the path since the lookup makes the RPC fail.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 import stat
 
 from . import rpc
+from .beneath import Beneath
 from .blockcache import BlockCache
 from .framing import MAX_IO
 
@@ -40,15 +43,32 @@ def _attr(st: os.stat_result) -> bytes:
     return rpc.ATTR.pack(_ftype(st.st_mode), stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns)
 
 
+class Durable(list):
+    """Reply pieces that may be sent only once `fds` are on disk: see FileLayer.finish()."""
+
+    def __init__(self, parts: list, xid: int, fds: list[int]) -> None:
+        super().__init__(parts)
+        self.xid = xid
+        self.fds = fds
+
+
 class FileLayer:
-    def __init__(self, export: str, cache_bytes: int = 64 << 20) -> None:
+    """`handle(request)` -> reply pieces. With `sync_later`, the fsyncs that make a WRITE, CREATE
+    or REMOVE durable are not done here but handed back in a `Durable` reply, for `finish()` to do
+    on another color: the file layer's own color never waits for the disk, so one client's WRITE
+    does not hold up everybody's cached READs. Without it (the default), they are done at once."""
+
+    def __init__(self, export: str, cache_bytes: int = 64 << 20, *, sync_later: bool = False) -> None:
         self.root = os.path.realpath(export)
         if not os.path.isdir(self.root):
             raise NotADirectoryError(f"export {export!r} is not a directory")
-        self.cache = BlockCache(cache_bytes)
+        self.fs = Beneath(self.root)
+        self.cache = BlockCache(cache_bytes, open_file=lambda path: self.fs.open(path, os.O_RDONLY))
         self._paths: dict[int, str] = {rpc.ROOT_FH: self.root}
         self._handles: dict[str, int] = {self.root: rpc.ROOT_FH}
         self._next_fh = rpc.ROOT_FH + 1
+        self.sync_later = sync_later
+        self._unsynced: list[int] = []      # fds the current request must fsync before replying
         self._procs = {rpc.LOOKUP: self._lookup, rpc.GETATTR: self._getattr,
                        rpc.READDIR: self._readdir, rpc.READ: self._read, rpc.WRITE: self._write,
                        rpc.CREATE: self._create, rpc.REMOVE: self._remove}
@@ -57,6 +77,37 @@ class FileLayer:
 
     def handle(self, request: bytes) -> list:
         """Reply pieces for one decrypted request; errors become error replies, never exceptions."""
+        parts = self._handle(request)
+        unsynced, self._unsynced = self._unsynced, []
+        if not unsynced:
+            return parts
+        xid = rpc.U32.unpack_from(request, 0)[0]
+        durable = Durable(parts, xid, unsynced)
+        return durable if self.sync_later else self.finish(durable)
+
+    @staticmethod
+    def finish(reply: list) -> list:
+        """What to send for `reply`: after its fsyncs, if it has any; an I/O error if one failed.
+        It touches no state of the layer, so it may run on any color (the connection's)."""
+        if type(reply) is not Durable:
+            return reply
+        failed = None
+        for fd in reply.fds:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                failed = failed or exc
+            finally:
+                os.close(fd)
+        if failed is not None:
+            return [rpc.rep_error(reply.xid, rpc.IO, f"not on disk: fsync failed: {failed.strerror}")]
+        return list(reply)
+
+    def _durable(self, fd: int) -> None:
+        """Take over `fd`: it is fsynced (and closed) before this request's reply goes out."""
+        self._unsynced.append(fd)
+
+    def _handle(self, request: bytes) -> list:
         if len(request) < rpc.REQ_HEAD.size:
             return [rpc.rep_error(0, rpc.INVAL, "request shorter than its header")]
         xid, proc = rpc.REQ_HEAD.unpack_from(request, 0)
@@ -112,7 +163,7 @@ class FileLayer:
         if len(name.encode()) > 255:
             raise rpc.RpcError(rpc.NAMETOOLONG, "name longer than 255 bytes")
         dir_path = self._path(dir_fh)
-        if not os.path.isdir(dir_path):
+        if not stat.S_ISDIR(self.fs.lstat(dir_path).st_mode):
             raise rpc.RpcError(rpc.NOTDIR, "file handle is not a directory")
         candidate = os.path.join(dir_path, name)
         real = os.path.realpath(candidate) if resolve else candidate
@@ -124,28 +175,31 @@ class FileLayer:
 
     def _lookup(self, xid: int, args) -> list:
         _, real, _ = self._child(args)
-        st = os.stat(real)
+        st = self.fs.lstat(real)
         return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.FH.pack(self._handle_for(real)) + _attr(st)]
 
     def _getattr(self, xid: int, args) -> list:
         (fh,) = rpc.FH.unpack_from(args, 0)
-        return [rpc.REP_HEAD.pack(xid, rpc.OK) + _attr(os.lstat(self._path(fh)))]
+        return [rpc.REP_HEAD.pack(xid, rpc.OK) + _attr(self.fs.lstat(self._path(fh)))]
 
     def _readdir(self, xid: int, args) -> list:
         fh, cookie = rpc.READDIR_ARGS.unpack_from(args, 0)
-        path = self._path(fh)
-        names = sorted(os.listdir(path))
-        entries, used, i = [], 0, cookie
-        while i < len(names) and used < READDIR_BUDGET:
-            name = names[i]
-            try:
-                ftype = _ftype(os.lstat(os.path.join(path, name)).st_mode)
-            except FileNotFoundError:
-                ftype = None
-            if ftype is not None:
-                entries.append((name, ftype))
-                used += len(name.encode("utf-8", "surrogateescape")) + 3
-            i += 1
+        dir_fd = self.fs.open(self._path(fh), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            names = sorted(os.listdir(dir_fd))
+            entries, used, i = [], 0, cookie
+            while i < len(names) and used < READDIR_BUDGET:
+                name = names[i]
+                try:
+                    ftype = _ftype(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+                except FileNotFoundError:
+                    ftype = None
+                if ftype is not None:
+                    entries.append((name, ftype))
+                    used += len(name.encode("utf-8", "surrogateescape")) + 3
+                i += 1
+        finally:
+            os.close(dir_fd)
         body = rpc.pack_entries(entries, i >= len(names), i)
         return [rpc.REP_HEAD.pack(xid, rpc.OK) + body]
 
@@ -154,7 +208,7 @@ class FileLayer:
         if count > MAX_IO:
             raise rpc.RpcError(rpc.INVAL, f"READ of {count} bytes, the limit is {MAX_IO}")
         path = self._path(fh)
-        st = os.lstat(path)     # handles name resolved paths: a symlink here was swapped in since
+        st = self.fs.lstat(path)    # handles name resolved paths: a symlink here was swapped in since
         if not stat.S_ISREG(st.st_mode):
             raise rpc.RpcError(rpc.ISDIR, "READ of something that is not a regular file")
         size = st.st_size
@@ -170,7 +224,7 @@ class FileLayer:
         if offset + len(data) > MAX_FILE_SIZE:
             raise rpc.RpcError(rpc.FBIG, "write beyond the 1 TiB file size limit")
         path = self._path(fh)
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        fd = self.fs.open(path, os.O_WRONLY)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -179,42 +233,38 @@ class FileLayer:
             done = 0
             while done < len(data):
                 done += os.pwrite(fd, data[done:], offset + done)
-            os.fsync(fd)        # durable before we say so
             st = os.fstat(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self._durable(fd)       # on disk before we say so
         return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.U32.pack(done) + _attr(st)]
 
     def _create(self, xid: int, args) -> list:
         candidate, real, _ = self._child(args)
-        if os.path.isdir(real):
-            raise rpc.RpcError(rpc.ISDIR, "CREATE over a directory")
-        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = self.fs.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)   # EISDIR on a directory
         try:
             st = os.fstat(fd)
             self.cache.invalidate(st)
-            os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self._durable(fd)
         self._fsync_dir(os.path.dirname(real))
         return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.FH.pack(self._handle_for(real)) + _attr(st)]
 
     def _remove(self, xid: int, args) -> list:
         candidate, _, _ = self._child(args, resolve=False)
-        st = os.lstat(candidate)
+        st = self.fs.lstat(candidate)
         if stat.S_ISDIR(st.st_mode):
             raise rpc.RpcError(rpc.ISDIR, "REMOVE removes files; this is a directory")
         if stat.S_ISREG(st.st_mode):
             self.cache.invalidate(st)
-        os.unlink(candidate)
+        self.fs.unlink(candidate)
         self._forget(candidate)
         self._fsync_dir(os.path.dirname(candidate))
         return [rpc.REP_HEAD.pack(xid, rpc.OK)]
 
-    @staticmethod
-    def _fsync_dir(path: str) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def _fsync_dir(self, path: str) -> None:
+        """The directory entry made or removed must be durable too."""
+        self._durable(self.fs.open(path, os.O_RDONLY | os.O_DIRECTORY))

@@ -3,8 +3,9 @@
 Per request:  socket readable -> `_readable` (network layer, default color: recv and cut frames)
   -> `_crypto_in` (the connection's crypto color: handshake, or verify + decrypt)
   -> `_file_op` (the file layer's color: run the RPC, return plaintext reply pieces, e.g. a cached block)
-  -> `_crypto_out` (the connection's crypto color: encrypt + MAC, then a non-blocking send;
-     what the kernel does not take waits for a writer callback of the same color).
+  -> `_crypto_out` (the connection's crypto color: the fsync a WRITE/CREATE/REMOVE needs before its
+     reply, then encrypt + MAC, then a non-blocking send; what the kernel does not take waits for
+     a writer callback of the same color).
 Which color each step gets is decided only by `colors.py`; `--colors off` makes them all the
 default color, which is the unmodified single-threaded server.
 
@@ -72,7 +73,7 @@ class Server:
         self.loop = loop
         self.colors = color_policy.policy(colors)
         self.file_color = self.colors.file()
-        self.files = FileLayer(export, cache_bytes)
+        self.files = FileLayer(export, cache_bytes, sync_later=True)   # fsyncs on the crypto color
         self.key = load_or_create(key_path)
         self.public = self.key.public_key().public_bytes_raw()
         self.fingerprint = fingerprint(self.public)
@@ -227,6 +228,7 @@ class Server:
         log.info("conn %d %s: session up, suite %s, color %r", conn.id, conn.peer, channel.suite, conn.color)
 
     def _crypto_out(self, conn: Connection, parts: list, is_read: bool) -> None:
+        parts = self.files.finish(parts)        # a WRITE's fsync: here, not on the file color
         if conn.send_closed:
             return
         t0 = time.perf_counter()

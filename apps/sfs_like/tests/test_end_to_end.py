@@ -116,3 +116,37 @@ def test_cli_commands(start_server, export, tmp_path):
     assert missing.returncode == 1 and b"NOENT" in missing.stderr
     bad = cli("cat", "../etc/passwd")
     assert bad.returncode == 1 and b"INVAL" in bad.stderr
+
+
+def test_fsync_runs_on_the_connections_color_not_the_file_layers(export, tmp_path, monkeypatch):
+    """A WRITE is durable before its reply, but the file layer's color never waits for the disk:
+    every fsync runs on the writing connection's crypto color (in-process server, colors on)."""
+    import runtime
+    from apps.sfs_like.server import Server
+
+    synced_on = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced_on.append(runtime.current_color())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    loop = runtime.Loop(workers=2)
+    server = Server(loop, str(export), str(tmp_path / "key"), colors="on")
+    server.listen()
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    try:
+        with Client(server.address()) as c:
+            c.put("sub/new.bin", b"x" * 100_000)
+            assert c.get("sub/new.bin") == b"x" * 100_000
+            c.rm("sub/new.bin")
+    finally:
+        loop.call_soon(loop.stop)
+        runner.join(timeout=30)
+        loop.close()
+    assert synced_on, "no fsync at all"
+    assert server.file_color not in synced_on
+    assert all(isinstance(color, int) and color >= 2 for color in synced_on), synced_on
+    assert not (export / "sub" / "new.bin").exists()

@@ -169,3 +169,72 @@ def test_file_swapped_for_a_symlink_after_lookup_is_not_followed(layer, tmp_path
     assert status == rpc.ISDIR and b"not a regular file" in message
     assert _status(layer, rpc.req_write_head(4, fh, 0) + b"x")[0] == rpc.ACCES
     assert (tmp_path / "secret").read_bytes() == b"secret"
+
+
+def test_directory_swapped_for_a_symlink_after_lookup_leads_nowhere(layer, tmp_path):
+    """A handle names a resolved path. Someone with write access to the export replaces a
+    directory on it with a symlink to the outside: no RPC through an old handle may follow it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_bytes(b"outside secret")
+    reply = layer.handle(rpc.req_lookup(1, rpc.ROOT_FH, "d"))[0]
+    dir_fh = rpc.FH.unpack_from(reply, 5)[0]
+    reply = layer.handle(rpc.req_lookup(2, dir_fh, "f"))[0]
+    fh = rpc.FH.unpack_from(reply, 5)[0]
+    export_d = tmp_path / "export" / "d"
+    (export_d / "f").unlink()
+    export_d.rmdir()
+    export_d.symlink_to(outside)                      # d -> outside, which has an "f" too
+
+    requests = {
+        "READ": rpc.req_read(3, fh, 0, 100),
+        "GETATTR": rpc.req_getattr(4, fh),
+        "WRITE": rpc.req_write_head(5, fh, 0) + b"overwritten",
+        "LOOKUP": rpc.req_lookup(6, dir_fh, "f"),
+        "READDIR": rpc.req_readdir(7, dir_fh, 0),
+        "CREATE": rpc.req_create(8, dir_fh, "planted"),
+        "REMOVE": rpc.req_remove(9, dir_fh, "f"),
+    }
+    for proc, request in requests.items():
+        parts = layer.handle(request)
+        status = rpc.REP_HEAD.unpack_from(parts[0])[1]
+        assert status in (rpc.NOTDIR, rpc.ACCES), (proc, status, bytes(parts[0][5:]))
+        assert b"outside secret" not in b"".join(bytes(p) for p in parts), proc
+    assert (outside / "f").read_bytes() == b"outside secret"        # not written, not removed
+    assert sorted(p.name for p in outside.iterdir()) == ["f"]        # nothing planted
+
+
+def test_deferred_fsync_is_done_by_finish_and_a_failed_one_is_an_io_error(tmp_path, monkeypatch):
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "f").write_bytes(b"old")
+    layer = FileLayer(str(root), cache_bytes=1 << 20, sync_later=True)
+    fh = rpc.FH.unpack_from(layer.handle(rpc.req_lookup(1, rpc.ROOT_FH, "f"))[0], 5)[0]
+    reply = layer.handle(rpc.req_write_head(2, fh, 0) + b"new")
+    assert reply.fds and (root / "f").read_bytes() == b"new"      # written, not yet synced
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    fds = list(reply.fds)
+    sent = FileLayer.finish(reply)
+    assert synced == fds and rpc.REP_HEAD.unpack_from(sent[0])[1] == rpc.OK
+    for fd in fds:                                                 # finish closed them
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+    def broken_disk(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_disk)
+    reply = layer.handle(rpc.req_create(3, rpc.ROOT_FH, "g"))
+    sent = FileLayer.finish(reply)
+    status = rpc.REP_HEAD.unpack_from(sent[0])[1]
+    assert status == rpc.IO and b"fsync failed" in bytes(sent[0])
+    # A layer that syncs at once (the default) never hands fds back, and its error says so.
+    now = FileLayer(str(root))
+    fh = rpc.FH.unpack_from(now.handle(rpc.req_lookup(4, rpc.ROOT_FH, "f"))[0], 5)[0]
+    sent = now.handle(rpc.req_write_head(5, fh, 0) + b"n")
+    assert not hasattr(sent, "fds") and rpc.REP_HEAD.unpack_from(sent[0])[1] == rpc.IO
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    sent = now.handle(rpc.req_write_head(6, fh, 0) + b"N")
+    assert rpc.REP_HEAD.unpack_from(sent[0])[1] == rpc.OK and (root / "f").read_bytes() == b"New"
