@@ -9,9 +9,10 @@ Every parameter is measured, at one CPU, per application and configuration (mode
   free_s   the rest (cipher+MAC, hash, socket calls): runs in parallel
   switch   what passing the GIL to another thread costs (experiments.gil_handoff, measured apart)
   client_s the load generator's CPU per reply (counts only where it shares the server's CPUs),
-           done by `client_threads` threads (SFS: one skimming thread; web: wrk's threads)
+           done by `client_threads` threads (SFS: one skimming thread; web: wrk's threads); where
+           it shares them, the value measured at that very point (sharing makes it dearer)
   clients, depth, scheduler: as the benchmark ran
-The multi-CPU points are never used to set a parameter. (A web CSV from before wrk's CPU time was
+The multi-CPU points' throughputs are never used to set a parameter. (A web CSV from before wrk's CPU time was
 measured, `client_cpu_s_per_request`, lacks it; then wrk's cost is derived from the N-copy run on
 all CPUs, that point is marked `calibration` in model_validation.csv, and the output says so.)
 """
@@ -103,7 +104,9 @@ def _median(df: pd.DataFrame, column: str) -> float | None:
     return float(values.median()) if len(values) else None
 
 
-def _measured_points(df: pd.DataFrame, value: str, cpu_col: str = "cpus") -> list[dict]:
+def _measured_points(df: pd.DataFrame, value: str, cpu_col: str = "cpus", client_s=None) -> list[dict]:
+    """Median, spread and CPU placement per CPU count; with `client_s(rows)`, also the load
+    generator's CPU per reply measured at that point (an input of the model, never its output)."""
     points = []
     for cpus, sub in df.groupby(cpu_col):
         vals = pd.to_numeric(sub[value], errors="coerce").dropna()
@@ -113,8 +116,11 @@ def _measured_points(df: pd.DataFrame, value: str, cpu_col: str = "cpus") -> lis
         if "client_cpus_disjoint" in sub.columns:
             disjoint = bool(sub["client_cpus_disjoint"].astype(str).str.lower()
                             .isin(["true", "1", "1.0"]).all())
-        points.append({"cpus": int(cpus), "median": float(vals.median()), "min": float(vals.min()),
-                       "max": float(vals.max()), "disjoint": disjoint})
+        point = {"cpus": int(cpus), "median": float(vals.median()), "min": float(vals.min()),
+                 "max": float(vals.max()), "disjoint": disjoint}
+        if client_s is not None:
+            point["client_s"] = client_s(sub)
+        points.append(point)
     return points
 
 
@@ -207,9 +213,21 @@ def sfs_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | No
                 scheduler=scheduler if scheduler in ("hash", "steal") else "hash",
                 gil_switch_s=_switch(held, table), dispatch_s=dispatch_s,
                 unit="MB/s", to_unit=to_unit, baseline=base,
-                group=f"{suite} {int(block)}KiB", measured=_measured_points(msub, "mb_per_s"),
+                group=f"{suite} {int(block)}KiB",
+                measured=_measured_points(msub, "mb_per_s",
+                                          client_s=lambda rows, u=to_unit: _sfs_client_s(rows, u)),
                 notes=notes, calibration_cpus={1}))
     return cases
+
+
+def _sfs_client_s(rows: pd.DataFrame, to_unit: float) -> float | None:
+    """The load generator's CPU seconds per read in these rows (its CPU use over reads per second)."""
+    if "client_cpu_util" not in rows.columns:
+        return None
+    util = pd.to_numeric(rows["client_cpu_util"], errors="coerce")
+    reads = pd.to_numeric(rows["mb_per_s"], errors="coerce") / to_unit
+    per_read = (util / reads).dropna()
+    return float(per_read.median()) if len(per_read) else None
 
 
 WEB_MODES = {"off": "colors_off", "on": "colors_on"}
@@ -263,7 +281,9 @@ def web_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | No
                 held_s=held, free_s=free, clients=max(1, connections), client_s=client_s,
                 client_threads=wrk_threads, gil_switch_s=_switch(held, table), dispatch_s=dispatch_s,
                 unit="requests/s", baseline="colorloop colors_off", group="colorloop",
-                measured=_measured_points(msub, "requests_per_s"), notes=list(notes),
+                measured=_measured_points(msub, "requests_per_s",
+                                          client_s=lambda rows: _median(rows, "client_cpu_s_per_request")),
+                notes=list(notes),
                 calibration_cpus={1} | (calibration if mode == "ncopy" else set())))
     return cases
 
@@ -317,14 +337,17 @@ def validate(cases: list[Case], cpus_allowed: int) -> list[dict]:
             client_cpus = max(0, cpus_allowed - k) if p["disjoint"] else 0
             if case.app == "runtime":
                 client_cpus = case.clients      # no load generator: submissions are free
-            modelled = case.modelled(k, client_cpus=client_cpus)
+            # Sharing CPUs makes the load generator dearer per reply (context switches with the
+            # server): the model is given what it cost at this point, where that was measured.
+            here = case if p.get("client_s") is None else replace(case, client_s=p["client_s"])
+            modelled = here.modelled(k, client_cpus=client_cpus)
             rows.append({
                 "app": case.app, "python": case.python, "config": case.config, "cpus": k,
                 "client_cpus_disjoint": p["disjoint"], "unit": case.unit,
                 "measured": p["median"], "modelled": modelled,
                 "error_pct": 100.0 * (modelled - p["median"]) / p["median"] if p["median"] else math.nan,
                 "calibration": k in case.calibration_cpus,
-                "held_s": case.held_s, "free_s": case.free_s, "client_s": case.client_s,
+                "held_s": case.held_s, "free_s": case.free_s, "client_s": here.client_s,
                 "gil_switch_s": case.gil_switch_s if case.gil else 0.0, "clients": case.clients,
             })
     return rows
