@@ -131,3 +131,18 @@ def test_an_fd_event_is_dispatched_by_the_loop_then_runs_in_pieces_between_socke
     pieces = rate(stages=stages, cpus=2, clients=16, gil_switch_s=20e-6)
     whole = rate(stages=conn_stages(30e-6, 10e-6), cpus=2, clients=16, gil_switch_s=20e-6)
     assert pieces < whole
+
+
+def test_validation_uses_the_client_cost_measured_at_each_shared_point():
+    from experiments.model_fit import Case, validate
+
+    case = Case(app="web", python="3.11", config="colorloop colors_off", mode="colors_off",
+                held_s=H / 10, free_s=0.0, clients=8, client_s=1e-6, client_threads=2,
+                measured=[{"cpus": 1, "median": 1.0, "min": 1.0, "max": 1.0, "disjoint": True,
+                           "client_s": 1e-6},
+                          {"cpus": 2, "median": 1.0, "min": 1.0, "max": 1.0, "disjoint": False,
+                           "client_s": 4 * H}])
+    one, two = validate([case], cpus_allowed=2)
+    assert one["client_s"] == 1e-6 and two["client_s"] == 4 * H
+    # 2 wrk threads each spending 4 H per reply on the shared CPUs bound the rate at 2 / (4 H)
+    assert two["modelled"] == pytest.approx(2 / (4 * H), rel=0.1)
