@@ -8,11 +8,11 @@ Every parameter is measured, at one CPU, per application and configuration (mode
            (server CPU outside crypto / outside socket calls / outside the GIL-releasing call)
   free_s   the rest (cipher+MAC, hash, socket calls): runs in parallel
   switch   what passing the GIL to another thread costs (experiments.gil_handoff, measured apart)
-  client_s the load generator's CPU per reply (counts only where it shares the server's CPUs),
-           done by `client_threads` threads (SFS: one skimming thread; web: wrk's threads); where
-           it shares them, the value measured at that very point (sharing makes it dearer)
+  client_s the load generator's CPU per reply, done by `client_threads` threads (SFS: one
+           skimming thread; web: wrk's threads); each validated point gets the value measured at
+           that point, since sharing the server's CPUs makes it dearer (context switches)
   clients, depth, scheduler: as the benchmark ran
-The multi-CPU points' throughputs are never used to set a parameter. (A web CSV from before wrk's CPU time was
+No multi-CPU throughput is used to set a parameter. (A web CSV from before wrk's CPU time was
 measured, `client_cpu_s_per_request`, lacks it; then wrk's cost is derived from the N-copy run on
 all CPUs, that point is marked `calibration` in model_validation.csv, and the output says so.)
 """
@@ -196,10 +196,8 @@ def sfs_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | No
             held, free = split_service(reads1, max(other, floor), crypto)
             decrypts = "client_decrypts" in one.columns and _truthy(one["client_decrypts"])
             client_s = _median(one, "client_s_per_read")
-            if client_s is None and "client_cpu_util" in one.columns:
-                util = pd.to_numeric(one["client_cpu_util"], errors="coerce")
-                reads = pd.to_numeric(one["mb_per_s"], errors="coerce") / to_unit
-                client_s = float((util / reads).median())
+            if client_s is None:
+                client_s = _sfs_client_s(one, to_unit)
             if client_s is None:
                 client_s = (free if decrypts else 0.0) + held
                 notes.append("client cost per read not in CSV: assumed = server's interpreter time"
@@ -337,8 +335,8 @@ def validate(cases: list[Case], cpus_allowed: int) -> list[dict]:
             client_cpus = max(0, cpus_allowed - k) if p["disjoint"] else 0
             if case.app == "runtime":
                 client_cpus = case.clients      # no load generator: submissions are free
-            # Sharing CPUs makes the load generator dearer per reply (context switches with the
-            # server): the model is given what it cost at this point, where that was measured.
+            # The load generator's CPU per reply as measured at this point (sharing the server's
+            # CPUs makes it dearer: context switches), where the CSV has it.
             here = case if p.get("client_s") is None else replace(case, client_s=p["client_s"])
             modelled = here.modelled(k, client_cpus=client_cpus)
             rows.append({
