@@ -66,11 +66,7 @@ class ReaderThread(threading.Thread):
                 self.ready.wait()
                 self._loop(client, fh, span)
         except BaseException as exc:  # reported by the main thread
-            self.error = exc
-            try:
-                self.ready.abort()
-            except threading.BrokenBarrierError:
-                pass
+            _fail(self, exc)
 
     def _loop(self, client: Client, fh: int, span: int) -> None:
         block, offset = self.block, 0
@@ -92,6 +88,15 @@ class ReaderThread(threading.Thread):
             outstanding -= 1
             self.replies += 1
             self.bytes += block
+
+
+def _fail(worker: threading.Thread, exc: BaseException) -> None:
+    """Hand a load thread's failure to the main thread, and free it from the start barrier."""
+    worker.error = exc
+    try:
+        worker.ready.abort()
+    except threading.BrokenBarrierError:
+        pass
 
 
 class _Skimmed:
@@ -130,11 +135,7 @@ class Skimmer(threading.Thread):
             self.ready.wait()
             self._pump(conns, fh, span)
         except BaseException as exc:  # reported by the main thread
-            self.error = exc
-            try:
-                self.ready.abort()
-            except threading.BrokenBarrierError:
-                pass
+            _fail(self, exc)
         finally:
             for c in conns:
                 c.client.close()
