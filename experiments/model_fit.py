@@ -163,8 +163,9 @@ def _truthy(series: pd.Series) -> bool:
 
 def sfs_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | None = None) -> list[Case]:
     """Per suite, block and mode, from that mode's 1-CPU rows: the read's wall time at 1 CPU split
-    as server CPU outside crypto (GIL held; the send syscalls are in it, a small part) against the
-    crypto calls' time (GIL released); the client's cost from its measured CPU use per read."""
+    as server CPU outside the crypto and send calls (GIL held) against the crypto calls' and the
+    send calls' time (both release the GIL; a 64 KiB sendmsg is most of a READ's non-crypto time);
+    the client's cost from its measured CPU use per read."""
     if df is None or "mode" not in df.columns:
         return []
     table = _load_switch_table(switch_table)
@@ -185,6 +186,9 @@ def sfs_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | No
             other, crypto = _median(one, "other_s_per_read"), _median(one, "crypto_s_per_read")
             if other is None or crypto is None:
                 continue
+            send = _median(one, "send_s_per_read")
+            if send is not None:                 # the send calls release the GIL too
+                other, crypto = max(0.0, other - send), crypto + send
             notes = []
             reads1 = _median(one, "mb_per_s") / to_unit
             # Every callback holds the GIL at least to be dispatched; a profile that finds less
