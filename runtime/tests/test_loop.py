@@ -356,3 +356,33 @@ def test_callbacks_bundled_with_cwrap_keep_their_color():
         loop.call_later(0.02, done.set)
         run_until(loop, done)
     assert sorted(seen) == [("default", 0), ("x", "blue")]
+
+
+def test_a_busy_color_runs_a_bounded_streak_then_yields_to_the_others():
+    """One worker, two colors with 40 queued callbacks each: a color runs several in a row (its
+    callbacks stay together), but never more than STREAK + 1 while the other waits, and each
+    color's order is kept."""
+    from runtime.scheduler import STREAK
+
+    ran = []
+    loop = runtime.Loop(workers=1)
+    for i in range(40):
+        loop.call_soon(ran.append, ("a", i), color="a")
+    for i in range(40):
+        loop.call_soon(ran.append, ("b", i), color="b")
+    loop.call_soon(loop.stop, color="b")
+    loop.run()
+    loop.close()
+    assert [i for c, i in ran if c == "a"] == list(range(40))
+    assert [i for c, i in ran if c == "b"] == list(range(40))
+    runs, current, length = [], None, 0
+    for color, _ in ran:
+        if color != current:
+            if current is not None:
+                runs.append((current, length))
+            current, length = color, 0
+        length += 1
+    runs.append((current, length))
+    assert runs[0] == ("a", STREAK + 1) and runs[1] == ("b", STREAK + 1)   # streaks, then a turn
+    assert max(n for _, n in runs) == STREAK + 1
+    assert len(runs) == 6                                 # a, b, a, b, a, b: nobody starves
