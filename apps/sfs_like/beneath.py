@@ -23,9 +23,6 @@ class Beneath:
         self.root = root
         self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def close(self) -> None:
-        os.close(self.root_fd)
-
     def _parts(self, path: str) -> list[str]:
         if path == self.root:
             return []
@@ -39,12 +36,10 @@ class Beneath:
         try:
             for part in parts[:-1]:
                 nxt = os.open(part, _WALK, dir_fd=fd)
-                if fd != self.root_fd:
-                    os.close(fd)
+                self._release(fd)
                 fd = nxt
         except BaseException:
-            if fd != self.root_fd:
-                os.close(fd)
+            self._release(fd)
             raise
         return fd
 
