@@ -6,7 +6,9 @@ to k CPUs with k workers (`experiments.common.cpu_split`). Each trial runs the l
 when none remain, recorded as client_cpus_disjoint=False). Trials are interleaved (within a trial, in a
 shuffled order), so the colors-off 1-CPU baseline and every other configuration are measured side by
 side in one run, and each row's speedup divides by the baseline of the *same trial*. The load generator does not decrypt (see
-loadgen.py) so it costs the server's CPUs little when it must share them.
+loadgen.py) so it costs the server's CPUs little when it must share them, and it runs as a
+SCHED_BATCH task (`loadgen --batch`; column client_sched), so that it does not preempt a server
+worker at every reply either. `--client-sched normal` measures without that.
 
 Also per trial and READ size: the ceiling, i.e. what the suite's seal() (cipher + MAC, the exact
 calls the server makes per reply) reaches alone on k threads pinned to the k server CPUs (k = 1 is
@@ -15,7 +17,7 @@ and, per READ, the server's time inside those GIL-releasing crypto calls and its
 (process CPU time minus crypto time; it includes the send syscalls, also reported alone as
 send_s_per_read).
 
-    python -m apps.sfs_like.bench [--quick]
+    python -m apps.sfs_like.bench [--quick] [--client-sched batch|normal]
 writes artifact/results/sfs_throughput.csv and sfs_crypto_ceiling.csv and prints a summary.
 """
 from __future__ import annotations
@@ -45,6 +47,7 @@ FILE_BYTES = 8 << 20
 CLIENTS = 8
 DEPTH = 4              # READs each client keeps outstanding (read-ahead, as NFS clients do)
 SCHEDULER = "steal"
+CLIENT_SCHED = ("batch", "normal")   # the load generator's scheduling policy (loadgen --batch)
 
 
 class ServerProc:
@@ -79,10 +82,12 @@ class ServerProc:
 class LoadProc:
     """A load generator process for one server, kept up for the whole run (`loadgen --serve`)."""
 
-    def __init__(self, server: ServerProc) -> None:
+    def __init__(self, server: ServerProc, client_sched: str = "batch") -> None:
         cmd = [sys.executable, "-m", "apps.sfs_like.loadgen", server.address, "--suite", server.suite,
                "--clients", str(CLIENTS), "--depth", str(DEPTH), "--no-decrypt", "--serve",
                "--cpus", ",".join(map(str, server.client_cpus))]
+        if client_sched == "batch":
+            cmd.append("--batch")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
 
@@ -143,8 +148,10 @@ def plan(quick: bool) -> dict:
             "duration": 1.3, "ceiling_s": 0.3}
 
 
-def run_benchmark(quick: bool) -> list[dict]:
+def run_benchmark(quick: bool, client_sched: str = "batch") -> list[dict]:
     """Measure everything; return the throughput rows (ceiling rows go to their own CSV too)."""
+    if client_sched not in CLIENT_SCHED:
+        raise ValueError(f"client_sched must be one of {CLIENT_SCHED}, not {client_sched!r}")
     p = plan(quick)
     ks = cpu_counts()
     configs = [(suite, mode, k) for suite in p["blocks"] for k in ks for mode in ("off", "on")]
@@ -163,7 +170,7 @@ def run_benchmark(quick: bool) -> list[dict]:
         loads = {}
         for cfg, srv in servers.items():
             srv.wait_ready()
-            loads[cfg] = LoadProc(srv)
+            loads[cfg] = LoadProc(srv, client_sched)
             stack.callback(loads[cfg].stop)
         steps = p["trials"] * sum(len(p["blocks"][s]) * (1 + 2 * len(ks)) for s in p["blocks"])
         bar = tqdm(total=steps, desc="sfs bench", unit="run")
@@ -195,7 +202,8 @@ def run_benchmark(quick: bool) -> list[dict]:
                         rows.append({
                             "python": python_label(), "suite": suite, "block_kib": kib, "mode": cfg[1],
                             "cpus": cfg[2], "clients": CLIENTS, "client_decrypts": r["client_decrypts"],
-                            "client_cpus_disjoint": srv.disjoint, "trial": trial,
+                            "client_cpus_disjoint": srv.disjoint, "client_sched": r["client_sched"],
+                            "trial": trial,
                             "mb_per_s": r["mb_per_s"], "speedup": r["mb_per_s"] / base,
                             "max_gap_ms": r["max_gap_ms"],
                             "crypto_s_per_read": crypto,
@@ -212,7 +220,7 @@ def run_benchmark(quick: bool) -> list[dict]:
                             "client_cpus": ",".join(map(str, srv.client_cpus)),
                         })
         bar.close()
-    extra = {"file_bytes": FILE_BYTES, "plan": p, "scheduler": SCHEDULER}
+    extra = {"file_bytes": FILE_BYTES, "plan": p, "scheduler": SCHEDULER, "client_sched": client_sched}
     write_results("sfs_throughput", rows, extra=extra)
     write_results("sfs_crypto_ceiling", ceiling_rows, extra=extra)
     return rows
@@ -267,8 +275,10 @@ def goals(rows: list[dict]) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m apps.sfs_like.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the short version (also QUICK=1)")
+    ap.add_argument("--client-sched", choices=CLIENT_SCHED, default="batch",
+                    help="the load generator's scheduling policy (default batch: loadgen --batch)")
     args = ap.parse_args(argv)
-    rows = run_benchmark(args.quick or quick_env())
+    rows = run_benchmark(args.quick or quick_env(), args.client_sched)
     print_table(summarise(rows))
     for line in goals(rows):
         print(line)

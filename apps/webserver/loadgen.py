@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pinning import pinned
+from .pinning import as_batch, pinned
 
 MIX_LUA = Path(__file__).resolve().parent / "wrk" / "mix.lua"
 ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
@@ -56,12 +56,15 @@ def wrk_binary() -> str:
 
 def run_wrk(url: str, paths_file: str | Path, *, threads: int = 2, connections: int = 32,
             duration_s: float = 5.0, cpus: list[int] | None = None,
-            timeout_s: float = 5.0) -> WrkResult:
-    """Run wrk against `url` with the mix of `paths_file`, pinned to `cpus` when given."""
+            timeout_s: float = 5.0, batch: bool = False) -> WrkResult:
+    """Run wrk against `url` with the mix of `paths_file`, pinned to `cpus` when given, and as a
+    SCHED_BATCH task when `batch` (pinning.as_batch: what the benchmark does)."""
     cmd = [wrk_binary(), "-t", str(threads), "-c", str(connections),
            "-d", f"{max(1, round(duration_s))}s", "--timeout", f"{timeout_s:g}s",
            "-s", str(MIX_LUA), url.rstrip("/"), "--", str(paths_file)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if batch:
+        cmd = as_batch(cmd)
     proc = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True,
                           timeout=duration_s + 60)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)      # wrk was waited for: it is counted

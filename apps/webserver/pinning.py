@@ -1,4 +1,4 @@
-"""Running a program on given CPUs only: how the benchmark places servers and wrk."""
+"""Running a program on given CPUs only, or as a batch task: how the benchmark places servers and wrk."""
 from __future__ import annotations
 
 import shutil
@@ -16,3 +16,18 @@ def pinned(cmd: list[str], cpus) -> list[str]:
     if taskset is None:
         raise RuntimeError("taskset (util-linux) is needed to pin servers and wrk to CPUs")
     return [taskset, "--cpu-list", ",".join(map(str, cpus)), *cmd]
+
+
+def as_batch(cmd: list[str]) -> list[str]:
+    """cmd run under Linux's SCHED_BATCH policy (through chrt, for the same reason as taskset).
+
+    A batch task is never woken *into* a CPU ahead of the task running there: when the load
+    generator has to share the server's CPUs (a 2-CPU machine measuring a 2-CPU server), it no
+    longer preempts a server thread each time a reply arrives, but runs when a server thread
+    waits or its time slice ends, and then handles all the replies that came meanwhile. It keeps
+    its full share of CPU time; it only stops cutting the server's callbacks in pieces.
+    """
+    chrt = shutil.which("chrt")
+    if chrt is None:
+        raise RuntimeError("chrt (util-linux) is needed to run the load generator as a batch task")
+    return [chrt, "--batch", "0", *cmd]

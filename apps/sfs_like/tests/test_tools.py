@@ -1,6 +1,7 @@
 """The load generator, the color-diff count and the free-threaded guard do what they claim."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,21 @@ def test_loadgen_reads_and_reports_server_counters(start_server, export):
         assert r["server_colors"] == "on" and r["server_workers"] == 2
         assert r["server_loop_errors"] == 0
     assert "Traceback" not in srv.log()
+
+
+def test_loadgen_cli_runs_as_a_batch_task_when_asked(start_server, export):
+    """The benchmark's load generator must not preempt the server it shares CPUs with: --batch
+    puts the whole process (and the skimming thread it starts) under SCHED_BATCH."""
+    (export / "big").write_bytes(os.urandom(1 << 20))
+    srv = start_server(export, colors="on", workers=2)
+    for flag, sched in ((["--batch"], "batch"), ([], "normal")):
+        out = subprocess.run([sys.executable, "-m", "apps.sfs_like.loadgen", srv.address, "--no-decrypt",
+                              "--clients", "2", "--block", "65536", "--warmup", "0.05",
+                              "--duration", "0.2", *flag],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        r = json.loads(out.stdout.splitlines()[0])
+        assert r["client_sched"] == sched and r["server_reads"] > 0
 
 
 def test_color_policies_differ_only_when_on():

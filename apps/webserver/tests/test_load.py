@@ -44,19 +44,30 @@ def test_colors_off_puts_everything_on_color_zero():
 
 
 @needs_wrk
-@pytest.mark.parametrize("mode", [["--colors", "off"], ["--colors", "on", "--workers", "2"]])
-def test_short_wrk_run_has_no_errors(fileset, mode):
+@pytest.mark.parametrize("mode,batch", [(["--colors", "off"], False),
+                                        (["--colors", "on", "--workers", "2"], True)])
+def test_short_wrk_run_has_no_errors(fileset, mode, batch):
     root, _ = fileset
     server = start_server(root, *mode)
     try:
         result = loadgen.run_wrk(server.url, root / PATHS_FILE, threads=2, connections=16,
-                                 duration_s=1)
+                                 duration_s=1, batch=batch)
         result.require_clean("wrk against colorloop")
         assert result.requests > 100 and result.requests_per_s > 0
         # wrk's own CPU time is counted (it ran about a second on up to 2 CPUs, never idle-free)
         assert 0 < result.cpu_s < 2 * (result.duration_s + 1)
     finally:
         assert server.stop() == 0
+
+
+def test_as_batch_runs_the_command_under_sched_batch():
+    """What run_wrk(batch=True) relies on: the command, and what it starts, are batch tasks."""
+    from apps.webserver.pinning import as_batch
+    probe = "import os; print(os.sched_getscheduler(0) == os.SCHED_BATCH)"
+    out = subprocess.run(as_batch([sys.executable, "-c", probe]), capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "True"
+    plain = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert plain.stdout.strip() == "False"
 
 
 @needs_wrk
