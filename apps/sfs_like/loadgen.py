@@ -56,11 +56,11 @@ class ReaderThread(threading.Thread):
     """One decrypting client: verifies and decrypts every reply (its crypto releases the GIL)."""
 
     def __init__(self, address: str, suite: str, path: str, block: int, depth: int,
-                 ready: threading.Barrier) -> None:
+                 ready: threading.Barrier, failed: threading.Event) -> None:
         super().__init__(daemon=True)
         self.address, self.suite, self.path = address, suite, path
         self.block, self.depth = block, depth
-        self.ready = ready
+        self.ready, self.failed = ready, failed
         self.bytes = 0            # file data received so far (read by the main thread)
         self.replies = 0
         self.max_gap = 0.0        # longest time without a reply on this connection
@@ -100,8 +100,10 @@ class ReaderThread(threading.Thread):
 
 
 def _fail(worker: threading.Thread, exc: BaseException) -> None:
-    """Hand a load thread's failure to the main thread, and free it from the start barrier."""
+    """Hand a load thread's failure to the main thread: free it from the start barrier, and end
+    the measurement it may be waiting out."""
     worker.error = exc
+    worker.failed.set()
     try:
         worker.ready.abort()
     except threading.BrokenBarrierError:
@@ -125,11 +127,11 @@ class Skimmer(threading.Thread):
     requests that replace the replies of one wake-up sealed and sent in one `sendmsg`."""
 
     def __init__(self, address: str, suite: str, path: str, block: int, clients: int, depth: int,
-                 ready: threading.Barrier) -> None:
+                 ready: threading.Barrier, failed: threading.Event) -> None:
         super().__init__(daemon=True)
         self.address, self.suite, self.path = address, suite, path
         self.block, self.clients, self.depth = block, clients, depth
-        self.ready = ready
+        self.ready, self.failed = ready, failed
         self.bytes = 0
         self.replies = 0
         self.max_gap = 0.0        # longest time without any reply (reset by the main thread)
@@ -176,9 +178,13 @@ class Skimmer(threading.Thread):
         busy = len(conns)
         try:
             while busy:
-                events = epoll.poll(30.0)
+                events = epoll.poll(1.0)
                 if not events:
-                    raise ProtocolError("no reply from the server for 30 s")
+                    # SO_RCVLOWAT hides a reply shorter than a READ's (an error reply): look at
+                    # every socket once a second, so a wrong reply is reported, not waited on.
+                    events = [(fd, 0) for fd, c in by_fd.items() if c.outstanding]
+                    if time.perf_counter() - self.last_reply > 30.0:
+                        raise ProtocolError("no reply from the server for 30 s")
                 for fd, _ in events:
                     c = by_fd[fd]
                     done = self._skim(c, view, expected)
@@ -235,12 +241,14 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
              clients: int = 4, depth: int = 2, decrypt: bool = False, warmup: float = 0.5,
              duration: float = 2.0) -> dict:
     """Drive the server and return throughput plus the server's counters over the measured window."""
+    failure = threading.Event()      # set by a load thread that fails
     if decrypt:
         ready = threading.Barrier(clients + 1)
-        threads = [ReaderThread(address, suite, path, block, depth, ready) for _ in range(clients)]
+        threads = [ReaderThread(address, suite, path, block, depth, ready, failure)
+                   for _ in range(clients)]
     else:
         ready = threading.Barrier(2)
-        threads = [Skimmer(address, suite, path, block, clients, depth, ready)]
+        threads = [Skimmer(address, suite, path, block, clients, depth, ready, failure)]
     for t in threads:
         t.start()
     try:
@@ -251,12 +259,13 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
     if failed:
         raise RuntimeError(f"load client failed during set-up: {failed[0]!r}") from failed[0]
     with Client(address, suite) as control:
-        time.sleep(warmup)          # a measurement window, not synchronisation: let caches and queues settle
+        # The windows are measurement time, not synchronisation; a client that fails ends them.
+        failure.wait(warmup)         # let caches and queues settle
         stats0, bytes0, t0 = control.stats(), sum(t.bytes for t in threads), time.perf_counter()
         for t in threads:
             t.max_gap, t.last_reply = 0.0, time.perf_counter()
         cpu0 = os.times()
-        time.sleep(duration)        # the measured window
+        failure.wait(duration)       # the measured window
         stats1, bytes1, t1 = control.stats(), sum(t.bytes for t in threads), time.perf_counter()
         max_gap = max(max(t.max_gap, t1 - t.last_reply) for t in threads)
         cpu1 = os.times()

@@ -5,8 +5,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 from apps.sfs_like import colors
+from apps.sfs_like.client import Client
 from apps.sfs_like.count_color_diff import count
 from apps.sfs_like.loadgen import run_load
 
@@ -39,6 +42,33 @@ def test_loadgen_cli_runs_as_a_batch_task_when_asked(start_server, export):
         assert out.returncode == 0, out.stderr
         r = json.loads(out.stdout.splitlines()[0])
         assert r["client_sched"] == sched and r["server_reads"] > 0
+
+
+def test_skimmer_reports_an_error_reply_at_once(start_server, export):
+    """A skimming client waits for whole READ replies (SO_RCVLOWAT); an error reply is shorter.
+    It must still be seen and reported as such, well before the 30 s no-reply limit."""
+    (export / "big").write_bytes(os.urandom(1 << 20))
+    srv = start_server(export, colors="on", workers=2)
+    outcome = {}
+
+    def load():
+        try:
+            run_load(srv.address, path="big", block=64 * 1024, clients=2, depth=2, decrypt=False,
+                     warmup=0.05, duration=20.0)
+        except RuntimeError as exc:
+            outcome["error"] = exc
+        outcome["at"] = time.monotonic()
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    with Client(srv.address, "sfs2003") as probe:
+        while probe.stats()["reads"] < 20:          # the skimmer is reading: now take its file away
+            assert worker.is_alive()
+        (export / "big").unlink()
+    removed = time.monotonic()
+    worker.join(timeout=60)
+    assert "READ reply frame of" in str(outcome["error"])
+    assert outcome["at"] - removed < 10
 
 
 def test_color_policies_differ_only_when_on():
