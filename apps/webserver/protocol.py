@@ -45,9 +45,10 @@ class SendFile:
 class _Reject(Exception):
     """Raised inside a parser callback to stop parsing and reply with `code`, then close."""
 
-    def __init__(self, code: int):
+    def __init__(self, code: int, extra: bytes = b""):
         super().__init__(code)
         self.code = code
+        self.extra = extra              # more header lines for the reply (405's Allow)
 
 
 class _Stop(Exception):
@@ -79,6 +80,8 @@ class HttpSession:
         self._has_host = False
         self._if_none_match = None
         self._if_modified_since = None
+        self._expect = None
+        self._body_announced = False
         self._body_bytes = 0
         self._method = b""
         self._version = ""
@@ -98,7 +101,7 @@ class HttpSession:
             if isinstance(cause, _Stop):
                 return
             if isinstance(cause, _Reject):
-                return self._fail(cause.code)
+                return self._fail(cause.code, cause.extra)
             self._fail(500)                  # our bug, not the client's: say so, then report it
             raise cause from None
         except httptools.HttpParserUpgrade:
@@ -134,8 +137,8 @@ class HttpSession:
         elif not self._url_parts and self._head_bytes > self.limits.max_request_line:
             self._fail(414)
 
-    def _fail(self, code: int) -> None:
-        self.out.append(responses.error_reply(code, keep_alive=False))
+    def _fail(self, code: int, extra: bytes = b"") -> None:
+        self.out.append(responses.error_reply(code, keep_alive=False, extra=extra))
         self.closing = True
         self.in_request = False
 
@@ -165,9 +168,15 @@ class HttpSession:
             self._if_none_match = value
         elif lower == b"if-modified-since":
             self._if_modified_since = value
+        elif lower == b"expect":
+            self._expect = value.strip().lower()
         elif lower == b"content-length":
-            if value.strip().isdigit() and int(value) > self.limits.max_body:
-                raise _Reject(413)
+            if value.strip().isdigit():
+                if int(value) > self.limits.max_body:
+                    raise _Reject(413)
+                self._body_announced = int(value) > 0
+        elif lower == b"transfer-encoding":
+            self._body_announced = True
 
     def on_headers_complete(self):
         self._in_head = False
@@ -175,6 +184,18 @@ class HttpSession:
         self._method = parser.get_method()
         self._version = parser.get_http_version()
         self._keep_alive = parser.should_keep_alive()
+        if self._expect is not None:
+            self._answer_expect()
+
+    def _answer_expect(self):
+        """A client that sent `Expect: 100-continue` (curl does, for large bodies) holds its body
+        back until we answer: say now whether to send it, instead of both sides waiting."""
+        if self._expect != b"100-continue":
+            raise _Reject(417)
+        if self._method not in (b"GET", b"HEAD"):
+            raise _Reject(405, ALLOW)       # a body we would only discard: not worth receiving
+        if self._version == "1.1" and self._body_announced:
+            self.out.append(responses.CONTINUE)
 
     def on_body(self, body: bytes):
         self._body_bytes += len(body)

@@ -135,6 +135,27 @@ def test_fatal_errors_reply_then_close(cache, raw, code):
     assert replies[0][2].startswith(str(code).encode())
 
 
+def test_expect_100_continue_is_answered_before_the_body(cache):
+    """curl sends `Expect: 100-continue` and holds a large body back until it hears from us."""
+    session = HttpSession(cache)
+    session.feed(b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    replies = parse(session.out)            # answered now, without the 50000 bytes
+    assert [r[0] for r in replies] == [405] and replies[0][1]["allow"] == "GET, HEAD"
+    assert session.closing
+    session = HttpSession(cache)
+    session.feed(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                 b"Expect: 100-Continue\r\n\r\n")
+    assert session.out == [responses.CONTINUE]
+    session.feed(b"abc")
+    assert [r[0] for r in parse(session.out)] == [100, 200] and not session.closing
+    _, replies = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")
+    assert [r[0] for r in replies] == [200]       # nothing held back: no interim reply
+    session, replies = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n"
+                                  b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in replies] == [417] and session.closing
+
+
 def test_chunked_body_over_the_limit_is_413(cache):
     session = HttpSession(cache, Limits(max_body=100))
     session.feed(b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
