@@ -62,9 +62,9 @@ def run_wrk(url: str, paths_file: str | Path, *, threads: int = 2, connections: 
     cmd = [wrk_binary(), "-t", str(threads), "-c", str(connections),
            "-d", f"{max(1, round(duration_s))}s", "--timeout", f"{timeout_s:g}s",
            "-s", str(MIX_LUA), url.rstrip("/"), "--", str(paths_file)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     if batch:
         cmd = as_batch(cmd)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True,
                           timeout=duration_s + 60)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)      # wrk was waited for: it is counted
