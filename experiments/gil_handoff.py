@@ -1,17 +1,20 @@
-"""Model input: what it costs to hand the GIL to a thread on another CPU.
+"""Model input: what waking a thread on another CPU costs, and the GIL hand-offs it prices.
 
 Threads that alternate short interpreter work with GIL-releasing calls (a colored server's
-workers) pass the GIL back and forth at every call; each pass wakes a thread on another core,
-whose caches are cold. A lock that cost nothing to pass would give 2 threads up to
-min(2 / (h + f), 1 / h) iterations per second; what they really reach tells the pass's cost.
+workers) pass the GIL back and forth; a thread that finds the GIL held sleeps, and the thread that
+releases it must wake it on its CPU. Idle colorloop workers sleep the same way until a callback is
+queued for them. On this VM both are dear: the sleeping vCPU is halted (the guest does no halt
+polling), so each wake-up goes through the hypervisor.
 
-We measure, on pinned threads: h (a pure-Python loop alone), f (sha256 over 16 KiB alone, GIL
-released), one thread doing both, and two threads doing both on two CPUs. The switch cost is the
-value that makes the discrete-event model (experiments.model, with one global lock) reproduce the
-two-thread rate, found by bisection per trial. It is not a constant: it grows with the time the
-waiting thread's CPU sat idle (deeper idle states, and on a virtual machine a halted vCPU to wake),
-so it is measured at three lengths of interpreter work and interpolated by `switch_cost(held_s)`
-for each application, unchanged by anything measured on the applications.
+So we measure the wake-up itself, with nothing fitted: two threads pinned to two CPUs, one blocked
+on a lock, the other releasing it after spinning a while (5 µs to 2 ms: how long the sleeper's CPU
+has been idle changes the price, as a vCPU idle for long is woken through the host scheduler). `wake_signal_s` is how long the release
+call takes the waker; `wake_latency_s` is how long after the release the sleeper runs. The model
+(experiments.model.Gil and its idle workers) charges exactly these two.
+
+Then, as a check of that GIL model, two threads each looping interpreter work (h) and a
+GIL-releasing sha256 (f), at three lengths of h, one thread against two: model_validation models
+these rates from h, f and the two wake-up costs alone, beside the applications' points.
 
     python -m experiments.gil_handoff          (make fig-gil; writes artifact/results/gil_handoff.csv)
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import statistics
 import threading
 import time
 
@@ -72,25 +76,49 @@ def rate(work, threads: int, cpus: list[int], seconds: float) -> float:
     return sum(counts) / (time.perf_counter() - t0)
 
 
-def fit_switch_cost(held_s: float, free_s: float, rate2: float) -> float:
-    """The GIL switch cost with which the model's 2-thread rate equals the measured one."""
-    from experiments.model import Config, conn_stages, simulate
+SLEEPS_US = (5, 50, 100, 200, 500, 2000)     # how long the sleeper sleeps before it is woken
 
-    def modelled(s: float) -> float:
-        cfg = Config(stages=conn_stages(held_s, free_s), cpus=2, clients=2, client_cpus=2,
-                     gil_switch_s=s, requests=1500, warmup=150)
-        return simulate(cfg).throughput
 
-    lo, hi = 0.0, 20 * (held_s + free_s)
-    if modelled(lo) <= rate2:
-        return 0.0
-    for _ in range(18):
-        mid = (lo + hi) / 2
-        if modelled(mid) > rate2:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+LATENCY_QUANTILES = (5, 25, 50, 75, 95)      # percent: the spread the model draws wake-ups from
+
+
+def wake_costs_once(sleep_us: float, rounds: int, cpus: list[int]) -> tuple[float, list[float]]:
+    """Median waker's cost and the wake latency's quantiles (LATENCY_QUANTILES) of `rounds` lock
+    hand-offs from cpus[0] to cpus[1]."""
+    wake, back = threading.Lock(), threading.Lock()
+    wake.acquire()
+    back.acquire()
+    released_at = [0.0]
+    latencies: list[float] = []
+    signals: list[float] = []
+
+    def sleeper() -> None:
+        os.sched_setaffinity(0, {cpus[1]})
+        for _ in range(rounds):
+            wake.acquire()                       # asleep until the waker releases it
+            latencies.append(time.perf_counter() - released_at[0])
+            back.release()
+
+    def waker() -> None:
+        os.sched_setaffinity(0, {cpus[0]})
+        spin = sleep_us * 1e-6
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < spin:   # the sleeper's CPU idles meanwhile
+                pass
+            released_at[0] = t1 = time.perf_counter()
+            wake.release()
+            signals.append(time.perf_counter() - t1)
+            back.acquire()                       # the sleeper has run: next round
+
+    threads = [threading.Thread(target=sleeper), threading.Thread(target=waker)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    latencies.sort()
+    quantiles = [latencies[round(q / 100 * (len(latencies) - 1))] for q in LATENCY_QUANTILES]
+    return statistics.median(signals), quantiles
 
 
 def measure(reuse: bool = False) -> None:
@@ -104,53 +132,65 @@ def measure(reuse: bool = False) -> None:
         raise SystemExit("the GIL hand-off needs 2 CPUs; this process may use only " + str(cpus))
     trials = 5 if common.quick() else 9          # a noisy neighbour inflates single trials: take medians
     seconds = 0.15 if common.quick() else 0.3
+    rounds = 100 if common.quick() else 300
     for work in (_held, _free, _both):          # warm-up
         rate(work, 1, cpus, 0.05)
     rows = []
-    steps = [(spin, trial) for trial in range(trials) for spin in SPINS]
-    for spin, trial in tqdm(steps, desc="GIL hand-off", unit="run"):
-        _spin[0] = spin
-        h = 1.0 / rate(_held, 1, cpus[:1], seconds)
-        f = 1.0 / rate(_free, 1, cpus[:1], seconds)
-        r1 = rate(_both, 1, cpus[:1], seconds)
-        r2 = rate(_both, 2, cpus[:2], seconds)
-        # scale h and f so that one thread's rate is reproduced exactly; their ratio is measured
-        scale = (1.0 / r1) / (h + f)
-        held, free = h * scale, f * scale
-        rows.append({"python": common.python_label(), "spin": spin, "trial": trial,
-                     "held_s": held, "free_s": free,
-                     "rate_1_thread": r1, "rate_2_threads": r2, "ratio": r2 / r1,
-                     "switch_s": fit_switch_cost(held, free, r2)})
+    steps = [(kind, x, trial) for trial in range(trials)
+             for kind, xs in (("wakeup", SLEEPS_US), ("handoff", SPINS)) for x in xs]
+    for kind, x, trial in tqdm(steps, desc="wake-ups and GIL hand-offs", unit="run"):
+        row = {"python": common.python_label(), "kind": kind, "trial": trial}
+        if kind == "wakeup":
+            signal, latency = wake_costs_once(x, rounds, cpus[:2])
+            row.update({"sleep_us": x, "wake_signal_s": signal})
+            row.update({f"wake_latency_p{q:02d}_s": v for q, v in zip(LATENCY_QUANTILES, latency)})
+        else:
+            _spin[0] = x
+            h = 1.0 / rate(_held, 1, cpus[:1], seconds)
+            f = 1.0 / rate(_free, 1, cpus[:1], seconds)
+            r1 = rate(_both, 1, cpus[:1], seconds)
+            r2 = rate(_both, 2, cpus[:2], seconds)
+            # scale h and f so that one thread's rate is reproduced exactly; their ratio is measured
+            scale = (1.0 / r1) / (h + f)
+            row.update({"spin": x, "held_s": h * scale, "free_s": f * scale,
+                        "rate_1_thread": r1, "rate_2_threads": r2, "ratio": r2 / r1})
+        rows.append(row)
     common.write_results(NAME, rows)
-    for held, s in switch_table():
-        print(f"GIL switch cost after {held * 1e6:5.1f} µs of interpreter work: {s * 1e6:5.1f} µs")
+    for slept, signal, latency in wake_costs():
+        print(f"cross-CPU wake-up after {slept * 1e6:6.0f} µs asleep: {signal * 1e6:5.1f} µs of the "
+              f"waker's time, {latency[2] * 1e6:5.1f} µs until the sleeper runs "
+              f"(5-95%: {latency[0] * 1e6:.1f}-{latency[-1] * 1e6:.1f})")
 
 
-def switch_table(results=None) -> list[tuple[float, float]]:
-    """(median held_s, median switch_s) per length of interpreter work, shortest first."""
+def wake_costs(results=None) -> tuple:
+    """((slept_s, waker's cost s, (latency quantiles s, ...)), ...) per measured sleep length,
+    medians over the trials; () if unmeasured."""
     from experiments import figlib
 
     df = figlib.read_csv(NAME, results)
-    if df is None or not {"spin", "held_s", "switch_s"} <= set(df.columns):
+    columns = ["wake_signal_s"] + [f"wake_latency_p{q:02d}_s" for q in LATENCY_QUANTILES]
+    if df is None or not {"sleep_us", *columns} <= set(df.columns):
+        return ()
+    med = df.dropna(subset=["sleep_us", *columns]).groupby("sleep_us")[columns].median().sort_index()
+    return tuple((float(us) * 1e-6, float(r[columns[0]]), tuple(float(r[c]) for c in columns[1:]))
+                 for us, r in med.iterrows())
+
+
+def handoff_points(results=None) -> list[dict]:
+    """Per length of interpreter work: median held_s, free_s, and the measured 1- and 2-thread rates."""
+    from experiments import figlib
+
+    df = figlib.read_csv(NAME, results)
+    if df is None or "rate_2_threads" not in df.columns:
         return []
-    med = df.groupby("spin")[["held_s", "switch_s"]].median().sort_values("held_s")
-    return [(float(h), float(s)) for h, s in zip(med["held_s"], med["switch_s"])]
-
-
-def switch_cost(held_s: float, table: list[tuple[float, float]]) -> float:
-    """The switch cost for callbacks holding the GIL for held_s: interpolated on log(held_s)
-    between the measured points, and the nearest measured value outside them; 0 if unmeasured."""
-    import math
-
-    if not table or held_s <= 0:
-        return 0.0
-    if held_s <= table[0][0]:
-        return table[0][1]
-    for (h0, s0), (h1, s1) in zip(table, table[1:]):
-        if held_s <= h1:
-            t = (math.log(held_s) - math.log(h0)) / (math.log(h1) - math.log(h0))
-            return s0 + t * (s1 - s0)
-    return table[-1][1]
+    df = df.dropna(subset=["rate_2_threads"])
+    out = []
+    for (python, spin), sub in df.groupby(["python", "spin"]):
+        out.append({"python": str(python), "spin": int(spin),
+                    "held_s": float(sub["held_s"].median()), "free_s": float(sub["free_s"].median()),
+                    "rates": {1: sub["rate_1_thread"].astype(float).tolist(),
+                              2: sub["rate_2_threads"].astype(float).tolist()}})
+    return out
 
 
 def main(argv=None) -> None:

@@ -18,6 +18,7 @@ identical callbacks do not march in lockstep).
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -90,18 +91,71 @@ class _Acquire:
             self.resource.waiters.append(resume)
 
 
+class WakeCosts:
+    """What waking a sleeping thread on another CPU costs: the waker's time (`signal`) and the time
+    until the sleeper runs (`latency`), both as measured functions of how long the sleeper has
+    slept (a vCPU idle for long is woken through the hypervisor, dearer than one just idled).
+
+    `points` are (slept_s, signal_s, latency) with latency either seconds or the measured
+    quantiles (5, 25, 50, 75, 95 %) of its spread, from which each wake-up draws its own value:
+    whether a woken thread arrives before the GIL is taken again is a race, and its odds depend on
+    that spread. Between measured sleep lengths the nearer one is used; none: wake-ups are free."""
+
+    QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+    def __init__(self, points=(), rng: random.Random | None = None) -> None:
+        self.points = sorted(points, key=lambda p: p[0])
+        self.rng = rng or random.Random(0)
+
+    def __bool__(self) -> bool:
+        return bool(self.points)
+
+    def _nearest(self, slept: float):
+        return min(self.points, key=lambda p: abs(math.log(max(slept, 1e-9) / p[0])))
+
+    def signal(self, slept: float) -> float:
+        return self._nearest(slept)[1] if self.points else 0.0
+
+    def latency(self, slept: float) -> float:
+        if not self.points:
+            return 0.0
+        spread = self._nearest(slept)[2]
+        if isinstance(spread, (int, float)):
+            return float(spread)
+        u = self.rng.uniform(self.QUANTILES[0], self.QUANTILES[-1])
+        for (q0, v0), (q1, v1) in zip(zip(self.QUANTILES, spread), zip(self.QUANTILES[1:], spread[1:])):
+            if u <= q1:
+                return v0 + (u - q0) / (q1 - q0) * (v1 - v0)
+        return float(spread[-1])
+
+
 class Store:
-    """An unbounded FIFO queue whose `get` blocks the process until an item is there."""
+    """An unbounded FIFO queue whose `get` blocks the process until an item is there.
 
-    def __init__(self, sim: Sim) -> None:
+    A process that had to wait is asleep. A `put` wakes the longest sleeper, which runs after the
+    wake-up latency and takes the oldest item if one is left; if another process took it
+    meanwhile (as an idle colorloop worker may find its work stolen), it sleeps again."""
+
+    def __init__(self, sim: Sim, wake: WakeCosts | None = None) -> None:
         self.sim, self.items, self.getters = sim, deque(), deque()
+        self.wake = wake or WakeCosts()
 
-    def put(self, item) -> None:
-        if self.getters:
-            resume = self.getters.popleft()
-            self.sim.at(0.0, lambda: resume(item))
+    def put(self, item, wake: bool = True) -> float:
+        """Queue `item`; if that wakes a sleeping getter, the waker's cost of it, else 0.
+        `wake=False` queues it for whoever asks next (a worker putting back its own color)."""
+        self.items.append(item)
+        if not (wake and self.getters):
+            return 0.0
+        resume, since = self.getters.popleft()
+        slept = self.sim.now - since
+        self.sim.at(self.wake.latency(slept), lambda: self._take_or_sleep(resume))
+        return self.wake.signal(slept)
+
+    def _take_or_sleep(self, resume) -> None:
+        if self.items:
+            resume(self.items.popleft())
         else:
-            self.items.append(item)
+            self.getters.append((resume, self.sim.now))
 
     def get(self) -> "_Get":
         return _Get(self)
@@ -116,7 +170,74 @@ class _Get:
             item = self.store.items.popleft()
             sim.at(0.0, lambda: resume(item))
         else:
-            self.store.getters.append(resume)
+            self.store.getters.append((resume, sim.now))
+
+
+class Gil:
+    """CPython 3.11's GIL as a machine with costly cross-CPU wake-ups runs it.
+
+    A thread that finds the GIL free takes it at once, even ahead of a thread already woken for
+    it; a thread that finds it held goes to sleep on its condition variable. Releasing it while a
+    thread sleeps means waking that thread: the releaser pays the waker's cost while it holds the
+    GIL's mutex, and the sleeper runs after the wake-up latency, to find the GIL free, or taken
+    again and sleep once more. A thread that comes for the GIL during that signal blocks on the
+    mutex, so the releaser must wake it too once the signal is done (no longer holding the GIL).
+    Both costs are measured (experiments.gil_handoff)."""
+
+    def __init__(self, sim: Sim, wake: WakeCosts | None = None) -> None:
+        self.sim, self.wake = sim, wake or WakeCosts()
+        self.locked = False
+        self.signalling = False
+        self.sleepers: deque = deque()          # (resume, asleep since) on the condition variable
+        self.mutex_sleepers: deque = deque()    # blocked on the mutex during a signal
+
+    def acquire(self) -> "_TakeGil":
+        return _TakeGil(self)
+
+    def signal_cost(self) -> float:
+        """What releasing now would cost the releaser: waking the longest sleeper, if any."""
+        return self.wake.signal(self.sim.now - self.sleepers[0][1]) if self.sleepers else 0.0
+
+    def start_signal(self) -> None:
+        self.signalling = True
+
+    def release(self) -> float:
+        """Unlock and wake one sleeper, if any; returns what waking the threads blocked on the
+        mutex meanwhile still costs the releaser."""
+        self.locked = self.signalling = False
+        if self.sleepers:
+            woken, since = self.sleepers.popleft()
+            self.sim.at(self.wake.latency(self.sim.now - since), lambda w=woken: self._take_or_sleep(w))
+        cost = 0.0
+        while self.mutex_sleepers:
+            woken, since = self.mutex_sleepers.popleft()
+            slept = self.sim.now - since
+            cost += self.wake.signal(slept)
+            self.sim.at(cost + self.wake.latency(slept), lambda w=woken: self._take_or_sleep(w))
+        return cost
+
+    def _take_or_sleep(self, resume) -> None:
+        if self.signalling:
+            self.mutex_sleepers.append((resume, self.sim.now))
+        elif self.locked:
+            self.sleepers.append((resume, self.sim.now))
+        else:
+            self.locked = True
+            resume()
+
+
+class _TakeGil:
+    def __init__(self, gil: Gil) -> None:
+        self.gil = gil
+
+    def start(self, sim: Sim, resume) -> None:
+        if self.gil.signalling:
+            self.gil.mutex_sleepers.append((resume, sim.now))
+        elif self.gil.locked:
+            self.gil.sleepers.append((resume, sim.now))
+        else:
+            self.gil.locked = True
+            sim.at(0.0, resume)
 
 
 class _NoLock:
@@ -125,12 +246,20 @@ class _NoLock:
     def acquire(self):
         return Timeout(0.0)
 
-    def release(self) -> None:
+    def signal_cost(self) -> float:
+        return 0.0
+
+    def start_signal(self) -> None:
         pass
+
+    def release(self) -> float:
+        return 0.0
 
 
 # --------------------------------------------------------------------------------------------
 # The colored server.
+
+STREAK = 16         # callbacks of one color a worker runs in a row (runtime.scheduler.STREAK)
 
 
 @dataclass(frozen=True)
@@ -157,7 +286,7 @@ class Config:
     scheduler: str = "hash"            # "hash": color -> one worker's queue; "steal": any idle worker
     requests: int = 3000               # replies to count after warm-up
     warmup: int = 300
-    gil_switch_s: float = 0.0          # extra GIL-held time when the GIL passes to another thread
+    wake_costs: tuple = ()             # (slept_s, waker's cost s, latency s) of cross-CPU wake-ups
     jitter: float = 0.2                # durations are uniform in [1-jitter, 1+jitter] x nominal
     seed: int = 1
 
@@ -189,7 +318,10 @@ def simulate(cfg: Config) -> Result:
         return nominal * rng.uniform(1.0 - cfg.jitter, 1.0 + cfg.jitter)
 
     workers = cfg.workers or cfg.cpus
-    servers = [_Server(sim, cpu, cfg.gil, workers, cfg.scheduler, jittered, busy, cfg.gil_switch_s)
+    # On one CPU every wake-up is local, and what it costs is inside the measured 1-CPU service
+    # time; with more, a sleeping thread is woken across CPUs, at the measured cost.
+    wake = WakeCosts(cfg.wake_costs if cfg.cpus > 1 else (), rng)
+    servers = [_Server(sim, cpu, cfg.gil, workers, cfg.scheduler, jittered, busy, wake)
                for _ in range(max(1, cfg.processes))]
 
     done = {"n": 0, "t0": None}
@@ -232,20 +364,19 @@ def simulate(cfg: Config) -> Result:
 class _Server:
     """One server process: `workers` threads, colors placed by hash or taken by idle workers."""
 
-    def __init__(self, sim, cpu, gil, workers, scheduler, jittered, busy, gil_switch_s=0.0) -> None:
+    def __init__(self, sim, cpu, gil, workers, scheduler, jittered, busy,
+                 wake: WakeCosts | None = None) -> None:
         self.sim, self.cpu, self.jittered, self.busy = sim, cpu, jittered, busy
-        self.gil = Resource(sim, 1) if gil else _NoLock()
-        # Handing the GIL to a thread that waits for it costs a wake-up on another core and cold
-        # caches: measured by experiments.gil_handoff, charged while the GIL is held.
-        self.gil_switch_s = gil_switch_s if gil else 0.0
-        self.last_holder = None
+        # Waking an idle worker (colorloop releases the lock it sleeps on) costs the waker the
+        # same as a GIL hand-off, with the GIL held; the worker runs after the same latency.
+        self.gil = Gil(sim, wake) if gil else _NoLock()
         self.scheduler = scheduler
         self.workers = workers
         self.color_ids: dict = {}
         if scheduler == "hash":
-            self.queues = [Store(sim) for _ in range(workers)]
+            self.queues = [Store(sim, wake) for _ in range(workers)]
         else:
-            self.runnable = Store(sim)
+            self.runnable = Store(sim, wake)
             self.pending: dict = {}      # color -> deque of callbacks not yet started
             self.active: set = set()     # colors queued in `runnable` or running
         for wid in range(workers):
@@ -257,56 +388,71 @@ class _Server:
     def _color(self, cb: "_Callback"):
         return 0 if cb.stage.color == "serial" else ("conn", cb.cid)
 
-    def _enqueue(self, cb: "_Callback") -> None:
+    def _enqueue(self, cb: "_Callback") -> float:
+        """Queue `cb` by its color; what waking a sleeping worker for it costs (0: none asleep)."""
         color = self._color(cb)
         if self.scheduler == "hash":
             # Colors are numbered in order of first use, so connections spread evenly over workers
             # and the serial color lands on worker 0, as a good hash would place them.
             index = self.color_ids.setdefault(color, len(self.color_ids))
-            self.queues[index % self.workers].put(cb)
-            return
+            return self.queues[index % self.workers].put(cb)
         self.pending.setdefault(color, deque()).append(cb)
         if color not in self.active:
             self.active.add(color)
-            self.runnable.put(color)
+            return self.runnable.put(color)
+        return 0.0
 
     def _worker(self, wid: int) -> Iterator:
+        color, streak = None, 0
         while True:
             if self.scheduler == "hash":
                 cb = yield self.queues[wid].get()
                 color = None
-            else:
-                color = yield self.runnable.get()
-                cb = self.pending[color].popleft()
-            yield from self._run(cb, wid)
+            elif color is None or not self.pending[color] or streak >= STREAK:
+                if color is not None and self.pending[color]:
+                    self.runnable.put(color, wake=False)  # its streak is over: others' turn
+                color, streak = (yield self.runnable.get()), 0
+            # a color with more work stays on its worker for up to STREAK callbacks, as in
+            # colorloop's scheduler: no wake-up, no hand-off
             if color is not None:
-                if self.pending[color]:
-                    self.runnable.put(color)
-                else:
-                    self.active.discard(color)
+                cb = self.pending[color].popleft()
+                streak += 1
+            yield from self._run(cb)
+            signal = 0.0
+            if color is not None and not self.pending[color]:
+                self.active.discard(color)
+                color = None
             nxt = cb.index + 1
             if nxt < len(cb.stages):
-                self._enqueue(_Callback(cb.cid, cb.stages, nxt, cb.reply))
+                signal = self._enqueue(_Callback(cb.cid, cb.stages, nxt, cb.reply))
             else:
                 cb.reply.put(True)
+            if signal > 0:
+                yield from self._hold_gil(signal)
 
-    def _run(self, cb: "_Callback", wid: int) -> Iterator:
+    def _hold_gil(self, seconds: float) -> Iterator:
+        """GIL-held work of `seconds` on a CPU; waking the next GIL sleeper is charged at release."""
+        yield self.gil.acquire()
+        yield self.cpu.acquire()
+        d = seconds
+        yield Timeout(d)
+        signal = self.gil.signal_cost()
+        if signal > 0:
+            self.gil.start_signal()
+            yield Timeout(signal)
+            d += signal
+        self.busy["gil"] += d
+        blocked = self.gil.release()
+        if blocked > 0:
+            yield Timeout(blocked)
+            d += blocked
+        self.cpu.release()
+        self.busy["cpu"] += d
+
+    def _run(self, cb: "_Callback") -> Iterator:
         stage = cb.stage
         if stage.held_s > 0:
-            # Only a contended hand-off costs a wake-up: a thread that finds the GIL free takes it
-            # (with colors off, the default color may move between workers at no such cost).
-            contended = isinstance(self.gil, Resource) and self.gil.free == 0
-            yield self.gil.acquire()
-            yield self.cpu.acquire()
-            d = self.jittered(stage.held_s)
-            if contended and self.last_holder is not None and self.last_holder != wid:
-                d += self.gil_switch_s
-            self.last_holder = wid
-            yield Timeout(d)
-            self.cpu.release()
-            self.gil.release()
-            self.busy["gil"] += d
-            self.busy["cpu"] += d
+            yield from self._hold_gil(self.jittered(stage.held_s))
         if stage.free_s > 0:
             yield self.cpu.acquire()
             d = self.jittered(stage.free_s)

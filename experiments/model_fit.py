@@ -7,7 +7,8 @@ Every parameter is measured, at one CPU, per application and configuration (mode
   held_s   the share of it that holds the GIL, in the proportion measured by the profiles
            (server CPU outside crypto / outside socket calls / outside the GIL-releasing call)
   free_s   the rest (cipher+MAC, hash, socket calls): runs in parallel
-  switch   what passing the GIL to another thread costs (experiments.gil_handoff, measured apart)
+  wake     what waking a thread on another CPU costs the waker, and how long until it runs
+           (experiments.gil_handoff, measured apart): the GIL's hand-offs and idle workers' wake-ups
   client_s the load generator's CPU per reply, done by `client_threads` threads (SFS: one
            skimming thread; web: wrk's threads); each validated point gets the value measured at
            that point, since sharing the server's CPUs makes it dearer (context switches)
@@ -44,7 +45,7 @@ class Case:
     client_s: float = 0.0
     depth: int = 1                # requests in flight per connection
     client_threads: int = 0       # load-generator threads (0: one per connection)
-    gil_switch_s: float = 0.0     # cost of passing the GIL to another thread (gil_handoff)
+    wake_costs: tuple = ()        # cross-CPU wake-ups: (slept_s, waker's s, latency s) (gil_handoff)
     dispatch_s: float = 0.0       # GIL-held time of dispatching one callback (runtime_dispatch)
     scheduler: str = "hash"       # the placement the measured server used
     unit: str = "replies/s"
@@ -85,7 +86,7 @@ class Case:
     def modelled(self, cpus: int, client_cpus: int, clients: int | None = None,
                  client_threads: int | None = None) -> float:
         cfg = replace(self.config_for(cpus, client_cpus, clients), depth=self.depth,
-                      scheduler=self.scheduler, gil_switch_s=self.gil_switch_s if self.gil else 0.0,
+                      scheduler=self.scheduler, wake_costs=self.wake_costs,
                       client_threads=self.client_threads if client_threads is None else client_threads)
         return simulate(cfg).throughput * self.to_unit
 
@@ -132,18 +133,17 @@ def split_service(rate1: float, held_cpu: float, free_cpu: float) -> tuple[float
     return service * share, service * (1.0 - share)
 
 
-def _switch(held_s: float, table) -> float:
-    from experiments import gil_handoff
+def _wake(table) -> dict:
+    """The measured cross-CPU wake-up costs, as Case fields."""
+    return {"wake_costs": tuple(table or ())}
 
-    return gil_handoff.switch_cost(held_s, table)
 
-
-def _load_switch_table(table):
+def _load_wake_costs(table):
     if table is not None:
         return table
     from experiments import gil_handoff
 
-    return gil_handoff.switch_table()
+    return gil_handoff.wake_costs()
 
 
 def dispatch_cost(df: pd.DataFrame | None) -> float:
@@ -161,14 +161,14 @@ def _truthy(series: pd.Series) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def sfs_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | None = None) -> list[Case]:
+def sfs_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None = None) -> list[Case]:
     """Per suite, block and mode, from that mode's 1-CPU rows: the read's wall time at 1 CPU split
     as server CPU outside the crypto and send calls (GIL held) against the crypto calls' and the
     send calls' time (both release the GIL; a 64 KiB sendmsg is most of a READ's non-crypto time);
     the client's cost from its measured CPU use per read."""
     if df is None or "mode" not in df.columns:
         return []
-    table = _load_switch_table(switch_table)
+    table = _load_wake_costs(wake_costs)
     if dispatch_s is None:
         from experiments import figlib
         dispatch_s = dispatch_cost(figlib.read_csv("runtime_dispatch"))
@@ -213,7 +213,7 @@ def sfs_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | No
                 # run a thread each
                 client_threads=max(1, clients) if decrypts else 1,
                 scheduler=scheduler if scheduler in ("hash", "steal") else "hash",
-                gil_switch_s=_switch(held, table), dispatch_s=dispatch_s,
+                **_wake(table), dispatch_s=dispatch_s,
                 unit="MB/s", to_unit=to_unit, baseline=base,
                 group=f"{suite} {int(block)}KiB",
                 measured=_measured_points(msub, "mb_per_s",
@@ -244,11 +244,11 @@ def normalise_web_modes(df: pd.DataFrame | None) -> pd.DataFrame | None:
     return df
 
 
-def web_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | None = None) -> list[Case]:
+def web_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None = None) -> list[Case]:
     """The colorloop server's three modes; the peers (nginx, Apache, aiohttp) are not modelled."""
     if df is None or "server" not in df.columns:
         return []
-    table = _load_switch_table(switch_table)
+    table = _load_wake_costs(wake_costs)
     if dispatch_s is None:
         from experiments import figlib
         dispatch_s = dispatch_cost(figlib.read_csv("runtime_dispatch"))
@@ -281,7 +281,7 @@ def web_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float | No
             cases.append(Case(
                 app="web", python=str(python), config=f"colorloop {mode}", mode=mode,
                 held_s=held, free_s=free, clients=max(1, connections), client_s=client_s,
-                client_threads=wrk_threads, gil_switch_s=_switch(held, table), dispatch_s=dispatch_s,
+                client_threads=wrk_threads, **_wake(table), dispatch_s=dispatch_s,
                 unit="requests/s", baseline="colorloop colors_off", group="colorloop",
                 measured=_measured_points(msub, "requests_per_s",
                                           client_s=lambda rows: _median(rows, "client_cpu_s_per_request")),
@@ -300,12 +300,12 @@ def _client_cost_from_ncopy(sub: pd.DataFrame, server_s: float) -> tuple[float, 
     return max(0.0, top["cpus"] / top["median"] - server_s), {top["cpus"]}
 
 
-def runtime_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float = 0.0) -> list[Case]:
+def runtime_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float = 0.0) -> list[Case]:
     """Per workload and colors: 1 / ops-per-s at 1 worker, split by the GIL-releasing call's
     measured time; the GIL-held part is at least one callback's dispatch (runtime_dispatch)."""
     if df is None or "workload" not in df.columns:
         return []
-    table = _load_switch_table(switch_table)
+    table = _load_wake_costs(wake_costs)
     cases = []
     for (python, workload), sub in df.groupby(["python", "workload"]):
         for colors, csub in sub.groupby("colors"):
@@ -321,9 +321,28 @@ def runtime_cases(df: pd.DataFrame | None, switch_table=None, dispatch_s: float 
             mode = "distinct" if colors == "distinct" else "single"
             cases.append(Case(
                 app="runtime", python=str(python), config=f"{workload} {colors} colors", mode=mode,
-                held_s=held, free_s=free, clients=16, unit="ops/s", gil_switch_s=_switch(held, table),
+                held_s=held, free_s=free, clients=16, unit="ops/s", **_wake(table),
                 baseline=f"{workload} single colors", group=str(workload),
                 measured=_measured_points(csub, "ops_per_s", cpu_col="workers"), calibration_cpus={1}))
+    return cases
+
+
+def handoff_cases(points: list[dict], wake_costs=None) -> list[Case]:
+    """experiments.gil_handoff's two looping threads: h and f measured alone, the 1-thread rate
+    calibrates them, the 2-thread rate checks the model's GIL with the measured wake-up costs."""
+    table = _load_wake_costs(wake_costs)
+    cases = []
+    for p in points:
+        measured = []
+        for threads, values in sorted(p["rates"].items()):
+            values = sorted(values)
+            if values:
+                measured.append({"cpus": threads, "median": float(pd.Series(values).median()),
+                                 "min": values[0], "max": values[-1], "disjoint": True})
+        cases.append(Case(
+            app="runtime", python=p["python"], config=f"GIL hand-off, {p['held_s'] * 1e6:.0f} us held",
+            mode="distinct", held_s=p["held_s"], free_s=p["free_s"], clients=16, unit="ops/s",
+            **_wake(table), baseline="", group="gil_handoff", measured=measured, calibration_cpus={1}))
     return cases
 
 
@@ -350,7 +369,7 @@ def validate(cases: list[Case], cpus_allowed: int) -> list[dict]:
                 "error_pct": 100.0 * (modelled - p["median"]) / p["median"] if p["median"] else math.nan,
                 "calibration": k in case.calibration_cpus,
                 "held_s": case.held_s, "free_s": case.free_s, "client_s": here.client_s,
-                "gil_switch_s": case.gil_switch_s if case.gil else 0.0, "clients": case.clients,
+                "clients": case.clients,
             })
     return rows
 
@@ -377,5 +396,4 @@ def predictions(cases: list[Case], cpus_list: list[int] = PREDICT_CPUS) -> list[
 
 def replace_python(case: Case, python: str) -> Case:
     """The same measured parameters on another interpreter (e.g. what 3.13t would do without GIL)."""
-    return replace(case, python=python, measured=[], calibration_cpus=set(),
-                   gil_switch_s=case.gil_switch_s if not python.endswith("t") else 0.0)
+    return replace(case, python=python, measured=[], calibration_cpus=set())

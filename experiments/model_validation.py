@@ -33,13 +33,14 @@ def _cpus_allowed(name: str, results: Path | None) -> int:
 
 
 def all_cases(results: Path | None = None) -> dict[str, list]:
-    table = gil_handoff.switch_table(results)
+    table = gil_handoff.wake_costs(results)
     dispatch = model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))
     return {
         "sfs_throughput": model_fit.sfs_cases(figlib.read_csv("sfs_throughput", results), table, dispatch),
         "web_throughput": model_fit.web_cases(figlib.read_csv("web_throughput", results), table, dispatch),
         "runtime_speedup": model_fit.runtime_cases(figlib.read_csv("runtime_speedup", results), table,
                                                    dispatch),
+        "gil_handoff": model_fit.handoff_cases(gil_handoff.handoff_points(results), table),
     }
 
 
@@ -51,9 +52,9 @@ def headline_cases(results: Path | None = None) -> list:
         block = sfs_throughput.headline_block(sfs, sfs_throughput.HEADLINE_SUITE)
         if block is not None:
             sub = sfs[(sfs["suite"] == sfs_throughput.HEADLINE_SUITE) & (sfs["block_kib"] == block)]
-            out.extend(model_fit.sfs_cases(sub, gil_handoff.switch_table(results),
+            out.extend(model_fit.sfs_cases(sub, gil_handoff.wake_costs(results),
                                            model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))))
-    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), gil_handoff.switch_table(results),
+    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), gil_handoff.wake_costs(results),
                               model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results)))
     out.extend(web)
     if web and not any(c.python.endswith("t") for c in web):

@@ -25,7 +25,7 @@ STEPS = [
     ("sfs", "experiments.sfs_throughput", "SFS-like server: throughput vs CPUs, all block sizes"),
     ("blocksize", "experiments.sfs_blocksize", "SFS block-size sweep (from the SFS CSV)"),
     ("web", "experiments.web_throughput", "web server vs CPUs: colorloop, N-copy, nginx, Apache, aiohttp"),
-    ("gil", "experiments.gil_handoff", "model input: the cost of passing the GIL between CPUs"),
+    ("gil", "experiments.gil_handoff", "model input: what a cross-CPU wake-up costs"),
     ("model", "experiments.model_validation", "model: validation per point, prediction 1..16 CPUs"),
 ]
 

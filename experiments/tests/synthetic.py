@@ -17,7 +17,7 @@ MACHINE = {"machine": {"cpu_model": "Synthetic CPU", "cpus_online": 2, "cpus_all
 def _write(folder: Path, name: str, rows: list[dict]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / f"{name}.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
     (folder / f"{name}.machine.json").write_text(json.dumps(MACHINE))
@@ -105,9 +105,13 @@ def lines_rows() -> list[dict]:
 
 
 def gil_rows() -> list[dict]:
-    return [{"python": "3.11", "spin": spin, "trial": t, "held_s": h, "free_s": 9e-6,
-             "rate_1_thread": 1 / (h + 9e-6), "rate_2_threads": 0.8 / (h + 9e-6), "ratio": 0.8,
-             "switch_s": s} for spin, h, s in ((400, 3e-6, 8e-6), (1500, 15e-6, 20e-6)) for t in range(2)]
+    wake = [{"python": "3.11", "kind": "wakeup", "trial": t, "sleep_us": us, "wake_signal_s": sig,
+             **{f"wake_latency_p{q:02d}_s": lat * (0.8 + q / 250) for q in (5, 25, 50, 75, 95)}}
+            for us, sig, lat in ((5, 10e-6, 20e-6), (500, 14e-6, 40e-6)) for t in range(2)]
+    handoff = [{"python": "3.11", "kind": "handoff", "trial": t, "spin": spin, "held_s": h,
+                "free_s": 9e-6, "rate_1_thread": 1 / (h + 9e-6), "rate_2_threads": 0.8 / (h + 9e-6),
+                "ratio": 0.8} for spin, h in ((400, 3e-6), (1500, 15e-6)) for t in range(2)]
+    return wake + handoff
 
 
 def write_all(folder: Path) -> Path:

@@ -1,24 +1,44 @@
-"""The GIL hand-off input: interpolation, and the fit recovering a known switch cost."""
+"""The wake-up measurement and the tables the model reads from it."""
+import pandas as pd
 import pytest
 
-from experiments import gil_handoff
-from experiments.model import Config, conn_stages, simulate
+from experiments import common, gil_handoff
 
 
-def test_switch_cost_interpolates_on_log_held_time():
-    table = [(1e-6, 10e-6), (100e-6, 30e-6)]
-    assert gil_handoff.switch_cost(1e-7, table) == 10e-6
-    assert gil_handoff.switch_cost(10e-6, table) == pytest.approx(20e-6)
-    assert gil_handoff.switch_cost(1e-3, table) == 30e-6
-    assert gil_handoff.switch_cost(10e-6, []) == 0.0
+def test_a_lock_hand_off_across_cpus_is_timed_from_both_sides():
+    cpus = common.allowed_cpus()
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    signal, latency = gil_handoff.wake_costs_once(20, 30, cpus[:2])
+    assert 0 < signal < 0.01
+    assert len(latency) == len(gil_handoff.LATENCY_QUANTILES)
+    assert latency == sorted(latency) and 0 < latency[0]
 
 
-def test_fit_recovers_the_switch_cost_the_model_was_given():
-    held, free, switch = 15e-6, 9e-6, 20e-6
-    cfg = Config(stages=conn_stages(held, free), cpus=2, clients=2, client_cpus=2, gil_switch_s=switch,
-                 requests=1500, warmup=150)
-    measured = simulate(cfg).throughput
-    assert gil_handoff.fit_switch_cost(held, free, measured) == pytest.approx(switch, rel=0.15)
+def test_wake_costs_are_medians_per_sleep_length(tmp_path):
+    rows = []
+    for trial, (signal, base) in enumerate(((10e-6, 20e-6), (12e-6, 22e-6), (30e-6, 90e-6))):
+        for us, scale in ((5, 1.0), (500, 2.0)):
+            row = {"python": "3.11", "kind": "wakeup", "trial": trial, "sleep_us": us,
+                   "wake_signal_s": signal * scale}
+            row.update({f"wake_latency_p{q:02d}_s": base * scale + q * 1e-8
+                        for q in gil_handoff.LATENCY_QUANTILES})
+            rows.append(row)
+    rows.append({"python": "3.11", "kind": "handoff", "trial": 0, "spin": 400, "held_s": 3e-6,
+                 "free_s": 9e-6, "rate_1_thread": 80e3, "rate_2_threads": 100e3, "ratio": 1.25})
+    pd.DataFrame(rows).to_csv(tmp_path / "gil_handoff.csv", index=False)
+    costs = gil_handoff.wake_costs(tmp_path)
+    assert [c[0] for c in costs] == pytest.approx([5e-6, 500e-6])
+    assert costs[0][1] == pytest.approx(12e-6)          # median of 10, 12, 30
+    assert costs[1][1] == pytest.approx(24e-6)
+    assert costs[0][2][2] == pytest.approx(22e-6 + 50e-8)
+    (point,) = gil_handoff.handoff_points(tmp_path)
+    assert point["spin"] == 400 and point["rates"] == {1: [80e3], 2: [100e3]}
+
+
+def test_an_unmeasured_machine_gives_no_wake_costs(tmp_path):
+    assert gil_handoff.wake_costs(tmp_path) == ()
+    assert gil_handoff.handoff_points(tmp_path) == []
 
 
 def test_two_threads_run_and_are_counted():

@@ -11,10 +11,11 @@ Each color gets its own cipher object, as each SFS connection has its own keys: 
 AEAD object shared by two threads serialises them (measured: 0.92x on 2 threads, against 1.5-1.8x
 with one object per thread), so sharing one would hide the parallelism under a lock.
 
-Why two ChaCha20-Poly1305 sizes: a 64 KiB AEAD call lasts only about 18 us here, close to what it
-costs a thread to get the GIL back from another CPU (9-39 us measured by experiments/gil_handoff.py
-on this VM), so two workers gain little (1.1-1.3x), while over 256 KiB (about 65 us) they gain
-1.8x, as sha256 does over 64 KiB (about 35 us). The runtime adds about 2.4 us of GIL-held work per
+Why two ChaCha20-Poly1305 sizes: a 64 KiB AEAD call lasts only about 18 us here, less than it
+takes to wake a thread sleeping for the GIL on another CPU (about 12 us of the waker's time and
+20-45 us until the sleeper runs, measured by experiments/gil_handoff.py on this VM), so two
+workers gain little (1.1-1.3x), while over 256 KiB (about 65 us) they gain 1.8x, as sha256 does
+over 64 KiB (about 35 us). The runtime adds about 2.4 us of GIL-held work per
 callback; replacing its bookkeeping with a bare call changed the 2-worker ratio by under 0.1x.
 
 For the model (experiments/), each row also carries the per-operation time spent inside the
