@@ -13,8 +13,9 @@ call takes the waker; `wake_latency_s` is how long after the release the sleeper
 (experiments.model.Gil and its idle workers) charges exactly these two.
 
 Then, as a check of that GIL model, two threads each looping interpreter work (h) and a
-GIL-releasing sha256 (f), at three lengths of h, one thread against two: model_validation models
-these rates from h, f and the two wake-up costs alone, beside the applications' points.
+GIL-releasing sha256 (f), at four lengths of h and two of f, one thread against two:
+model_validation models these rates from h, f and the two wake-up costs alone, beside the
+applications' points.
 
     python -m experiments.gil_handoff          (make fig-gil; writes artifact/results/gil_handoff.csv)
 """
@@ -29,9 +30,10 @@ import time
 from experiments import common
 
 NAME = "gil_handoff"
-BUF = os.urandom(16 * 1024)
-SPINS = (400, 1500, 4000)       # loop iterations: about 3, 15 and 60 µs of interpreter work
+SPINS = (400, 800, 1500, 4000)      # loop iterations: about 3, 7, 15 and 40 µs of interpreter work
+FREE_KIB = (16, 32)                 # sha256 over 16 or 32 KiB: about 9 or 17 µs without the GIL
 _spin = [SPINS[0]]
+_buf = [os.urandom(FREE_KIB[0] * 1024)]
 
 
 def _held() -> None:
@@ -40,7 +42,7 @@ def _held() -> None:
 
 
 def _free() -> None:
-    hashlib.sha256(BUF).digest()
+    hashlib.sha256(_buf[0]).digest()
 
 
 def _both() -> None:
@@ -136,8 +138,9 @@ def measure(reuse: bool = False) -> None:
     for work in (_held, _free, _both):          # warm-up
         rate(work, 1, cpus, 0.05)
     rows = []
+    handoffs = [(spin, kib) for kib in FREE_KIB for spin in SPINS]
     steps = [(kind, x, trial) for trial in range(trials)
-             for kind, xs in (("wakeup", SLEEPS_US), ("handoff", SPINS)) for x in xs]
+             for kind, xs in (("wakeup", SLEEPS_US), ("handoff", handoffs)) for x in xs]
     for kind, x, trial in tqdm(steps, desc="wake-ups and GIL hand-offs", unit="run"):
         row = {"python": common.python_label(), "kind": kind, "trial": trial}
         if kind == "wakeup":
@@ -145,14 +148,15 @@ def measure(reuse: bool = False) -> None:
             row.update({"sleep_us": x, "wake_signal_s": signal})
             row.update({f"wake_latency_p{q:02d}_s": v for q, v in zip(LATENCY_QUANTILES, latency)})
         else:
-            _spin[0] = x
+            _spin[0], kib = x
+            _buf[0] = os.urandom(kib * 1024)
             h = 1.0 / rate(_held, 1, cpus[:1], seconds)
             f = 1.0 / rate(_free, 1, cpus[:1], seconds)
             r1 = rate(_both, 1, cpus[:1], seconds)
             r2 = rate(_both, 2, cpus[:2], seconds)
             # scale h and f so that one thread's rate is reproduced exactly; their ratio is measured
             scale = (1.0 / r1) / (h + f)
-            row.update({"spin": x, "held_s": h * scale, "free_s": f * scale,
+            row.update({"spin": x[0], "free_kib": kib, "held_s": h * scale, "free_s": f * scale,
                         "rate_1_thread": r1, "rate_2_threads": r2, "ratio": r2 / r1})
         rows.append(row)
     common.write_results(NAME, rows)
@@ -177,16 +181,19 @@ def wake_costs(results=None) -> tuple:
 
 
 def handoff_points(results=None) -> list[dict]:
-    """Per length of interpreter work: median held_s, free_s, and the measured 1- and 2-thread rates."""
+    """Per length of interpreter and of GIL-free work: median held_s, free_s, and the measured 1-
+    and 2-thread rates."""
     from experiments import figlib
 
     df = figlib.read_csv(NAME, results)
     if df is None or "rate_2_threads" not in df.columns:
         return []
-    df = df.dropna(subset=["rate_2_threads"])
+    df = df.dropna(subset=["rate_2_threads"]).copy()
+    if "free_kib" not in df.columns:
+        df["free_kib"] = 16
     out = []
-    for (python, spin), sub in df.groupby(["python", "spin"]):
-        out.append({"python": str(python), "spin": int(spin),
+    for (python, spin, kib), sub in df.groupby(["python", "spin", "free_kib"]):
+        out.append({"python": str(python), "spin": int(spin), "free_kib": int(kib),
                     "held_s": float(sub["held_s"].median()), "free_s": float(sub["free_s"].median()),
                     "rates": {1: sub["rate_1_thread"].astype(float).tolist(),
                               2: sub["rate_2_threads"].astype(float).tolist()}})

@@ -188,6 +188,7 @@ class Gil:
         self.sim, self.wake = sim, wake or WakeCosts()
         self.locked = False
         self.signalling = False
+        self.signal_started = 0.0
         self.sleepers: deque = deque()          # (resume, asleep since) on the condition variable
         self.mutex_sleepers: deque = deque()    # blocked on the mutex during a signal
 
@@ -200,14 +201,18 @@ class Gil:
 
     def start_signal(self) -> None:
         self.signalling = True
+        self.signal_started = self.sim.now
 
     def release(self) -> float:
         """Unlock and wake one sleeper, if any; returns what waking the threads blocked on the
         mutex meanwhile still costs the releaser."""
+        signalled = self.sim.now - self.signal_started if self.signalling else 0.0
         self.locked = self.signalling = False
         if self.sleepers:
             woken, since = self.sleepers.popleft()
-            self.sim.at(self.wake.latency(self.sim.now - since), lambda w=woken: self._take_or_sleep(w))
+            # the measured latency runs from the start of the waker's signal, not its end
+            slept = self.sim.now - signalled - since
+            self.sim.at(max(0.0, self.wake.latency(slept) - signalled), lambda w=woken: self._take_or_sleep(w))
         cost = 0.0
         while self.mutex_sleepers:
             woken, since = self.mutex_sleepers.popleft()

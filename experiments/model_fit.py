@@ -340,7 +340,8 @@ def handoff_cases(points: list[dict], wake_costs=None) -> list[Case]:
                 measured.append({"cpus": threads, "median": float(pd.Series(values).median()),
                                  "min": values[0], "max": values[-1], "disjoint": True})
         cases.append(Case(
-            app="runtime", python=p["python"], config=f"GIL hand-off, {p['held_s'] * 1e6:.0f} us held",
+            app="runtime", python=p["python"],
+            config=f"GIL hand-off, {p['held_s'] * 1e6:.0f} us held, {p['free_s'] * 1e6:.0f} us free",
             mode="distinct", held_s=p["held_s"], free_s=p["free_s"], clients=16, unit="ops/s",
             **_wake(table), baseline="", group="gil_handoff", measured=measured, calibration_cpus={1}))
     return cases

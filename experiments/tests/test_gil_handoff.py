@@ -33,7 +33,8 @@ def test_wake_costs_are_medians_per_sleep_length(tmp_path):
     assert costs[1][1] == pytest.approx(24e-6)
     assert costs[0][2][2] == pytest.approx(22e-6 + 50e-8)
     (point,) = gil_handoff.handoff_points(tmp_path)
-    assert point["spin"] == 400 and point["rates"] == {1: [80e3], 2: [100e3]}
+    assert point["spin"] == 400 and point["free_kib"] == 16     # rows from before the 32 KiB points
+    assert point["rates"] == {1: [80e3], 2: [100e3]}
 
 
 def test_an_unmeasured_machine_gives_no_wake_costs(tmp_path):

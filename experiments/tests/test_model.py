@@ -108,6 +108,34 @@ def test_a_thread_finding_the_gil_free_takes_it_ahead_of_a_woken_one():
     assert order == [("a", 0.0), ("c", 6.0), ("b", 36.0)]
 
 
+def test_a_woken_thread_runs_the_measured_latency_after_its_waker_began_to_signal():
+    # gil_handoff times the latency from the moment the waker starts its release call, so a
+    # release that spends 2 (the waker's cost) before unlocking leaves the sleeper 10 - 2 more.
+    from experiments.model import Gil, Sim, Timeout, WakeCosts
+
+    sim = Sim()
+    gil = Gil(sim, WakeCosts([(1e-6, 2.0, 10.0)]))
+    ran = {}
+
+    def holder():
+        yield gil.acquire()
+        yield Timeout(5.0)
+        assert gil.signal_cost() == 2.0          # someone sleeps: waking them costs 2
+        gil.start_signal()
+        yield Timeout(2.0)
+        gil.release()
+
+    def sleeper():
+        yield Timeout(1.0)
+        yield gil.acquire()
+        ran["b"] = sim.now
+
+    sim.process(holder())
+    sim.process(sleeper())
+    sim.run()
+    assert ran["b"] == pytest.approx(5.0 + 10.0)
+
+
 def test_wake_latency_is_drawn_from_the_measured_spread_of_the_nearest_sleep_length():
     import random
 
