@@ -5,7 +5,10 @@ measurements can give it: each request is a short chain of callbacks, each callb
 holds the GIL (`held_s`: interpreter work) and a part that does not (`free_s`: cipher, MAC, hash,
 syscalls), callbacks of one color run one at a time, `workers` threads share `cpus` CPUs, and one
 global lock stands for the GIL (absent on the free-threaded build, and private to each process in
-the N-copy configuration). Closed-loop clients issue the next request when the previous reply is
+the N-copy configuration). Waking a sleeping thread on another CPU (a GIL waiter, an idle worker)
+costs the waker time and the sleeper a latency, both as measured on this machine
+(experiments.gil_handoff): on a VM whose idle vCPUs halt, that price decides how far short
+callbacks scale. Closed-loop clients issue the next request when the previous reply is
 in and their own per-reply work (`client_s`) is done; that work runs on the server's CPUs when the
 load generator has none of its own, exactly as in the measured runs, and on at most
 `client_threads` CPUs at once (the SFS load generator skims every connection in one thread, wrk
