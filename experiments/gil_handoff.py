@@ -8,9 +8,10 @@ polling), so each wake-up goes through the hypervisor.
 
 So we measure the wake-up itself, with nothing fitted: two threads pinned to two CPUs, one blocked
 on a lock, the other releasing it after spinning a while (5 µs to 2 ms: how long the sleeper's CPU
-has been idle changes the price, as a vCPU idle for long is woken through the host scheduler). `wake_signal_s` is how long the release
-call takes the waker; `wake_latency_s` is how long after the release the sleeper runs. The model
-(experiments.model.Gil and its idle workers) charges exactly these two.
+has been idle changes the price, as a vCPU idle for long is woken through the host scheduler).
+`wake_signal_s` is how long the release call takes the waker (median); `wake_latency_pNN_s` are
+quantiles of how long after the release began the sleeper runs. The model (experiments.model.Gil
+and its idle workers) charges exactly these.
 
 Then, as a check of that GIL model, two threads each looping interpreter work (h) and a
 GIL-releasing sha256 (f), at four lengths of h and two of f, one thread against two:
@@ -132,7 +133,7 @@ def measure(reuse: bool = False) -> None:
     cpus = common.allowed_cpus()
     if len(cpus) < 2:
         raise SystemExit("the GIL hand-off needs 2 CPUs; this process may use only " + str(cpus))
-    trials = 5 if common.quick() else 9          # a noisy neighbour inflates single trials: take medians
+    trials = 3 if common.quick() else 9          # a noisy neighbour inflates single trials: take medians
     seconds = 0.15 if common.quick() else 0.3
     rounds = 100 if common.quick() else 300
     for work in (_held, _free, _both):          # warm-up

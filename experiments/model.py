@@ -143,11 +143,11 @@ class Store:
         self.sim, self.items, self.getters = sim, deque(), deque()
         self.wake = wake or WakeCosts()
 
-    def put(self, item, wake: bool = True) -> float:
+    def put(self, item, wake_sleeper: bool = True) -> float:
         """Queue `item`; if that wakes a sleeping getter, the waker's cost of it, else 0.
-        `wake=False` queues it for whoever asks next (a worker putting back its own color)."""
+        `wake_sleeper=False` leaves it for whoever asks next (a worker putting back its own color)."""
         self.items.append(item)
-        if not (wake and self.getters):
+        if not (wake_sleeper and self.getters):
             return 0.0
         resume, since = self.getters.popleft()
         slept = self.sim.now - since
@@ -217,11 +217,11 @@ class Gil:
             slept = self.sim.now - signalled - since
             self.sim.at(max(0.0, self.wake.latency(slept) - signalled), lambda w=woken: self._take_or_sleep(w))
         cost = 0.0
-        while self.mutex_sleepers:
+        while self.mutex_sleepers:               # woken one after another, each from its signal's start
             woken, since = self.mutex_sleepers.popleft()
             slept = self.sim.now - since
-            cost += self.wake.signal(slept)
             self.sim.at(cost + self.wake.latency(slept), lambda w=woken: self._take_or_sleep(w))
+            cost += self.wake.signal(slept)
         return cost
 
     def _take_or_sleep(self, resume) -> None:
@@ -418,7 +418,7 @@ class _Server:
                 color = None
             elif color is None or not self.pending[color] or streak >= STREAK:
                 if color is not None and self.pending[color]:
-                    self.runnable.put(color, wake=False)  # its streak is over: others' turn
+                    self.runnable.put(color, wake_sleeper=False)  # its streak is over: others' turn
                 color, streak = (yield self.runnable.get()), 0
             # a color with more work stays on its worker for up to STREAK callbacks, as in
             # colorloop's scheduler: no wake-up, no hand-off
