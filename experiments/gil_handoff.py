@@ -10,7 +10,8 @@ So we measure the wake-up itself, with nothing fitted: two threads pinned to two
 on a lock, the other releasing it after spinning a while (5 µs to 2 ms: how long the sleeper's CPU
 has been idle changes the price, as a vCPU idle for long is woken through the host scheduler).
 `wake_signal_s` is how long the release call takes the waker (median); `wake_latency_pNN_s` are
-quantiles of how long after the release began the sleeper runs. The model (experiments.model.Gil
+quantiles of how long after the release began the sleeper runs; `slept_s` how long it had slept
+(the spin plus the waker's own wake-up, since the sleeper woke the waker the round before). The model (experiments.model.Gil
 and its idle workers) charges exactly these.
 
 Then, as a check of that GIL model, two threads each looping interpreter work (h) and a
@@ -85,21 +86,25 @@ SLEEPS_US = (5, 50, 100, 200, 500, 2000)     # how long the sleeper sleeps befor
 LATENCY_QUANTILES = (5, 25, 50, 75, 95)      # percent: the spread the model draws wake-ups from
 
 
-def wake_costs_once(sleep_us: float, rounds: int, cpus: list[int]) -> tuple[float, list[float]]:
-    """Median waker's cost and the wake latency's quantiles (LATENCY_QUANTILES) of `rounds` lock
-    hand-offs from cpus[0] to cpus[1]."""
+def wake_costs_once(sleep_us: float, rounds: int, cpus: list[int]) -> tuple[float, list[float], float]:
+    """Median waker's cost, the wake latency's quantiles (LATENCY_QUANTILES) and the median time
+    the sleeper really slept (the spin, plus the waker's own wake-up before it), over `rounds`
+    lock hand-offs from cpus[0] to cpus[1]."""
     wake, back = threading.Lock(), threading.Lock()
     wake.acquire()
     back.acquire()
     released_at = [0.0]
     latencies: list[float] = []
     signals: list[float] = []
+    slept: list[float] = []
 
     def sleeper() -> None:
         os.sched_setaffinity(0, {cpus[1]})
         for _ in range(rounds):
+            asleep_at = time.perf_counter()
             wake.acquire()                       # asleep until the waker releases it
             latencies.append(time.perf_counter() - released_at[0])
+            slept.append(released_at[0] - asleep_at)
             back.release()
 
     def waker() -> None:
@@ -121,7 +126,7 @@ def wake_costs_once(sleep_us: float, rounds: int, cpus: list[int]) -> tuple[floa
         t.join()
     latencies.sort()
     quantiles = [latencies[round(q / 100 * (len(latencies) - 1))] for q in LATENCY_QUANTILES]
-    return statistics.median(signals), quantiles
+    return statistics.median(signals), quantiles, statistics.median(slept)
 
 
 def measure(reuse: bool = False) -> None:
@@ -145,8 +150,8 @@ def measure(reuse: bool = False) -> None:
     for kind, x, trial in tqdm(steps, desc="wake-ups and GIL hand-offs", unit="run"):
         row = {"python": common.python_label(), "kind": kind, "trial": trial}
         if kind == "wakeup":
-            signal, latency = wake_costs_once(x, rounds, cpus[:2])
-            row.update({"sleep_us": x, "wake_signal_s": signal})
+            signal, latency, slept = wake_costs_once(x, rounds, cpus[:2])
+            row.update({"sleep_us": x, "slept_s": slept, "wake_signal_s": signal})
             row.update({f"wake_latency_p{q:02d}_s": v for q, v in zip(LATENCY_QUANTILES, latency)})
         else:
             _spin[0], kib = x
@@ -168,17 +173,20 @@ def measure(reuse: bool = False) -> None:
 
 
 def wake_costs(results=None) -> tuple:
-    """((slept_s, waker's cost s, (latency quantiles s, ...)), ...) per measured sleep length,
-    medians over the trials; () if unmeasured."""
+    """((slept_s, waker's cost s, (latency quantiles s, ...)), ...) per spin length, medians over
+    the trials, keyed by how long the sleeper really slept; () if unmeasured."""
     from experiments import figlib
 
     df = figlib.read_csv(NAME, results)
     columns = ["wake_signal_s"] + [f"wake_latency_p{q:02d}_s" for q in LATENCY_QUANTILES]
     if df is None or not {"sleep_us", *columns} <= set(df.columns):
         return ()
-    med = df.dropna(subset=["sleep_us", *columns]).groupby("sleep_us")[columns].median().sort_index()
-    return tuple((float(us) * 1e-6, float(r[columns[0]]), tuple(float(r[c]) for c in columns[1:]))
-                 for us, r in med.iterrows())
+    if "slept_s" not in df.columns:                  # rows from before it was measured
+        df = df.assign(slept_s=df["sleep_us"] * 1e-6)
+    med = (df.dropna(subset=["sleep_us", *columns]).groupby("sleep_us")[["slept_s", *columns]]
+           .median().sort_index())
+    return tuple((float(r["slept_s"]), float(r[columns[0]]), tuple(float(r[c]) for c in columns[1:]))
+                 for _, r in med.iterrows())
 
 
 def handoff_points(results=None) -> list[dict]:

@@ -9,10 +9,11 @@ def test_a_lock_hand_off_across_cpus_is_timed_from_both_sides():
     cpus = common.allowed_cpus()
     if len(cpus) < 2:
         pytest.skip("needs two CPUs")
-    signal, latency = gil_handoff.wake_costs_once(20, 30, cpus[:2])
+    signal, latency, slept = gil_handoff.wake_costs_once(20, 30, cpus[:2])
     assert 0 < signal < 0.01
     assert len(latency) == len(gil_handoff.LATENCY_QUANTILES)
     assert latency == sorted(latency) and 0 < latency[0]
+    assert slept >= 20e-6                        # at least the waker's spin before it released
 
 
 def test_wake_costs_are_medians_per_sleep_length(tmp_path):
@@ -28,13 +29,17 @@ def test_wake_costs_are_medians_per_sleep_length(tmp_path):
                  "free_s": 9e-6, "rate_1_thread": 80e3, "rate_2_threads": 100e3, "ratio": 1.25})
     pd.DataFrame(rows).to_csv(tmp_path / "gil_handoff.csv", index=False)
     costs = gil_handoff.wake_costs(tmp_path)
-    assert [c[0] for c in costs] == pytest.approx([5e-6, 500e-6])
+    assert [c[0] for c in costs] == pytest.approx([5e-6, 500e-6])     # no slept_s: the spin
     assert costs[0][1] == pytest.approx(12e-6)          # median of 10, 12, 30
     assert costs[1][1] == pytest.approx(24e-6)
     assert costs[0][2][2] == pytest.approx(22e-6 + 50e-8)
     (point,) = gil_handoff.handoff_points(tmp_path)
     assert point["spin"] == 400 and point["free_kib"] == 16     # rows from before the 32 KiB points
     assert point["rates"] == {1: [80e3], 2: [100e3]}
+    df = pd.read_csv(tmp_path / "gil_handoff.csv")
+    df.loc[df["kind"] == "wakeup", "slept_s"] = df["sleep_us"] * 1e-6 + 30e-6
+    df.to_csv(tmp_path / "gil_handoff.csv", index=False)
+    assert [c[0] for c in gil_handoff.wake_costs(tmp_path)] == pytest.approx([35e-6, 530e-6])
 
 
 def test_an_unmeasured_machine_gives_no_wake_costs(tmp_path):
