@@ -45,7 +45,7 @@ class Case:
     client_s: float = 0.0
     depth: int = 1                # requests in flight per connection
     client_threads: int = 0       # load-generator threads (0: one per connection)
-    wake_costs: tuple = ()        # cross-CPU wake-ups: (slept_s, waker's s, latency s) (gil_handoff)
+    wake_costs: tuple = ()        # cross-CPU wake-ups: (slept_s, waker's s, latency quantiles) (gil_handoff)
     dispatch_s: float = 0.0       # GIL-held time of dispatching one callback (runtime_dispatch)
     scheduler: str = "hash"       # the placement the measured server used
     unit: str = "replies/s"
