@@ -136,6 +136,36 @@ def test_a_woken_thread_runs_the_measured_latency_after_its_waker_began_to_signa
     assert ran["b"] == pytest.approx(5.0 + 10.0)
 
 
+def test_a_thread_coming_during_a_release_blocks_on_the_mutex_and_costs_the_releaser_a_wake_up():
+    from experiments.model import Gil, Sim, Timeout, WakeCosts
+
+    sim = Sim()
+    gil = Gil(sim, WakeCosts([(1e-6, 2.0, 10.0)]))
+    ran, extra = {}, {}
+
+    def holder():
+        yield gil.acquire()
+        ran["a"] = sim.now
+        yield Timeout(5.0)
+        gil.start_signal()                       # b sleeps: waking it takes 5..7
+        yield Timeout(gil.signal_cost())
+        extra["a"] = gil.release()
+
+    def thread(name, start, hold):
+        yield Timeout(start)
+        yield gil.acquire()
+        ran[name] = sim.now
+        yield Timeout(hold)
+        gil.release()
+
+    sim.process(holder())
+    sim.process(thread("b", 1.0, 1.0))      # condition variable: runs 10 after the signal began
+    sim.process(thread("c", 6.0, 1.0))      # came during the signal: the mutex, woken at 7
+    sim.run()
+    assert extra["a"] == 2.0                     # the releaser pays c's wake-up too
+    assert ran == {"a": 0.0, "b": 15.0, "c": 17.0}
+
+
 def test_wake_latency_is_drawn_from_the_measured_spread_of_the_nearest_sleep_length():
     import random
 
