@@ -224,13 +224,17 @@ class Gil:
             cost += self.wake.signal(slept)
         return cost
 
+    def _try_take(self, resume) -> bool:
+        """Take the GIL if it is free; else put `resume` to sleep where it would block: on the
+        mutex during a signal, on the condition variable otherwise."""
+        if self.signalling or self.locked:
+            (self.mutex_sleepers if self.signalling else self.sleepers).append((resume, self.sim.now))
+            return False
+        self.locked = True
+        return True
+
     def _take_or_sleep(self, resume) -> None:
-        if self.signalling:
-            self.mutex_sleepers.append((resume, self.sim.now))
-        elif self.locked:
-            self.sleepers.append((resume, self.sim.now))
-        else:
-            self.locked = True
+        if self._try_take(resume):
             resume()
 
 
@@ -239,12 +243,7 @@ class _TakeGil:
         self.gil = gil
 
     def start(self, sim: Sim, resume) -> None:
-        if self.gil.signalling:
-            self.gil.mutex_sleepers.append((resume, sim.now))
-        elif self.gil.locked:
-            self.gil.sleepers.append((resume, sim.now))
-        else:
-            self.gil.locked = True
+        if self.gil._try_take(resume):
             sim.at(0.0, resume)
 
 

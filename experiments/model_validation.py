@@ -47,15 +47,15 @@ def all_cases(results: Path | None = None) -> dict[str, list]:
 def headline_cases(results: Path | None = None) -> list:
     """What the prediction panel draws: SFS (paper's suite, large blocks) and the web server."""
     out = []
+    wake = gil_handoff.wake_costs(results)
+    dispatch = model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))
     sfs = figlib.read_csv("sfs_throughput", results)
     if sfs is not None:
         block = sfs_throughput.headline_block(sfs, sfs_throughput.HEADLINE_SUITE)
         if block is not None:
             sub = sfs[(sfs["suite"] == sfs_throughput.HEADLINE_SUITE) & (sfs["block_kib"] == block)]
-            out.extend(model_fit.sfs_cases(sub, gil_handoff.wake_costs(results),
-                                           model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))))
-    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), gil_handoff.wake_costs(results),
-                              model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results)))
+            out.extend(model_fit.sfs_cases(sub, wake, dispatch))
+    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), wake, dispatch)
     out.extend(web)
     if web and not any(c.python.endswith("t") for c in web):
         base = [c for c in web if c.mode == "colors_off" and c.python == "3.11"]
