@@ -195,7 +195,7 @@ def cpu_axis(ax, max_cpus: int = 16, ylabel: str = "") -> None:
 SHARED_NOTE = ("hollow rings: the load generator had no CPU of its own at that point and shared the "
                "server's CPUs (this machine has too few CPUs to keep them apart)")
 MODEL_NOTE = ("dashed = modelled (discrete-event model, parameters measured at 1 CPU, cross-CPU wake-ups "
-              "priced as measured on this machine; beyond it the load generator is assumed to have its own CPUs)")
+              "and GIL switches priced as measured on this machine; beyond it the load generator is assumed to have its own CPUs)")
 
 
 def script_main(description: str, measure, plot, argv=None) -> None:

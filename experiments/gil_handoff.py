@@ -14,9 +14,18 @@ quantiles of how long after the release began the sleeper runs; `slept_s` how lo
 (the spin plus the waker's own wake-up, since the sleeper woke the waker the round before). The model (experiments.model.Gil
 and its idle workers) charges exactly these.
 
+A second cost comes with every GIL hand-off, wake-up or not: the thread that takes the GIL from
+a thread on the other CPU first pulls the interpreter state that thread last wrote (reference
+counts of shared objects, the interpreter's own structures) into its own caches. So the same
+interpreter work (h) takes longer right after another thread ran Python on the other CPU. We
+time h alone, between two sha256 calls over 128 KiB (about 70 µs without the GIL, long enough
+that the two threads seldom wait for each other, so the GIL changes threads on nearly every
+take), on one thread and on two: `held_1_thread_s` and `held_2_threads_s` are medians over the
+loops, their difference the switch cost (`switch_s`; model: Config.switch_s).
+
 Then, as a check of that GIL model, two threads each looping interpreter work (h) and a
 GIL-releasing sha256 (f), at four lengths of h and two of f, one thread against two:
-model_validation models these rates from h, f and the two wake-up costs alone, beside the
+model_validation models these rates from h, f and the measured costs alone, beside the
 applications' points.
 
     python -m experiments.gil_handoff          (make fig-gil; writes artifact/results/gil_handoff.csv)
@@ -34,6 +43,7 @@ from experiments import common
 NAME = "gil_handoff"
 SPINS = (400, 800, 1500, 4000)      # loop iterations: about 3, 7, 15 and 40 µs of interpreter work
 FREE_KIB = (16, 32)                 # sha256 over 16 or 32 KiB: about 9 or 17 µs without the GIL
+SWITCH_FREE_KIB = 128               # between timed interpreter work: about 70 µs without the GIL
 _spin = [SPINS[0]]
 _buf = [os.urandom(FREE_KIB[0] * 1024)]
 
@@ -78,6 +88,37 @@ def rate(work, threads: int, cpus: list[int], seconds: float) -> float:
     for t in ts:
         t.join()
     return sum(counts) / (time.perf_counter() - t0)
+
+
+def held_times(spin: int, threads: int, cpus: list[int], seconds: float) -> float:
+    """Median duration of `spin` loop iterations of interpreter work, each done right after a
+    sha256 over SWITCH_FREE_KIB, on each of `threads` threads pinned one per CPU."""
+    buf = os.urandom(SWITCH_FREE_KIB * 1024)
+    times: list[list[float]] = [[] for _ in range(threads)]
+    start = threading.Barrier(threads)
+    clock = time.perf_counter
+
+    def body(i: int) -> None:
+        os.sched_setaffinity(0, {cpus[i % len(cpus)]})
+        mine = times[i]
+        start.wait()
+        stop = clock() + seconds
+        while True:
+            hashlib.sha256(buf).digest()         # the GIL is released here, taken back at return
+            t0 = clock()
+            for _ in range(spin):
+                pass
+            t1 = clock()
+            mine.append(t1 - t0)
+            if t1 > stop:
+                break
+
+    ts = [threading.Thread(target=body, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return statistics.median(x for per_thread in times for x in per_thread[1:])
 
 
 SLEEPS_US = (5, 50, 100, 200, 500, 2000)     # how long the sleeper sleeps before it is woken
@@ -146,10 +187,16 @@ def measure(reuse: bool = False) -> None:
     rows = []
     handoffs = [(spin, kib) for kib in FREE_KIB for spin in SPINS]
     steps = [(kind, x, trial) for trial in range(trials)
-             for kind, xs in (("wakeup", SLEEPS_US), ("handoff", handoffs)) for x in xs]
+             for kind, xs in (("wakeup", SLEEPS_US), ("switch", SPINS), ("handoff", handoffs))
+             for x in xs]
     for kind, x, trial in tqdm(steps, desc="wake-ups and GIL hand-offs", unit="run"):
         row = {"python": common.python_label(), "kind": kind, "trial": trial}
-        if kind == "wakeup":
+        if kind == "switch":
+            one = held_times(x, 1, cpus[:1], seconds)
+            two = held_times(x, 2, cpus[:2], seconds)
+            row.update({"spin": x, "held_1_thread_s": one, "held_2_threads_s": two,
+                        "switch_s": two - one})
+        elif kind == "wakeup":
             signal, latency, slept = wake_costs_once(x, rounds, cpus[:2])
             row.update({"sleep_us": x, "slept_s": slept, "wake_signal_s": signal})
             row.update({f"wake_latency_p{q:02d}_s": v for q, v in zip(LATENCY_QUANTILES, latency)})
@@ -166,6 +213,8 @@ def measure(reuse: bool = False) -> None:
                         "rate_1_thread": r1, "rate_2_threads": r2, "ratio": r2 / r1})
         rows.append(row)
     common.write_results(NAME, rows)
+    print(f"taking the GIL from a thread on the other CPU: {switch_cost() * 1e6:.1f} µs more "
+          f"interpreter work (median over {len(SPINS)} lengths of it)")
     for slept, signal, latency in wake_costs():
         print(f"cross-CPU wake-up after {slept * 1e6:6.0f} µs asleep: {signal * 1e6:5.1f} µs of the "
               f"waker's time, {latency[2] * 1e6:5.1f} µs until the sleeper runs "
@@ -187,6 +236,19 @@ def wake_costs(results=None) -> tuple:
            .median().sort_index())
     return tuple((float(r["slept_s"]), float(r[columns[0]]), tuple(float(r[c]) for c in columns[1:]))
                  for _, r in med.iterrows())
+
+
+def switch_cost(results=None) -> float:
+    """Seconds of extra interpreter work when the GIL comes from a thread on another CPU: the
+    median over the measured lengths of work of each length's median over trials (never below
+    0); 0.0 if unmeasured."""
+    from experiments import figlib
+
+    df = figlib.read_csv(NAME, results)
+    if df is None or not {"spin", "switch_s"} <= set(df.columns):
+        return 0.0
+    per_length = df.dropna(subset=["switch_s"]).groupby("spin")["switch_s"].median()
+    return max(0.0, float(per_length.median())) if len(per_length) else 0.0
 
 
 def handoff_points(results=None) -> list[dict]:

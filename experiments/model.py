@@ -8,7 +8,9 @@ global lock stands for the GIL (absent on the free-threaded build, and private t
 the N-copy configuration). Waking a sleeping thread on another CPU (a GIL waiter, an idle worker)
 costs the waker time and the sleeper a latency, both as measured on this machine
 (experiments.gil_handoff): on a VM whose idle vCPUs halt, that price decides how far short
-callbacks scale. Closed-loop clients issue the next request when the previous reply is
+callbacks scale. A thread that takes the GIL from a thread on another CPU also does its
+interpreter work more slowly at first (the state the other thread wrote must cross between the
+CPUs' caches): that measured switch time is added to the held part (`switch_s`). Closed-loop clients issue the next request when the previous reply is
 in and their own per-reply work (`client_s`) is done; that work runs on the server's CPUs when the
 load generator has none of its own, exactly as in the measured runs, and on at most
 `client_threads` CPUs at once (the SFS load generator skims every connection in one thread, wrk
@@ -190,6 +192,7 @@ class Gil:
     def __init__(self, sim: Sim, wake: WakeCosts | None = None) -> None:
         self.sim, self.wake = sim, wake or WakeCosts()
         self.locked = False
+        self.last_holder = None                 # the thread that held it last (CPython: last_holder)
         self.signalling = False
         self.signal_started = 0.0
         self.sleepers: deque = deque()          # (resume, asleep since) on the condition variable
@@ -250,6 +253,8 @@ class _TakeGil:
 class _NoLock:
     """The free-threaded build: GIL-held parts need no global lock."""
 
+    last_holder = None
+
     def acquire(self):
         return Timeout(0.0)
 
@@ -294,6 +299,7 @@ class Config:
     requests: int = 3000               # replies to count after warm-up
     warmup: int = 300
     wake_costs: tuple = ()             # (slept_s, waker's cost s, latency s) of cross-CPU wake-ups
+    switch_s: float = 0.0              # GIL-held time added when the GIL was last held by another thread
     jitter: float = 0.2                # durations are uniform in [1-jitter, 1+jitter] x nominal
     seed: int = 1
 
@@ -328,7 +334,10 @@ def simulate(cfg: Config) -> Result:
     # On one CPU every wake-up is local, and what it costs is inside the measured 1-CPU service
     # time; with more, a sleeping thread is woken across CPUs, at the measured cost.
     wake = WakeCosts(cfg.wake_costs if cfg.cpus > 1 else (), rng)
-    servers = [_Server(sim, cpu, cfg.gil, workers, cfg.scheduler, jittered, busy, wake)
+    # Likewise, a thread taking the GIL from a thread on another CPU first pulls the interpreter
+    # state that thread wrote into its own caches: measured as the longer GIL-held work then.
+    switch_s = cfg.switch_s if cfg.cpus > 1 and cfg.gil else 0.0
+    servers = [_Server(sim, cpu, cfg.gil, workers, cfg.scheduler, jittered, busy, wake, switch_s)
                for _ in range(max(1, cfg.processes))]
 
     done = {"n": 0, "t0": None}
@@ -372,8 +381,9 @@ class _Server:
     """One server process: `workers` threads, colors placed by hash or taken by idle workers."""
 
     def __init__(self, sim, cpu, gil, workers, scheduler, jittered, busy,
-                 wake: WakeCosts | None = None) -> None:
+                 wake: WakeCosts | None = None, switch_s: float = 0.0) -> None:
         self.sim, self.cpu, self.jittered, self.busy = sim, cpu, jittered, busy
+        self.switch_s = switch_s
         # Waking an idle worker (colorloop releases the lock it sleeps on) costs the waker the
         # same as a GIL hand-off, with the GIL held; the worker runs after the same latency.
         self.gil = Gil(sim, wake) if gil else _NoLock()
@@ -424,7 +434,7 @@ class _Server:
             if color is not None:
                 cb = self.pending[color].popleft()
                 streak += 1
-            yield from self._run(cb)
+            yield from self._run(cb, wid)
             signal = 0.0
             if color is not None and not self.pending[color]:
                 self.active.discard(color)
@@ -435,13 +445,17 @@ class _Server:
             else:
                 cb.reply.put(True)
             if signal > 0:
-                yield from self._hold_gil(signal)
+                yield from self._hold_gil(signal, wid)
 
-    def _hold_gil(self, seconds: float) -> Iterator:
-        """GIL-held work of `seconds` on a CPU; waking the next GIL sleeper is charged at release."""
+    def _hold_gil(self, seconds: float, wid: int) -> Iterator:
+        """GIL-held work of `seconds` on a CPU, longer if another thread held the GIL last;
+        waking the next GIL sleeper is charged at release."""
         yield self.gil.acquire()
         yield self.cpu.acquire()
         d = seconds
+        if self.gil.last_holder not in (None, wid):
+            d += self.switch_s
+        self.gil.last_holder = wid
         yield Timeout(d)
         signal = self.gil.signal_cost()
         if signal > 0:
@@ -456,10 +470,10 @@ class _Server:
         self.cpu.release()
         self.busy["cpu"] += d
 
-    def _run(self, cb: "_Callback") -> Iterator:
+    def _run(self, cb: "_Callback", wid: int) -> Iterator:
         stage = cb.stage
         if stage.held_s > 0:
-            yield from self._hold_gil(self.jittered(stage.held_s))
+            yield from self._hold_gil(self.jittered(stage.held_s), wid)
         if stage.free_s > 0:
             yield self.cpu.acquire()
             d = self.jittered(stage.free_s)

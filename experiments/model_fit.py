@@ -9,6 +9,9 @@ Every parameter is measured, at one CPU, per application and configuration (mode
   free_s   the rest (cipher+MAC, hash, socket calls): runs in parallel
   wake     what waking a thread on another CPU costs the waker, and how long until it runs
            (experiments.gil_handoff, measured apart): the GIL's hand-offs and idle workers' wake-ups
+  switch_s the extra interpreter work of a thread that takes the GIL from a thread on another CPU
+           (experiments.gil_handoff, measured apart: the same loop timed after such a hand-off
+           and on one thread)
   client_s the load generator's CPU per reply, done by `client_threads` threads (SFS: one
            skimming thread; web: wrk's threads); each validated point gets the value measured at
            that point, since sharing the server's CPUs makes it dearer (context switches)
@@ -47,6 +50,7 @@ class Case:
     client_threads: int = 0       # load-generator threads (0: one per connection)
     wake_costs: tuple = ()        # cross-CPU wake-ups: (slept_s, waker's s, latency quantiles) (gil_handoff)
     dispatch_s: float = 0.0       # GIL-held time of dispatching one callback (runtime_dispatch)
+    switch_s: float = 0.0         # GIL-held time added after the GIL moved threads (gil_handoff)
     scheduler: str = "hash"       # the placement the measured server used
     unit: str = "replies/s"
     to_unit: float = 1.0          # measured unit per modelled reply/s
@@ -86,7 +90,7 @@ class Case:
     def modelled(self, cpus: int, client_cpus: int, clients: int | None = None,
                  client_threads: int | None = None) -> float:
         cfg = replace(self.config_for(cpus, client_cpus, clients), depth=self.depth,
-                      scheduler=self.scheduler, wake_costs=self.wake_costs,
+                      scheduler=self.scheduler, wake_costs=self.wake_costs, switch_s=self.switch_s,
                       client_threads=self.client_threads if client_threads is None else client_threads)
         return simulate(cfg).throughput * self.to_unit
 
@@ -133,9 +137,9 @@ def split_service(rate1: float, held_cpu: float, free_cpu: float) -> tuple[float
     return service * share, service * (1.0 - share)
 
 
-def _wake(table) -> dict:
-    """The measured cross-CPU wake-up costs, as Case fields."""
-    return {"wake_costs": tuple(table or ())}
+def _wake(table, switch_s: float) -> dict:
+    """The measured costs of moving work between CPUs (wake-ups, GIL switches), as Case fields."""
+    return {"wake_costs": tuple(table or ()), "switch_s": switch_s}
 
 
 def _load_wake_costs(table):
@@ -144,6 +148,14 @@ def _load_wake_costs(table):
     from experiments import gil_handoff
 
     return gil_handoff.wake_costs()
+
+
+def _load_switch_cost(switch_s):
+    if switch_s is not None:
+        return switch_s
+    from experiments import gil_handoff
+
+    return gil_handoff.switch_cost()
 
 
 def dispatch_cost(df: pd.DataFrame | None) -> float:
@@ -161,7 +173,8 @@ def _truthy(series: pd.Series) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def sfs_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None = None) -> list[Case]:
+def sfs_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None = None,
+              switch_s: float | None = None) -> list[Case]:
     """Per suite, block and mode, from that mode's 1-CPU rows: the read's wall time at 1 CPU split
     as server CPU outside the crypto and send calls (GIL held) against the crypto calls' and the
     send calls' time (both release the GIL; a 64 KiB sendmsg is most of a READ's non-crypto time);
@@ -169,6 +182,7 @@ def sfs_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None
     if df is None or "mode" not in df.columns:
         return []
     table = _load_wake_costs(wake_costs)
+    switch_s = _load_switch_cost(switch_s)
     if dispatch_s is None:
         from experiments import figlib
         dispatch_s = dispatch_cost(figlib.read_csv("runtime_dispatch"))
@@ -213,7 +227,7 @@ def sfs_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None
                 # run a thread each
                 client_threads=max(1, clients) if decrypts else 1,
                 scheduler=scheduler if scheduler in ("hash", "steal") else "hash",
-                **_wake(table), dispatch_s=dispatch_s,
+                **_wake(table, switch_s), dispatch_s=dispatch_s,
                 unit="MB/s", to_unit=to_unit, baseline=base,
                 group=f"{suite} {int(block)}KiB",
                 measured=_measured_points(msub, "mb_per_s",
@@ -244,11 +258,13 @@ def normalise_web_modes(df: pd.DataFrame | None) -> pd.DataFrame | None:
     return df
 
 
-def web_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None = None) -> list[Case]:
+def web_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None = None,
+              switch_s: float | None = None) -> list[Case]:
     """The colorloop server's three modes; the peers (nginx, Apache, aiohttp) are not modelled."""
     if df is None or "server" not in df.columns:
         return []
     table = _load_wake_costs(wake_costs)
+    switch_s = _load_switch_cost(switch_s)
     if dispatch_s is None:
         from experiments import figlib
         dispatch_s = dispatch_cost(figlib.read_csv("runtime_dispatch"))
@@ -281,7 +297,7 @@ def web_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None
             cases.append(Case(
                 app="web", python=str(python), config=f"colorloop {mode}", mode=mode,
                 held_s=held, free_s=free, clients=max(1, connections), client_s=client_s,
-                client_threads=wrk_threads, **_wake(table), dispatch_s=dispatch_s,
+                client_threads=wrk_threads, **_wake(table, switch_s), dispatch_s=dispatch_s,
                 unit="requests/s", baseline="colorloop colors_off", group="colorloop",
                 measured=_measured_points(msub, "requests_per_s",
                                           client_s=lambda rows: _median(rows, "client_cpu_s_per_request")),
@@ -300,12 +316,14 @@ def _client_cost_from_ncopy(sub: pd.DataFrame, server_s: float) -> tuple[float, 
     return max(0.0, top["cpus"] / top["median"] - server_s), {top["cpus"]}
 
 
-def runtime_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float = 0.0) -> list[Case]:
+def runtime_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float = 0.0,
+                  switch_s: float | None = None) -> list[Case]:
     """Per workload and colors: 1 / ops-per-s at 1 worker, split by the GIL-releasing call's
     measured time; the GIL-held part is at least one callback's dispatch (runtime_dispatch)."""
     if df is None or "workload" not in df.columns:
         return []
     table = _load_wake_costs(wake_costs)
+    switch_s = _load_switch_cost(switch_s)
     cases = []
     for (python, workload), sub in df.groupby(["python", "workload"]):
         for colors, csub in sub.groupby("colors"):
@@ -321,16 +339,17 @@ def runtime_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float = 
             mode = "distinct" if colors == "distinct" else "single"
             cases.append(Case(
                 app="runtime", python=str(python), config=f"{workload} {colors} colors", mode=mode,
-                held_s=held, free_s=free, clients=16, unit="ops/s", **_wake(table),
+                held_s=held, free_s=free, clients=16, unit="ops/s", **_wake(table, switch_s),
                 baseline=f"{workload} single colors", group=str(workload),
                 measured=_measured_points(csub, "ops_per_s", cpu_col="workers"), calibration_cpus={1}))
     return cases
 
 
-def handoff_cases(points: list[dict], wake_costs=None) -> list[Case]:
+def handoff_cases(points: list[dict], wake_costs=None, switch_s: float | None = None) -> list[Case]:
     """experiments.gil_handoff's two looping threads: h and f measured alone, the 1-thread rate
     calibrates them, the 2-thread rate checks the model's GIL with the measured wake-up costs."""
     table = _load_wake_costs(wake_costs)
+    switch_s = _load_switch_cost(switch_s)
     cases = []
     for p in points:
         measured = []
@@ -343,7 +362,7 @@ def handoff_cases(points: list[dict], wake_costs=None) -> list[Case]:
             app="runtime", python=p["python"],
             config=f"GIL hand-off, {p['held_s'] * 1e6:.0f} us held, {p['free_s'] * 1e6:.0f} us free",
             mode="distinct", held_s=p["held_s"], free_s=p["free_s"], clients=16, unit="ops/s",
-            **_wake(table), baseline="", group="gil_handoff", measured=measured, calibration_cpus={1}))
+            **_wake(table, switch_s), baseline="", group="gil_handoff", measured=measured, calibration_cpus={1}))
     return cases
 
 

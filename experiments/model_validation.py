@@ -34,13 +34,16 @@ def _cpus_allowed(name: str, results: Path | None) -> int:
 
 def all_cases(results: Path | None = None) -> dict[str, list]:
     table = gil_handoff.wake_costs(results)
+    switch = gil_handoff.switch_cost(results)
     dispatch = model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))
     return {
-        "sfs_throughput": model_fit.sfs_cases(figlib.read_csv("sfs_throughput", results), table, dispatch),
-        "web_throughput": model_fit.web_cases(figlib.read_csv("web_throughput", results), table, dispatch),
+        "sfs_throughput": model_fit.sfs_cases(figlib.read_csv("sfs_throughput", results), table,
+                                              dispatch, switch),
+        "web_throughput": model_fit.web_cases(figlib.read_csv("web_throughput", results), table,
+                                              dispatch, switch),
         "runtime_speedup": model_fit.runtime_cases(figlib.read_csv("runtime_speedup", results), table,
-                                                   dispatch),
-        "gil_handoff": model_fit.handoff_cases(gil_handoff.handoff_points(results), table),
+                                                   dispatch, switch),
+        "gil_handoff": model_fit.handoff_cases(gil_handoff.handoff_points(results), table, switch),
     }
 
 
@@ -48,14 +51,15 @@ def headline_cases(results: Path | None = None) -> list:
     """What the prediction panel draws: SFS (paper's suite, large blocks) and the web server."""
     out = []
     wake = gil_handoff.wake_costs(results)
+    switch = gil_handoff.switch_cost(results)
     dispatch = model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))
     sfs = figlib.read_csv("sfs_throughput", results)
     if sfs is not None:
         block = sfs_throughput.headline_block(sfs, sfs_throughput.HEADLINE_SUITE)
         if block is not None:
             sub = sfs[(sfs["suite"] == sfs_throughput.HEADLINE_SUITE) & (sfs["block_kib"] == block)]
-            out.extend(model_fit.sfs_cases(sub, wake, dispatch))
-    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), wake, dispatch)
+            out.extend(model_fit.sfs_cases(sub, wake, dispatch, switch))
+    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), wake, dispatch, switch)
     out.extend(web)
     if web and not any(c.python.endswith("t") for c in web):
         base = [c for c in web if c.mode == "colors_off" and c.python == "3.11"]

@@ -111,7 +111,10 @@ def gil_rows() -> list[dict]:
     handoff = [{"python": "3.11", "kind": "handoff", "trial": t, "spin": spin, "held_s": h,
                 "free_s": 9e-6, "rate_1_thread": 1 / (h + 9e-6), "rate_2_threads": 0.8 / (h + 9e-6),
                 "ratio": 0.8} for spin, h in ((400, 3e-6), (1500, 15e-6)) for t in range(2)]
-    return wake + handoff
+    switch = [{"python": "3.11", "kind": "switch", "trial": t, "spin": spin, "held_1_thread_s": h,
+               "held_2_threads_s": h + 1.5e-6, "switch_s": 1.5e-6}
+              for spin, h in ((400, 3e-6), (1500, 15e-6)) for t in range(2)]
+    return wake + switch + handoff
 
 
 def write_all(folder: Path) -> Path:

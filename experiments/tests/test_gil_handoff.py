@@ -45,6 +45,31 @@ def test_wake_costs_are_medians_per_sleep_length(tmp_path):
 def test_an_unmeasured_machine_gives_no_wake_costs(tmp_path):
     assert gil_handoff.wake_costs(tmp_path) == ()
     assert gil_handoff.handoff_points(tmp_path) == []
+    assert gil_handoff.switch_cost(tmp_path) == 0.0
+
+
+def test_the_switch_cost_is_the_median_over_lengths_of_each_lengths_median(tmp_path):
+    rows = [{"python": "3.11", "kind": "switch", "trial": t, "spin": spin, "switch_s": v}
+            for spin, values in ((400, (1e-6, 2e-6, 9e-6)), (800, (1.5e-6, 1.4e-6, 1.6e-6)),
+                                 (1500, (-1e-6, 0.5e-6, 0.7e-6)))
+            for t, v in enumerate(values)]
+    rows.append({"python": "3.11", "kind": "wakeup", "trial": 0, "sleep_us": 5,
+                 "wake_signal_s": 10e-6, **{f"wake_latency_p{q:02d}_s": 20e-6
+                                            for q in gil_handoff.LATENCY_QUANTILES}})
+    pd.DataFrame(rows).to_csv(tmp_path / "gil_handoff.csv", index=False)
+    assert gil_handoff.switch_cost(tmp_path) == pytest.approx(1.5e-6)    # of 2, 1.5 and 0.5 µs
+    assert len(gil_handoff.wake_costs(tmp_path)) == 1         # the switch rows are not wake-ups
+    pd.DataFrame([dict(r, switch_s=-abs(r.get("switch_s", 0))) for r in rows]).to_csv(
+        tmp_path / "gil_handoff.csv", index=False)
+    assert gil_handoff.switch_cost(tmp_path) == 0.0           # noise below zero is no cost
+
+
+def test_interpreter_work_is_timed_on_each_thread():
+    cpus = gil_handoff.common.allowed_cpus()
+    one = gil_handoff.held_times(200, 1, cpus[:1], 0.05)
+    assert 0 < one < 0.01
+    if len(cpus) >= 2:
+        assert 0 < gil_handoff.held_times(200, 2, cpus[:2], 0.05) < 0.01
 
 
 def test_two_threads_run_and_are_counted():

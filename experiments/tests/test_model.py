@@ -217,6 +217,23 @@ def test_gil_bound_threads_pay_a_wake_up_per_pass():
     assert taxed < free * 0.9
 
 
+def test_taking_the_gil_from_another_thread_costs_the_measured_switch_time():
+    # GIL-bound threads on 8 CPUs take the GIL from one another on every pass: each pass costs
+    # H plus the switch time. One thread (one color) keeps it and pays nothing extra, and neither
+    # does a single CPU (the 1-CPU time already holds whatever it costs there) nor the
+    # free-threaded build (no GIL to move).
+    S = H / 4
+    bound = dict(stages=conn_stages(H, F), cpus=8, clients=32)
+    assert rate(switch_s=S, **bound) == pytest.approx(1 / (H + S), rel=0.05)
+    assert rate(**bound) == pytest.approx(1 / H, rel=0.05)
+    serial = dict(stages=request_stages(H, F, colored=False), cpus=2)
+    assert rate(switch_s=S, **serial) == pytest.approx(rate(**serial), rel=0.01)
+    one = dict(stages=conn_stages(H, F), cpus=1)
+    assert rate(switch_s=S, **one) == pytest.approx(rate(**one), rel=0.01)
+    nogil = dict(stages=conn_stages(H, F), cpus=4, clients=32, gil=False)
+    assert rate(switch_s=S, **nogil) == pytest.approx(rate(**nogil), rel=0.01)
+
+
 def test_colored_crypto_callback_holds_the_gil_for_its_dispatch():
     stages = request_stages(H, F, colored=True, dispatch_s=5e-6)
     assert [(s.color, s.held_s, s.free_s) for s in stages] == [("serial", H - 5e-6, 0.0), ("conn", 5e-6, F)]
