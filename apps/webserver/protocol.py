@@ -22,6 +22,7 @@ from .paths import BadPath, target_to_relpath
 
 ALLOW = b"Allow: GET, HEAD\r\n"
 _CRLFCRLF = b"\r\n\r\n"
+_HTTP_1X = (b" HTTP/1.1", b" HTTP/1.0")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class HttpSession:
         self._in_head = False
         self._began_in_this_feed = False
         self._head_bytes = 0         # raw bytes of an unfinished head (see _count_partial_head)
+        self._line = b""             # the request line so far, until it ends
+        self._line_ended = False
         self._header_bytes = 0       # bytes of the header fields parsed so far
         self._url_parts: list[bytes] = []
         self._url_len = 0
@@ -114,21 +117,46 @@ class HttpSession:
             message = str(exc)
             return self._fail(505 if "version" in message.lower() else 400)
         if self._in_head:
-            self._count_partial_head(data, was_in_head)
+            head = self._unfinished_head(data, was_in_head)
+            self._began_in_this_feed = False
+            self._check_request_line(head)
+            if not self.closing:
+                self._count_partial_head(len(head))
 
-    def _count_partial_head(self, data: bytes, was_in_head: bool) -> None:
-        """Bound the bytes of an unfinished head, which httptools buffers out of our sight.
+    def _unfinished_head(self, data: bytes, was_in_head: bool) -> bytes:
+        """The part of `data` that belongs to the head still being read.
 
         If the head began in this chunk it began after the chunk's last blank line (a finished
-        head ends with one), so counting from there is an upper bound that never mistakes the
+        head ends with one), so taking what follows it is an upper bound that never mistakes the
         earlier requests of a pipelined chunk for part of this one.
         """
         if was_in_head and not self._began_in_this_feed:
-            self._head_bytes += len(data)
-        else:
-            end = data.rfind(_CRLFCRLF)
-            self._head_bytes += len(data) - (end + 4 if end >= 0 else 0)
-        self._began_in_this_feed = False
+            return data
+        end = data.rfind(_CRLFCRLF)
+        return data[end + 4:] if end >= 0 else data
+
+    def _check_request_line(self, head: bytes) -> None:
+        """Answer 505 as soon as a request line that is not HTTP/1.x has ended.
+
+        llhttp takes a line without a version (`GET /`) for HTTP/0.9 and then waits for header
+        lines that such a client never sends, so the client would hear nothing until the header
+        timeout; an HTTP/0.9 client wants its answer at the end of the line.
+        """
+        if self._line_ended:
+            return
+        line = (self._line + head).lstrip(b"\r\n")     # empty lines before a request are allowed
+        if b"\n" not in line:
+            self._line = line[:self.limits.max_request_line + 2]     # longer gets 414 anyway
+            return
+        self._line_ended = True
+        # llhttp has accepted the line, or feed() would have answered already; its version is
+        # read from the line itself, as the parser reports the previous request's until then
+        if not line.split(b"\n", 1)[0].rstrip(b"\r").endswith(_HTTP_1X):
+            self._fail(505)
+
+    def _count_partial_head(self, nbytes: int) -> None:
+        """Bound the bytes of an unfinished head, which httptools buffers out of our sight."""
+        self._head_bytes += nbytes
         if self._head_bytes > self.limits.max_head:
             if not self._url_parts or self._url_len > self.limits.max_request_line:
                 self._fail(414)

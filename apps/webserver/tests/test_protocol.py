@@ -135,6 +135,33 @@ def test_fatal_errors_reply_then_close(cache, raw, code):
     assert replies[0][2].startswith(str(code).encode())
 
 
+@pytest.mark.parametrize("chunks", [
+    [b"GET /\r\n"],                                   # HTTP/0.9: no version, no headers to come
+    [b"GET /hello.txt", b"\r\n"],
+    [b"\r\n", b"GET / HTTP/0.9\r\n"],
+    [b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /\r\n"],      # after a pipelined request
+])
+def test_a_request_line_without_http_1x_is_answered_when_it_ends(cache, chunks):
+    session = HttpSession(cache)
+    for chunk in chunks:
+        session.feed(chunk)
+    replies = parse(session.out)
+    assert replies[-1][0] == 505 and session.closing and not session.in_request
+    assert [r[0] for r in replies[:-1]] == [200] * (len(replies) - 1)
+
+
+@pytest.mark.parametrize("chunks", [
+    [b"GET /hello.txt"], [b"\r\n\r\nGET /"], [b"GET / HTTP/1.1\r\n"], [b"GET / HTT", b"P/1.0\r\n"],
+    [b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n"],
+])
+def test_an_unfinished_or_http_1x_request_line_waits_for_the_rest(cache, chunks):
+    session = HttpSession(cache)
+    for chunk in chunks:
+        session.feed(chunk)
+    assert all(r[0] == 200 for r in parse(session.out))
+    assert session.in_request and not session.closing
+
+
 def test_expect_100_continue_is_answered_before_the_body(cache):
     """curl sends `Expect: 100-continue` and holds a large body back until it hears from us."""
     session = HttpSession(cache)

@@ -123,6 +123,13 @@ def test_bad_input_gets_its_error_and_the_server_keeps_serving(server, raw, code
     assert exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"hello, world\n"
 
 
+def test_an_http_0_9_request_is_refused_at_once_not_at_the_header_timeout(server):
+    with server.connect(timeout=3) as sock:        # the fixture's header timeout is longer
+        sock.sendall(b"GET /hello.txt\r\n")
+        status, headers, body = read_reply(sock)
+    assert status == 505 and headers["connection"] == "close"
+
+
 def test_traversal_never_reaches_the_outside_file(server):
     for target in ["/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/escape.txt",
                    "//../secret.txt", "/sub/../../secret.txt", "/.%2e/secret.txt"]:
