@@ -19,6 +19,7 @@ from . import responses
 from .protocol import HttpSession, SendFile
 
 RECV_SIZE = 64 * 1024
+JOIN_BYTES = 64 * 1024   # small replies queued together are sent as one buffer up to this size
 LINGER_S = 2.0           # how long a closing connection waits for the client to close first
 
 
@@ -141,12 +142,18 @@ class Connection:
                     return self._wait_writable()
                 del out[0]
                 continue
-            if len(out) > 1 and out[1].__class__ is not SendFile:
-                k = 1
-                while k < len(out) and out[k].__class__ is not SendFile:
+            if len(out) > 1 and len(item) < JOIN_BYTES:
+                # Small replies (pipelined requests) go out together, up to JOIN_BYTES: one send
+                # instead of many. Larger ones go alone, so that a burst of pipelined requests for
+                # a large cached file costs references to its one body, never copies of it.
+                k, total = 1, len(item)
+                while (k < len(out) and out[k].__class__ is not SendFile
+                       and total + len(out[k]) <= JOIN_BYTES):
+                    total += len(out[k])
                     k += 1
-                item = b"".join(out[:k])
-                out[:k] = [item]
+                if k > 1:
+                    item = b"".join(out[:k])
+                    out[:k] = [item]
             t0 = time.thread_time() if profile else 0.0
             try:
                 sent = sock.send(item)

@@ -277,7 +277,8 @@ class HttpSession:
         if head_only:
             self.out.append(head)
         elif entry.body is not None:
-            self.out.append(head + entry.body)
+            self.out.append(head)
+            self.out.append(entry.body)          # the cached object itself: queueing copies nothing
         else:
             self.out.append(head)
             self.out.append(SendFile(entry.path, entry.size))
@@ -295,7 +296,7 @@ class HttpSession:
             return any(t == b"*" or t.removeprefix(b"W/") == entry.etag for t in tags)
         try:
             since = parsedate_to_datetime(self._if_modified_since.decode("latin-1"))
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return False                     # an unparsable date is ignored, as RFC 9110 says
         if since.tzinfo is None:
             return False

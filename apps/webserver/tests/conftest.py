@@ -12,6 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 BIG_SIZE = 3 * 1024 * 1024 + 17          # over the 1 MiB cache entry bound: sent with sendfile
+LARGE_CACHED_SIZE = 1000 * 1000          # just under it: cached, its bytes held in memory
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +27,7 @@ def docroot(tmp_path_factory) -> Path:
     (root / "sub" / "data.json").write_text('{"a": 1}\n')
     (root / "with space.txt").write_text("spaced\n")
     (root / "big.bin").write_bytes(bytes(range(256)) * (BIG_SIZE // 256) + b"x" * (BIG_SIZE % 256))
+    (root / "large.bin").write_bytes(os.urandom(LARGE_CACHED_SIZE))
     (top / "secret.txt").write_text("outside the root\n")   # what traversal would reach
     os.symlink(top / "secret.txt", root / "escape.txt")      # a symlink that leads out
     return root

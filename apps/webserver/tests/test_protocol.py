@@ -97,6 +97,16 @@ def test_if_none_match_and_if_modified_since_give_304(cache):
     assert replies[0][1]["etag"] == etag and replies[0][2] == b""
 
 
+@pytest.mark.parametrize("date", [
+    "Mon, 01 Jan 99999999999999999999 00:00:00 GMT", "Mon, 99999999999999999999 Jan 2020 00:00:00 GMT",
+    "Mon, 01 Jan 2020 99999999999999999999:00:00 GMT", "Mon, 01 Jan 2020 00:00:00 +99999999999999999999",
+])
+def test_an_if_modified_since_date_out_of_range_is_ignored(cache, date):
+    _, replies = run(cache, f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {date}\r\n\r\n"
+                            "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert [(r[0], r[2]) for r in replies] == [(200, b"hello, world\n")] * 2
+
+
 @pytest.mark.parametrize("raw, code", [
     (b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 405),
     (b"DELETE /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n", 405),

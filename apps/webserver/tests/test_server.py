@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .conftest import BIG_SIZE, Replies, closed_by_peer, exchange, read_reply
+from .conftest import BIG_SIZE, LARGE_CACHED_SIZE, Replies, closed_by_peer, exchange, read_reply
 
 
 def test_http_client_keep_alive_get_and_head(server, docroot):
@@ -71,6 +71,32 @@ def test_pipelined_requests_over_one_socket(server, docroot):
             else:
                 path = docroot / name / "index.html" if name.endswith("/") else docroot / name
                 assert (status, body) == (200, path.read_bytes())
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_a_pipelining_client_that_does_not_read_cannot_grow_our_memory(server, docroot, version):
+    # One read of 64 KiB holds about 1500 requests for a 1 MB cached file: answered with copies
+    # of the file, they would take 1.5 GB; answered with references to its one cached body,
+    # almost nothing. Another client is served meanwhile, and the stalled one gets right bytes.
+    keep = "Connection: keep-alive\r\n" if version == "1.0" else ""
+    one = f"GET /large.bin HTTP/{version}\r\nHost: t\r\n{keep}\r\n".encode()
+    assert exchange(server, one.replace(b"keep-alive", b"close"))[0] == 200    # cached now
+    before = _rss_bytes(server.proc.pid)
+    with server.connect(timeout=10) as sock:
+        sock.sendall(one * (64 * 1024 // len(one)))
+        status, _, body = Replies(sock).next()       # the server has read the burst and answers
+        grown = _rss_bytes(server.proc.pid) - before
+        assert exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"hello, world\n"
+    assert grown < 200 * 1024 * 1024, f"the server grew by {grown >> 20} MiB"
+    assert status == 200 and body == (docroot / "large.bin").read_bytes()
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (make setup)")
