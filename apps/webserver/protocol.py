@@ -68,6 +68,8 @@ class HttpSession:
         self.request_started = 0.0   # `now` of the feed in which the current request began
         self._parser = httptools.HttpRequestParser(self)
         self._now = 0.0
+        self._body_in_feed = 0       # body bytes of the current request seen in this feed
+        self._body_before_head = 0   # ... of the previous request, in the feed this one began in
         self._reset_request()
 
     def _reset_request(self):
@@ -96,6 +98,7 @@ class HttpSession:
         if self.closing or not data:
             return
         self._now = now
+        self._body_in_feed = 0
         was_in_head = self._in_head
         try:
             self._parser.feed_data(data)
@@ -114,10 +117,12 @@ class HttpSession:
         except httptools.HttpParserInvalidURLError:
             return self._fail(400)
         except httptools.HttpParserError as exc:
-            message = str(exc)
-            return self._fail(505 if "version" in message.lower() else 400)
+            message = str(exc).lower()        # "Invalid HTTP version", "Invalid major version"
+            return self._fail(505 if "invalid" in message and "version" in message else 400)
         if self._in_head:
             head = self._unfinished_head(data, was_in_head)
+            if self._began_in_this_feed and self._body_before_head:
+                self._line_ended = True      # where our head begins is a guess: no early 505
             self._began_in_this_feed = False
             self._check_request_line(head)
             if not self.closing:
@@ -126,14 +131,17 @@ class HttpSession:
     def _unfinished_head(self, data: bytes, was_in_head: bool) -> bytes:
         """The part of `data` that belongs to the head still being read.
 
-        If the head began in this chunk it began after the chunk's last blank line (a finished
-        head ends with one), so taking what follows it is an upper bound that never mistakes the
-        earlier requests of a pipelined chunk for part of this one.
+        If the head began in this chunk, it began after the previous request's head, which ends
+        with a blank line, and after that request's body, whose length we saw: so after the last
+        blank line that leaves room for that body. Earlier requests of a pipelined chunk, bodies
+        included, are then never counted as part of this one. (A body that itself holds a blank
+        line can make this undercount, by less than one chunk: the bound stays a bound.)
         """
         if was_in_head and not self._began_in_this_feed:
             return data
-        end = data.rfind(_CRLFCRLF)
-        return data[end + 4:] if end >= 0 else data
+        skip = self._body_before_head
+        end = data.rfind(_CRLFCRLF, 0, len(data) - skip)
+        return data[(end + 4 if end >= 0 else 0) + skip:]
 
     def _check_request_line(self, head: bytes) -> None:
         """Answer 505 as soon as a request line that is not HTTP/1.x has ended.
@@ -173,6 +181,7 @@ class HttpSession:
     # ---- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self):
         self._reset_request()
+        self._body_before_head, self._body_in_feed = self._body_in_feed, 0
         self._in_head = True
         self._began_in_this_feed = True
         self.in_request = True
@@ -227,6 +236,7 @@ class HttpSession:
 
     def on_body(self, body: bytes):
         self._body_bytes += len(body)
+        self._body_in_feed += len(body)
         if self._body_bytes > self.limits.max_body:
             raise _Reject(413)
 

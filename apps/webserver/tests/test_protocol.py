@@ -126,6 +126,9 @@ def test_keep_alive_errors(cache, raw, code):
     (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
     (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505),
     (b"GET /\r\n\r\n", 505),
+    (b"GET / HTTP/a.1\r\nHost: x\r\n\r\n", 505),
+    (b"GET / HTTP/1.1\nHost: x\n\n", 400),               # bare LF ends no line here
+    (b"GET / HTTP/1.1x\r\nHost: x\r\n\r\n", 400),
     (b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
     (b"GET / HTTP/1.1\r\n\r\n", 400),
@@ -158,6 +161,26 @@ def test_a_request_line_without_http_1x_is_answered_when_it_ends(cache, chunks):
     replies = parse(session.out)
     assert replies[-1][0] == 505 and session.closing and not session.in_request
     assert [r[0] for r in replies[:-1]] == [200] * (len(replies) - 1)
+
+
+def _with_body(body: bytes) -> bytes:
+    return b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+@pytest.mark.parametrize("chunks", [
+    [_with_body(b"a" * 20000) + b"GET /hel", b"lo.txt HTTP/1.1\r\nHost: x\r\n\r\n"],
+    [_with_body(b"a" * 20000) + b"G", b"ET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"],
+    [_with_body(b"\r\n\r\nA\n") + b"GET /hello.txt HTTP/1.1\r\nHo", b"st: x\r\n\r\n"],
+    [_with_body(b"b" * 9000 + b"\r\n\r\n") + b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-A: b",
+     b"\r\n\r\n"],
+    [_with_body(b"a" * 3000)[:-1000], b"a" * 1000 + b"GET /hello.txt HTTP/1.1\r\nHo", b"st: x\r\n\r\n"],
+])
+def test_a_body_before_a_pipelined_request_is_not_counted_as_its_head(cache, chunks):
+    session = HttpSession(cache)
+    for chunk in chunks:
+        session.feed(chunk)
+    assert [(r[0], r[2]) for r in parse(session.out)] == [(200, b"hello, world\n")] * 2
+    assert not session.closing
 
 
 @pytest.mark.parametrize("chunks", [
