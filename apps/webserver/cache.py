@@ -31,13 +31,15 @@ INDEX = "index.html"
 class CachedFile:
     """One file as served: its metadata, its reply headers and (when small enough) its bytes."""
 
-    __slots__ = ("path", "size", "mtime_ns", "mtime_s", "etag", "last_modified", "headers",
-                 "body", "_ready", "referenced")
+    __slots__ = ("path", "size", "mtime_ns", "mtime_s", "dev", "ino", "etag", "last_modified",
+                 "headers", "body", "_ready", "referenced")
 
-    def __init__(self, path: str, size: int, mtime_ns: int, body: bytes | None):
+    def __init__(self, path: str, size: int, mtime_ns: int, body: bytes | None,
+                 dev: int = 0, ino: int = 0):
         self.path = path
         self.size = size
         self.mtime_ns = mtime_ns
+        self.dev, self.ino = dev, ino    # which file it was: a name can be pointed elsewhere
         self.mtime_s = mtime_ns // 1_000_000_000
         self.etag = f'"{self.mtime_ns:x}-{self.size:x}"'.encode()
         self.last_modified = responses.http_date(self.mtime_s).encode()
@@ -53,7 +55,11 @@ class CachedFile:
         self.referenced = True       # CLOCK's use bit: a new entry survives one sweep
 
     def same_file(self, st: os.stat_result) -> bool:
-        return st.st_mtime_ns == self.mtime_ns and st.st_size == self.size
+        """Whether the name still leads to this file, unchanged. The inode matters: a symlink
+        re-pointed (out of the root, say) at a file of the same size and mtime is another file,
+        to be loaded, and so checked, again."""
+        return (st.st_mtime_ns == self.mtime_ns and st.st_size == self.size
+                and st.st_ino == self.ino and st.st_dev == self.dev)
 
     def keepalive_reply(self, date_line: bytes) -> bytes:
         """The whole HTTP/1.1 keep-alive 200 reply, rebuilt once a second (when Date changes)."""
@@ -131,7 +137,8 @@ class FileCache:
         if not real.startswith(self.root + os.sep):
             return None                      # a symbolic link that leads out of the root
         try:
-            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            # O_NONBLOCK: if the name became a FIFO since the stat, opening it must not wait
+            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
         except OSError:
             return None
         try:
@@ -145,7 +152,27 @@ class FileCache:
                 size = len(body)              # it may have changed while we read: serve what we read
         finally:
             os.close(fd)
-        return CachedFile(full, size, st.st_mtime_ns, body)
+        return CachedFile(full, size, st.st_mtime_ns, body, st.st_dev, st.st_ino)
+
+    def open_cached(self, entry: CachedFile) -> int:
+        """A descriptor for sending `entry`'s bytes from disk (a file too large to cache), or -1.
+
+        Its name is resolved and checked again, as the name may lead elsewhere by now (a symlink
+        re-pointed out of the root), and the file opened must be the very file whose headers
+        went out: same device and inode, still a regular file.
+        """
+        real = os.path.realpath(entry.path)
+        if not real.startswith(self.root + os.sep):
+            return -1
+        try:
+            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+        except OSError:
+            return -1
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
+            os.close(fd)
+            return -1
+        return fd
 
 
 class _Table:

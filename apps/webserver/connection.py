@@ -190,9 +190,8 @@ class Connection:
     def _send_file(self, item: SendFile) -> bool:
         """Stream a large file; True when all of it is sent (or the connection had to end)."""
         if self.file_fd < 0:
-            try:
-                self.file_fd = os.open(item.path, os.O_RDONLY)
-            except OSError:          # gone since we sent its headers: the length is a lie now
+            self.file_fd = self.server.cache.open_cached(item.entry)
+            if self.file_fd < 0:     # gone or replaced since we sent its headers: end here
                 self.session.closing = True
                 self.session.out[1:] = []
                 return True

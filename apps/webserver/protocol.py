@@ -36,11 +36,11 @@ class Limits:
 class SendFile:
     """A reply body too large for the cache: the connection streams it from disk."""
 
-    __slots__ = ("path", "size")
+    __slots__ = ("entry", "size")
 
-    def __init__(self, path: str, size: int):
-        self.path = path
-        self.size = size
+    def __init__(self, entry):
+        self.entry = entry           # the cache's CachedFile: which file, checked again to open
+        self.size = entry.size
 
 
 class _Reject(Exception):
@@ -291,7 +291,7 @@ class HttpSession:
             self.out.append(entry.body)          # the cached object itself: queueing copies nothing
         else:
             self.out.append(head)
-            self.out.append(SendFile(entry.path, entry.size))
+            self.out.append(SendFile(entry))
         self.closing = not keep_alive
 
     def _reply_error(self, code, keep_alive, version, head_only, extra=b""):

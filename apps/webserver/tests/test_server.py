@@ -1,6 +1,7 @@
 """Our server over real sockets, with colors off and on: real clients, pipelining, bad input."""
 import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -154,6 +155,26 @@ def test_an_http_0_9_request_is_refused_at_once_not_at_the_header_timeout(server
         sock.sendall(b"GET /hello.txt\r\n")
         status, headers, body = read_reply(sock)
     assert status == 505 and headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("colors", ["off", "on"])
+@pytest.mark.parametrize("size", [1000, BIG_SIZE])          # cached body / sent from disk
+def test_a_symlink_re_pointed_out_of_the_root_is_not_followed(server_factory, tmp_path, colors, size):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    (root / "inside.bin").write_bytes(b"I" * size)
+    outside.write_bytes(b"S" * size)
+    os.symlink(root / "inside.bin", root / "link.bin")
+    server = server_factory(root, "--colors", colors, "--workers", "1")
+    request = b"GET /link.bin HTTP/1.1\r\nHost: t\r\n\r\n"
+    assert exchange(server, request)[2] == b"I" * size
+    # the same size and mtime, the same name: only where it leads has changed
+    st = (root / "inside.bin").stat()
+    os.utime(outside, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.symlink(outside, root / "link.tmp")
+    os.replace(root / "link.tmp", root / "link.bin")
+    status, _, body = exchange(server, request)
+    assert status == 404 and b"S" not in body
 
 
 def test_traversal_never_reaches_the_outside_file(server):
