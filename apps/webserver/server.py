@@ -8,6 +8,7 @@ and discarding) so the reply arrives instead of a reset. The server keeps servin
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -22,6 +23,8 @@ from .protocol import Limits
 
 log = logging.getLogger("apps.webserver")
 ACCEPT_BATCH = 64
+ACCEPT_PAUSE_S = 0.25    # out of descriptors or memory: stop accepting this long, then try again
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class Server:
@@ -42,7 +45,10 @@ class Server:
         # Owned by the accept color:
         self.open: dict[int, Connection] = {}
         self.refusing = 0
-        self.totals = {"connections": 0, "refused": 0, "requests": 0, "io_s": 0.0}
+        self.accept_paused = False
+        self._pauses_in_row = 0
+        self.totals = {"connections": 0, "refused": 0, "requests": 0, "io_s": 0.0,
+                       "accept_pauses": 0}
         self.bugs = 0
 
     # ---- set-up ------------------------------------------------------------------------------
@@ -71,9 +77,14 @@ class Server:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:            # EMFILE, ENFILE, ENOBUFS: keep serving the others
-                log.warning("accept failed: %s", exc)
-                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    return self._pause_accepting(exc)
+                log.warning("accept failed: %s", exc)    # ECONNABORTED and the like: next one
+                continue
+            if self._pauses_in_row:
+                log.warning("accepting again after %d pauses", self._pauses_in_row)
+                self._pauses_in_row = 0
             if len(self.open) >= self.max_connections:
                 self._refuse(sock)
                 continue
@@ -82,6 +93,27 @@ class Server:
             self.open[conn_id] = conn
             self.totals["connections"] += 1
             self.loop.call_soon(conn.start, color=conn.color)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of descriptors (or buffers): the pending connection stays in the backlog and the
+        listener stays readable, so accepting again at once would spin, a failure and a log line
+        each time. Stop watching the listener for a while instead; the connections we have keep
+        being served, and closing them frees what the next accept needs."""
+        if self.accept_paused:
+            return
+        self.accept_paused = True
+        self.totals["accept_pauses"] += 1
+        self._pauses_in_row += 1
+        if self._pauses_in_row == 1:                  # one line per shortage, not per pause
+            log.warning("accept failed (%s): pausing accepts for %.2f s at a time until it "
+                        "succeeds", exc, ACCEPT_PAUSE_S)
+        self.loop.remove_reader(self.listener.fileno())
+        self.loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, color=self.colors.accept())
+
+    def _resume_accepting(self) -> None:
+        if self.accept_paused and self.listener is not None:
+            self.accept_paused = False
+            self.loop.add_reader(self.listener.fileno(), self._on_accept, color=self.colors.accept())
 
     def _refuse(self, sock: socket.socket) -> None:
         self.totals["refused"] += 1

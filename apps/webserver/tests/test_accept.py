@@ -1,0 +1,79 @@
+"""Accepting when the process is out of descriptors: pause, do not spin."""
+import errno
+import logging
+
+from apps.webserver.cache import FileCache
+from apps.webserver.colors import OFF
+from apps.webserver import server as server_module
+from apps.webserver.server import Server
+
+
+class RecordingLoop:
+    """The loop calls Server makes while accepting, recorded instead of run."""
+
+    def __init__(self):
+        self.readers, self.timers, self.soon = {}, [], []
+
+    def add_reader(self, fd, fn, color=0):
+        self.readers[fd] = fn
+
+    def remove_reader(self, fd):
+        return self.readers.pop(fd, None) is not None
+
+    def call_later(self, delay, fn, *args, color=0):
+        self.timers.append((delay, fn, args))
+
+    def call_soon(self, fn, *args, color=0):
+        self.soon.append((fn, args))
+
+
+class FailingListener:
+    def __init__(self, error):
+        self.error, self.calls = error, 0
+
+    def fileno(self):
+        return 99
+
+    def accept(self):
+        self.calls += 1
+        raise OSError(self.error, "simulated")
+
+
+def make_server(docroot, listener):
+    loop = RecordingLoop()
+    server = Server(loop, FileCache(str(docroot)), colors=OFF)
+    server.listener = listener
+    server.start()
+    return server, loop
+
+
+def test_out_of_descriptors_pauses_accepting_and_resumes_after_a_while(docroot, caplog):
+    listener = FailingListener(errno.EMFILE)
+    server, loop = make_server(docroot, listener)
+    with caplog.at_level(logging.WARNING, logger="apps.webserver"):
+        loop.readers[99]()                       # the listener is readable: a client waits
+    assert listener.calls == 1                   # one try, not a batch of failures
+    assert 99 not in loop.readers                # no longer watched: the loop cannot spin on it
+    assert [d for d, _, _ in loop.timers] == [server_module.ACCEPT_PAUSE_S]
+    assert len([r for r in caplog.records if "accept" in r.getMessage()]) == 1
+    assert server.totals["accept_pauses"] == 1
+    _, resume, args = loop.timers.pop()
+    resume(*args)
+    assert loop.readers[99] == server._on_accept          # watched again, and tried again
+    with caplog.at_level(logging.WARNING, logger="apps.webserver"):
+        loop.readers[99]()                       # still out of descriptors: pause again, quietly
+    assert listener.calls == 2 and 99 not in loop.readers and len(loop.timers) == 1
+    assert len([r for r in caplog.records if "accept" in r.getMessage()]) == 1
+    _, resume, args = loop.timers.pop()
+    resume(*args)
+    listener.error = errno.EAGAIN
+    loop.readers[99]()
+    assert listener.calls == 3 and 99 in loop.readers and not loop.timers
+
+
+def test_a_connection_aborted_before_accept_is_skipped_without_pausing(docroot):
+    listener = FailingListener(errno.ECONNABORTED)
+    server, loop = make_server(docroot, listener)
+    loop.readers[99]()
+    assert 99 in loop.readers and not loop.timers
+    assert listener.calls == server_module.ACCEPT_BATCH
