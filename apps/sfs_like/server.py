@@ -45,7 +45,7 @@ class Connection:
                  "send_closed", "accepted_at", "partial_since", "received", "replied",
                  "reads", "read_bytes", "seal_s", "send_s")
 
-    def __init__(self, conn_id: int, sock: socket.socket, peer, color) -> None:
+    def __init__(self, conn_id: int, sock: socket.socket, peer, color, now: float) -> None:
         self.id = conn_id
         self.sock = sock
         self.fd = sock.fileno()
@@ -56,8 +56,8 @@ class Connection:
         self.outq: deque = deque()
         self.closing = False          # set on the network color: no more reads
         self.send_closed = False      # set on the crypto color: no more sends
-        self.accepted_at = time.monotonic()
-        self.partial_since = None
+        self.accepted_at = now
+        self.partial_since = None     # when the frame now arriving started (None: no partial frame)
         self.received = 0             # frames read (network color)
         self.replied = 0              # replies sealed (crypto color)
         self.reads = 0
@@ -69,8 +69,9 @@ class Connection:
 class Server:
     def __init__(self, loop: runtime.Loop, export: str, key_path: str, *, colors: str = "off",
                  suites=("sfs2003", "modern"), cache_bytes: int = 64 << 20,
-                 frame_timeout: float = 10.0) -> None:
+                 frame_timeout: float = 10.0, clock=time.monotonic) -> None:
         self.loop = loop
+        self.clock = clock            # monotonic seconds for every timeout (a test may pass a fake)
         self.colors = color_policy.policy(colors)
         self.file_color = self.colors.file()
         self.files = FileLayer(export, cache_bytes, sync_later=True)   # fsyncs on the crypto color
@@ -115,13 +116,19 @@ class Server:
             except OSError as exc:          # EMFILE and friends: log, keep serving the others
                 log.error("accept failed: %s", exc)
                 return
-            sock.setblocking(False)
+            self._adopt(sock, peer)
+
+    def _adopt(self, sock: socket.socket, peer) -> Connection:
+        """Serve an accepted socket: a new connection, read on the network color."""
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn_id = self._next_id
-            self._next_id += 1
-            conn = Connection(conn_id, sock, peer, self.colors.crypto(conn_id))
-            self.conns[conn_id] = conn
-            self.loop.add_reader(sock, self._readable, conn, color=color_policy.NET)
+        conn_id = self._next_id
+        self._next_id += 1
+        conn = Connection(conn_id, sock, peer, self.colors.crypto(conn_id), self.clock())
+        self.conns[conn_id] = conn
+        self.loop.add_reader(sock, self._readable, conn, color=color_policy.NET)
+        return conn
 
     def _readable(self, conn: Connection) -> None:
         if conn.closing:
@@ -145,7 +152,13 @@ class Server:
         except FrameError as exc:
             self._close(conn, f"framing violated: {exc}")
             return
-        conn.partial_since = (conn.partial_since or time.monotonic()) if conn.frames.partial else None
+        # The frame timer bounds how long ONE frame takes to arrive: it starts with a frame's first
+        # byte and restarts whenever a frame completes, so a client streaming frames back to back
+        # (never an empty buffer after a recv) is not taken for a slow one.
+        if not conn.frames.partial:
+            conn.partial_since = None
+        elif frames or conn.partial_since is None:
+            conn.partial_since = self.clock()
         for body in frames:
             conn.received += 1
             if conn.received - conn.replied > MAX_OUTSTANDING:
@@ -155,7 +168,7 @@ class Server:
 
     def _reap_slow(self) -> None:
         """Cut off clients that hold a frame (or the handshake) unfinished for too long."""
-        now = time.monotonic()
+        now = self.clock()
         for conn in list(self.conns.values()):
             if conn.closing:
                 continue
