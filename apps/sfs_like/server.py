@@ -38,12 +38,19 @@ log = logging.getLogger("sfs_like.server")
 MAX_OUTSTANDING = 64          # requests a client may have unanswered before it is cut off
 RECV_SIZE = 64 * 1024          # requests are small; a 256 KiB WRITE takes a few reads
 SENDMSG_MAX_PIECES = 64
+# Back-pressure: a connection whose unsent reply bytes exceed PAUSE_UNSENT is not read from until
+# they drop to RESUME_UNSENT, so a client that sends requests but does not read replies is
+# throttled. Its unsent output stays below PAUSE_UNSENT plus the replies to requests already read
+# (at most MAX_OUTSTANDING of them), whatever it sends.
+PAUSE_UNSENT = 4 << 20
+RESUME_UNSENT = 1 << 20
 
 
 class Connection:
     __slots__ = ("id", "sock", "fd", "peer", "frames", "color", "channel", "outq", "closing",
                  "send_closed", "accepted_at", "partial_since", "received", "replied",
-                 "reads", "read_bytes", "seal_s", "send_s")
+                 "reads", "read_bytes", "seal_s", "send_s",
+                 "unsent", "peak_unsent", "pause_asked", "reading_paused", "pauses")
 
     def __init__(self, conn_id: int, sock: socket.socket, peer, color, now: float) -> None:
         self.id = conn_id
@@ -64,6 +71,11 @@ class Connection:
         self.read_bytes = 0
         self.seal_s = 0.0             # time inside seal() for READ replies: GIL-releasing crypto
         self.send_s = 0.0             # time inside sendmsg() for READ replies: GIL-releasing syscalls
+        self.unsent = 0               # reply bytes sealed but not yet taken by the kernel (crypto color)
+        self.peak_unsent = 0
+        self.pause_asked = False      # crypto color: reading was asked to pause and not yet to resume
+        self.reading_paused = False   # network color: the socket's reader is removed for back-pressure
+        self.pauses = 0
 
 
 class Server:
@@ -87,6 +99,8 @@ class Server:
         self._next_id = 0
         self._listener: socket.socket | None = None
         self._closed_totals = {"reads": 0, "read_bytes": 0, "seal_s": 0.0, "send_s": 0.0}
+        self._closed_peak_unsent = 0
+        self._closed_pauses = 0
         self.rejected = 0
 
     # ---- network layer (default color) ---------------------------------------------------
@@ -131,7 +145,7 @@ class Server:
         return conn
 
     def _readable(self, conn: Connection) -> None:
-        if conn.closing:
+        if conn.closing or conn.reading_paused:
             return
         try:
             data = conn.sock.recv(RECV_SIZE)
@@ -174,8 +188,28 @@ class Server:
                 continue
             if conn.partial_since is not None and now - conn.partial_since > self.frame_timeout:
                 self._close(conn, f"slow client: frame unfinished after {self.frame_timeout:g} s")
+            elif conn.reading_paused:
+                continue              # the server, not the client, holds this frame up
             elif conn.channel is None and now - conn.accepted_at > self.frame_timeout:
                 self._close(conn, f"no handshake within {self.frame_timeout:g} s")
+
+    def _pause_reading(self, conn: Connection) -> None:
+        """Back-pressure (network color): stop reading a client that does not read its replies."""
+        if conn.closing or conn.reading_paused:
+            return
+        conn.reading_paused = True
+        conn.pauses += 1
+        self.loop.remove_reader(conn.fd)
+        log.info("conn %d %s: more than %d reply bytes unsent: not reading its requests until they drain",
+                 conn.id, conn.peer, PAUSE_UNSENT)
+
+    def _resume_reading(self, conn: Connection) -> None:
+        if conn.closing or not conn.reading_paused:
+            return
+        conn.reading_paused = False
+        if conn.frames.partial:
+            conn.partial_since = self.clock()     # the frame timer did not run while paused
+        self.loop.add_reader(conn.sock, self._readable, conn, color=color_policy.NET)
 
     def _close(self, conn: Connection, reason: str, quiet: bool = False) -> None:
         """Step 1 (network color): stop reading; then let the crypto color stop sending."""
@@ -190,6 +224,7 @@ class Server:
         """Step 2 (crypto color): no more sends; the socket itself is closed on the network color."""
         conn.send_closed = True
         conn.outq.clear()
+        conn.unsent = 0
         self.loop.call_soon(self._close_socket, conn, color=color_policy.NET)
 
     def _close_socket(self, conn: Connection) -> None:
@@ -201,6 +236,8 @@ class Server:
         totals["read_bytes"] += conn.read_bytes
         totals["seal_s"] += conn.seal_s
         totals["send_s"] += conn.send_s
+        self._closed_peak_unsent = max(self._closed_peak_unsent, conn.peak_unsent)
+        self._closed_pauses += conn.pauses
 
     def _request_close(self, conn: Connection, reason: str) -> None:
         """From a non-network color: closing starts on the network color."""
@@ -258,6 +295,7 @@ class Server:
     def _send(self, conn: Connection, wire: list) -> None:
         if conn.outq:
             conn.outq.extend(wire)
+            self._queued(conn, sum(len(piece) for piece in wire))
             return
         try:
             sent = conn.sock.sendmsg(wire)
@@ -266,15 +304,29 @@ class Server:
         except OSError as exc:
             self._request_close(conn, f"send failed: {exc}")
             return
+        queued = 0
         for piece in wire:
             n = len(piece)
             if sent >= n:
                 sent -= n
                 continue
             conn.outq.append(memoryview(piece)[sent:])
+            queued += n - sent
             sent = 0
         if conn.outq:
             self.loop.add_writer(conn.fd, self._flush, conn, color=conn.color)
+            self._queued(conn, queued)
+
+    def _queued(self, conn: Connection, n: int) -> None:
+        """`n` more reply bytes wait in the connection's queue (crypto color): above the bound, ask
+        the network color to stop reading it. Asking to pause and to resume both happen on this
+        color, in order, so the network color sees them in the same order."""
+        conn.unsent += n
+        if conn.unsent > conn.peak_unsent:
+            conn.peak_unsent = conn.unsent
+        if conn.unsent > PAUSE_UNSENT and not conn.pause_asked:
+            conn.pause_asked = True
+            self.loop.call_soon(self._pause_reading, conn, color=color_policy.NET)
 
     def _flush(self, conn: Connection) -> None:
         """Writer callback (crypto color): push queued reply bytes until the kernel stops taking them."""
@@ -284,10 +336,11 @@ class Server:
             try:
                 sent = conn.sock.sendmsg(pieces)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
                 self._request_close(conn, f"send failed: {exc}")
                 return
+            conn.unsent -= sent
             while sent:
                 n = len(outq[0])
                 if sent >= n:
@@ -298,6 +351,9 @@ class Server:
                     sent = 0
         if not outq:
             self.loop.remove_writer(conn.fd)
+        if conn.pause_asked and conn.unsent <= RESUME_UNSENT and not conn.send_closed:
+            conn.pause_asked = False
+            self.loop.call_soon(self._resume_reading, conn, color=color_policy.NET)
 
     # ---- file layer (its own color) -----------------------------------------------------------
 
@@ -310,7 +366,8 @@ class Server:
 
     def stats(self) -> dict:
         totals = dict(self._closed_totals)
-        for conn in list(self.conns.values()):
+        conns = list(self.conns.values())
+        for conn in conns:
             totals["reads"] += conn.reads
             totals["read_bytes"] += conn.read_bytes
             totals["seal_s"] += conn.seal_s
@@ -326,6 +383,9 @@ class Server:
             "steals": loop_stats["steals"],
             "loop_errors": loop_stats["errors"],
             "connections": len(self.conns),
+            "max_unsent_bytes": max([self._closed_peak_unsent] + [c.peak_unsent for c in conns]),
+            "reading_paused": sum(1 for c in conns if c.reading_paused),
+            "read_pauses": self._closed_pauses + sum(c.pauses for c in conns),
             "rejected_handshakes": self.rejected,
             "cache_hits": self.files.cache.hits,
             "cache_misses": self.files.cache.misses,

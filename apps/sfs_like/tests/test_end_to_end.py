@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -150,3 +151,46 @@ def test_fsync_runs_on_the_connections_color_not_the_file_layers(export, tmp_pat
     assert server.file_color not in synced_on
     assert all(isinstance(color, int) and color >= 2 for color in synced_on), synced_on
     assert not (export / "sub" / "new.bin").exists()
+
+
+@pytest.mark.parametrize("colors, workers", [("off", 1), ("on", 2)])
+def test_client_that_does_not_read_replies_is_throttled(start_server, export, colors, workers):
+    """Pipelined 256 KiB READs from a client that reads no replies: the server stops reading its
+    requests while its unsent replies are above a bound (they used to grow without bound, 500 MB
+    for 2000 READs); another client is served meanwhile; once the client reads, nothing is lost."""
+    from apps.sfs_like.server import PAUSE_UNSENT
+
+    big = os.urandom(1 << 20)
+    (export / "big.bin").write_bytes(big)
+    srv = start_server(export, colors=colors, workers=workers)
+    hog = Client(srv.address)
+    hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+    fh, _ = hog.lookup(rpc.ROOT_FH, "big.bin")
+    count, batch, xid, offsets = 256 * KIB, 16, 0, {}
+    with Client(srv.address) as watcher:
+        base = watcher.stats()["reads"]
+        for _ in range(12):                   # up to 192 READs: 48 MiB of replies
+            for _ in range(batch):
+                xid += 1
+                offsets[xid] = (xid * 7919) % (len(big) - count)
+                hog.send_request(rpc.req_read(xid, fh, offsets[xid], count))
+            while True:                       # every request answered (sealed), or reading paused
+                stats = watcher.stats()
+                if stats["reading_paused"] or stats["reads"] - base == xid:
+                    break
+            if stats["reading_paused"]:
+                break
+        assert stats["reading_paused"] == 1, stats
+        assert stats["max_unsent_bytes"] <= PAUSE_UNSENT + batch * (count + KIB), stats
+        assert watcher.get("hello.txt") == b"hello, world\n"     # served meanwhile
+        for want in range(1, xid + 1):        # the hog reads: every reply, in order, right bytes
+            reply = hog.recv_reply()
+            got_xid, status, _eof = rpc.READ_REPLY_HEAD.unpack_from(reply)
+            assert (got_xid, status) == (want, rpc.OK)
+            assert reply[rpc.READ_REPLY_HEAD.size:] == big[offsets[want]:offsets[want] + count]
+        assert hog.read(fh, 5, 10) == (big[5:15], False)        # and is read from again
+        stats = watcher.stats()
+        assert stats["reading_paused"] == 0 and stats["read_pauses"] >= 1, stats
+        assert stats["max_unsent_bytes"] <= PAUSE_UNSENT + batch * (count + KIB), stats
+    hog.close()
+    assert "Traceback" not in srv.log()

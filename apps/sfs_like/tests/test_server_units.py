@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
 import socket
 
 import pytest
 
 from apps.sfs_like import rpc
+from apps.sfs_like import server as server_mod
 from apps.sfs_like.client import recv_frame
 from apps.sfs_like.framing import frame
 from apps.sfs_like.handshake import READY, ClientHandshake
@@ -80,3 +83,84 @@ def test_frame_timer_restarts_when_a_frame_completes(tmp_path, export, caplog):
         loop.advance(FRAME_TIMEOUT + 0.5)
     assert s.conn.closing
     assert f"slow client: frame unfinished after {FRAME_TIMEOUT:g} s" in caplog.text
+
+
+
+def _pump(loop: FakeLoop, wanted: dict, max_rounds: int = 100_000) -> dict:
+    """Read replies on the client sockets, letting the server flush its queues in between, until
+    each session in `wanted` ({session: count}) has its count; returns {session: [reply, ...]}."""
+    bufs = {s: bytearray() for s in wanted}
+    got = {s: [] for s in wanted}
+    for _ in range(max_rounds):
+        if all(len(got[s]) >= n for s, n in wanted.items()):
+            return got
+        loop.poll()
+        readable, _, _ = select.select([s.sock for s in wanted], [], [], 0)
+        for s in wanted:
+            if s.sock not in readable:
+                continue
+            data = s.sock.recv(1 << 20)
+            assert data, "the server closed the connection"
+            buf = bufs[s]
+            buf += data
+            while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                n = int.from_bytes(buf[:4], "big")
+                got[s].append(s.channel.recv.open(bytes(buf[4:4 + n])))
+                del buf[:4 + n]
+    raise AssertionError(f"replies did not arrive: {[(len(got[s]), n) for s, n in wanted.items()]}")
+
+
+def test_a_client_that_does_not_read_its_replies_is_throttled_not_buffered(tmp_path, export, caplog):
+    """Pipelined 256 KiB READs from a client that never reads: the server stops reading its requests
+    once its unsent replies pass PAUSE_UNSENT, so they stay bounded (they grew without bound);
+    another client is served meanwhile; once the client reads, every reply arrives, in order."""
+    big = os.urandom(1 << 20)
+    (export / "big.bin").write_bytes(big)
+    loop, server = make_server(tmp_path, export)
+    hog = Session(loop, server)
+    hog.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    hog.sock.sendall(hog.sealed(rpc.req_lookup(1, rpc.ROOT_FH, "big.bin")))
+    (reply,) = _pump(loop, {hog: 1})[hog]
+    fh = rpc.FH.unpack_from(reply, rpc.REP_HEAD.size)[0]
+
+    count, batch, xid, offsets = 256 * 1024, 16, 1, {}
+    for _ in range(12):                           # up to 192 READs: 48 MiB of replies
+        wire = []
+        for _ in range(batch):
+            xid += 1
+            offsets[xid] = (xid * 7919) % (len(big) - count)
+            wire.append(hog.sealed(rpc.req_read(xid, fh, offsets[xid], count)))
+        hog.sock.sendall(b"".join(wire))
+        loop.poll()
+        assert not hog.conn.closing, caplog.text
+        if hog.conn.reading_paused:
+            break
+    assert hog.conn.reading_paused, f"never paused; {hog.conn.unsent} bytes unsent"
+    bound = server_mod.PAUSE_UNSENT + batch * (count + 1024)
+    assert hog.conn.peak_unsent <= bound
+    # While paused: more requests wait in the socket, unread; the server does not grow its queue.
+    for _ in range(8):
+        xid += 1
+        offsets[xid] = xid * 13
+        hog.sock.sendall(hog.sealed(rpc.req_read(xid, fh, offsets[xid], count)))
+    before = hog.conn.unsent
+    for _ in range(5):
+        loop.poll()
+    assert hog.conn.unsent == before and hog.conn.reading_paused
+    # Someone else is served meanwhile.
+    other = Session(loop, server)
+    other.sock.sendall(other.sealed(rpc.req_lookup(50, rpc.ROOT_FH, "hello.txt")))
+    (reply,) = _pump(loop, {other: 1})[other]
+    assert rpc.REP_HEAD.unpack_from(reply) == (50, rpc.OK)
+    stats = server.stats()
+    assert stats["reading_paused"] == 1 and stats["read_pauses"] == 1
+    assert stats["max_unsent_bytes"] == hog.conn.peak_unsent
+    # The hog reads at last: it gets every reply, in order, with the right bytes, and is read again.
+    replies = _pump(loop, {hog: xid - 1})[hog]
+    for want_xid, reply in zip(range(2, xid + 1), replies):
+        got_xid, status, _eof = rpc.READ_REPLY_HEAD.unpack_from(reply)
+        assert (got_xid, status) == (want_xid, rpc.OK)
+        off = offsets[want_xid]
+        assert reply[rpc.READ_REPLY_HEAD.size:] == big[off:off + count]
+    assert not hog.conn.reading_paused and not hog.conn.closing and hog.conn.unsent == 0
+    assert hog.conn.peak_unsent <= bound
