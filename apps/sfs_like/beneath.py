@@ -9,6 +9,10 @@ start-up, so a symlink anywhere on the path makes the call fail (ELOOP, ENOTDIR)
 the export. Linux's openat2(RESOLVE_BENEATH) does this in one call, but Python's `os` lacks it.
 
 A file directly in the export costs one system call, as a plain lstat/open would.
+
+Every open is also non-blocking (O_NONBLOCK, which regular files and directories ignore): opening a
+FIFO for writing would otherwise wait for a reader, and hold up the whole file layer meanwhile.
+Callers check what they opened (the file layer serves only regular files and directories).
 """
 from __future__ import annotations
 
@@ -48,13 +52,15 @@ class Beneath:
             os.close(fd)
 
     def open(self, path: str, flags: int, mode: int = 0o644) -> int:
-        """os.open(path, flags | O_NOFOLLOW) with no symlink followed anywhere on the path."""
+        """os.open(path, flags | O_NOFOLLOW | O_NONBLOCK) with no symlink followed anywhere on the
+        path; it never waits (a FIFO with no reader gives ENXIO instead of blocking)."""
+        flags |= os.O_NONBLOCK | os.O_CLOEXEC
         parts = self._parts(path)
         if not parts:
-            return os.open(".", flags | os.O_CLOEXEC, dir_fd=self.root_fd)
+            return os.open(".", flags, dir_fd=self.root_fd)
         parent = self._parent(parts)
         try:
-            return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=parent)
+            return os.open(parts[-1], flags | os.O_NOFOLLOW, mode, dir_fd=parent)
         finally:
             self._release(parent)
 

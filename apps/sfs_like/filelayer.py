@@ -24,7 +24,7 @@ from .framing import MAX_IO
 _ERRNO_STATUS = {errno.ENOENT: rpc.NOENT, errno.EACCES: rpc.ACCES, errno.EPERM: rpc.ACCES,
                  errno.EEXIST: rpc.EXIST, errno.ENOTDIR: rpc.NOTDIR, errno.EISDIR: rpc.ISDIR,
                  errno.EINVAL: rpc.INVAL, errno.EFBIG: rpc.FBIG, errno.ENAMETOOLONG: rpc.NAMETOOLONG,
-                 errno.ELOOP: rpc.ACCES}
+                 errno.ELOOP: rpc.ACCES, errno.ENXIO: rpc.INVAL}    # ENXIO: a FIFO with no reader
 MAX_FILE_SIZE = 1 << 40
 READDIR_BUDGET = 32 * 1024      # name bytes per READDIR reply, far below the frame limit
 
@@ -37,6 +37,22 @@ def _ftype(mode: int) -> int:
     if stat.S_ISLNK(mode):
         return rpc.FT_SYMLINK
     return rpc.FT_OTHER
+
+
+_KIND = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+         (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symlink"))
+
+
+def _require_regular(st: os.stat_result, what: str) -> None:
+    """RpcError unless `st` is a regular file: ISDIR for a directory, INVAL for anything else
+    (FIFO, socket, device, symlink): the server reads and writes regular files only."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise rpc.RpcError(rpc.ISDIR, f"{what} of a directory: not a regular file")
+    kind = next((name for test, name in _KIND if test(mode)), "a special file")
+    raise rpc.RpcError(rpc.INVAL, f"{what} of {kind}: not a regular file")
 
 
 def _attr(st: os.stat_result) -> bytes:
@@ -209,8 +225,7 @@ class FileLayer:
             raise rpc.RpcError(rpc.INVAL, f"READ of {count} bytes, the limit is {MAX_IO}")
         path = self._path(fh)
         st = self.fs.lstat(path)    # handles name resolved paths: a symlink here was swapped in since
-        if not stat.S_ISREG(st.st_mode):
-            raise rpc.RpcError(rpc.ISDIR, "READ of something that is not a regular file")
+        _require_regular(st, "READ")
         size = st.st_size
         end = min(size, offset + count)
         if count == 0 or offset >= size:
@@ -224,11 +239,9 @@ class FileLayer:
         if offset + len(data) > MAX_FILE_SIZE:
             raise rpc.RpcError(rpc.FBIG, "write beyond the 1 TiB file size limit")
         path = self._path(fh)
-        fd = self.fs.open(path, os.O_WRONLY)
+        fd = self._open_regular(path, os.O_WRONLY, "WRITE")
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise rpc.RpcError(rpc.ISDIR, "WRITE to something that is not a regular file")
             self.cache.invalidate(st)
             done = 0
             while done < len(data):
@@ -242,7 +255,7 @@ class FileLayer:
 
     def _create(self, xid: int, args) -> list:
         candidate, real, _ = self._child(args)
-        fd = self.fs.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)   # EISDIR on a directory
+        fd = self._open_regular(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "CREATE", 0o644)
         try:
             st = os.fstat(fd)
             self.cache.invalidate(st)
@@ -264,6 +277,27 @@ class FileLayer:
         self._forget(candidate)
         self._fsync_dir(os.path.dirname(candidate))
         return [rpc.REP_HEAD.pack(xid, rpc.OK)]
+
+    def _open_regular(self, path: str, flags: int, what: str, mode: int = 0o644) -> int:
+        """A descriptor of the regular file at `path` (created if `flags` say so), or RpcError.
+        A FIFO, socket or device there is refused before it is opened (opening one can block, or
+        do something), and what was opened is checked again, in case it was swapped in meanwhile.
+        A symlink is not refused here: the open fails on it (ELOOP -> ACCES), as it always has."""
+        try:
+            st = self.fs.lstat(path)
+        except FileNotFoundError:
+            if not flags & os.O_CREAT:
+                raise
+        else:
+            if not stat.S_ISLNK(st.st_mode):
+                _require_regular(st, what)
+        fd = self.fs.open(path, flags, mode)
+        try:
+            _require_regular(os.fstat(fd), what)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _fsync_dir(self, path: str) -> None:
         """The directory entry made or removed must be durable too."""

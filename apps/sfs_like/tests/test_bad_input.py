@@ -189,3 +189,20 @@ def test_client_detects_a_forged_reply(server, bystander):
             c.getattr(rpc.ROOT_FH)
     t.join(timeout=10)
     listener.close()
+
+
+@pytest.mark.parametrize("call", ["write", "create", "read"])
+def test_a_fifo_in_the_export_is_refused_and_blocks_nobody(server, bystander, export, call):
+    """WRITE to (or CREATE of) a FIFO opened it for writing, which waits for a reader: the file
+    layer, and with it every client, hung. It gets INVAL now, and everyone goes on."""
+    os.mkfifo(export / "fifo")
+    with Client(server.address, timeout=10 * FRAME_TIMEOUT) as c:
+        fh, attr = c.lookup(rpc.ROOT_FH, "fifo")
+        assert attr.type == rpc.FT_OTHER
+        with pytest.raises(rpc.RpcError) as err:
+            {"write": lambda: c.write(fh, 0, b"x"), "create": lambda: c.create(rpc.ROOT_FH, "fifo"),
+             "read": lambda: c.read(fh, 0, 10)}[call]()
+        assert err.value.status == rpc.INVAL
+        assert err.value.message == f"{call.upper()} of a FIFO: not a regular file"
+        assert bystander.get("hello.txt") == b"hello, world\n"
+        assert c.get("hello.txt") == b"hello, world\n"

@@ -166,7 +166,7 @@ def test_file_swapped_for_a_symlink_after_lookup_is_not_followed(layer, tmp_path
     target.unlink()
     target.symlink_to(tmp_path / "secret")
     status, message = _status(layer, rpc.req_read(3, fh, 0, 100))
-    assert status == rpc.ISDIR and b"not a regular file" in message
+    assert status == rpc.INVAL and b"READ of a symlink: not a regular file" in message
     assert _status(layer, rpc.req_write_head(4, fh, 0) + b"x")[0] == rpc.ACCES
     assert (tmp_path / "secret").read_bytes() == b"secret"
 
@@ -238,3 +238,58 @@ def test_deferred_fsync_is_done_by_finish_and_a_failed_one_is_an_io_error(tmp_pa
     monkeypatch.setattr(os, "fsync", real_fsync)
     sent = now.handle(rpc.req_write_head(6, fh, 0) + b"N")
     assert rpc.REP_HEAD.unpack_from(sent[0])[1] == rpc.OK and (root / "f").read_bytes() == b"New"
+
+
+def _handle_or_unblock(layer, request, fifo):
+    """layer.handle(request) on a thread: if it blocks (opening the FIFO waits for a reader), open
+    the FIFO's read end to set it free and fail, instead of hanging the test run."""
+    import threading
+    out = []
+    t = threading.Thread(target=lambda: out.append(layer.handle(request)), daemon=True)
+    t.start()
+    t.join(timeout=30)
+    if t.is_alive():
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        t.join(timeout=30)
+        os.close(fd)
+        raise AssertionError(f"the file layer blocked on {request[4]} of {fifo}")
+    return out[0]
+
+
+def test_fifos_sockets_and_other_special_files_are_refused_without_blocking(tmp_path):
+    """A FIFO in the export hung the file layer (and so every client): WRITE or CREATE opened it
+    O_WRONLY, which waits for a reader. Special files are listed and stat-ed, never opened."""
+    import socket
+    root = tmp_path / "export"
+    root.mkdir()
+    os.mkfifo(root / "fifo")
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(root / "sock"))
+    layer = FileLayer(str(root), cache_bytes=1 << 20, sync_later=True)
+    for name, kind in (("fifo", b"a FIFO"), ("sock", b"a socket")):
+        path = str(root / name)
+        reply = layer.handle(rpc.req_lookup(1, rpc.ROOT_FH, name))[0]
+        assert rpc.REP_HEAD.unpack_from(reply)[1] == rpc.OK
+        fh = rpc.FH.unpack_from(reply, 5)[0]
+        assert rpc.Attr.unpack(reply, 13).type == rpc.FT_OTHER
+        assert rpc.Attr.unpack(layer.handle(rpc.req_getattr(2, fh))[0], 5).type == rpc.FT_OTHER
+        for what, request in (("WRITE", rpc.req_write_head(3, fh, 0) + b"x"),
+                              ("CREATE", rpc.req_create(4, rpc.ROOT_FH, name)),
+                              ("READ", rpc.req_read(5, fh, 0, 100))):
+            parts = _handle_or_unblock(layer, request, path)
+            assert not getattr(parts, "fds", None)        # nothing opened is left to fsync
+            status, message = rpc.REP_HEAD.unpack_from(parts[0])[1], bytes(parts[0][5:])
+            assert (status, message) == (rpc.INVAL, what.encode() + b" of " + kind + b": not a regular file")
+        assert _status(layer, rpc.req_readdir(6, fh, 0))[0] == rpc.NOTDIR
+    # With a reader on the FIFO, opening it would not block: still refused, and nothing written.
+    reader = os.open(root / "fifo", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fh = rpc.FH.unpack_from(layer.handle(rpc.req_lookup(7, rpc.ROOT_FH, "fifo"))[0], 5)[0]
+        for request in (rpc.req_write_head(8, fh, 0) + b"leak", rpc.req_create(9, rpc.ROOT_FH, "fifo")):
+            assert _status(layer, request)[0] == rpc.INVAL
+        assert os.read(reader, 100) == b""                # no writer ever got in
+    finally:
+        os.close(reader)
+    assert _status(layer, rpc.req_remove(10, rpc.ROOT_FH, "fifo"))[0] == rpc.OK
+    assert not (root / "fifo").exists()
+    unix.close()
