@@ -15,9 +15,11 @@ fd: stop reading (network color), stop sending (crypto color), close the socket 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import resource
 import socket
 import sys
 import time
@@ -44,11 +46,25 @@ SENDMSG_MAX_PIECES = 64
 # (at most MAX_OUTSTANDING of them), whatever it sends.
 PAUSE_UNSENT = 4 << 20
 RESUME_UNSENT = 1 << 20
+ACCEPT_BACKOFF = 0.5           # seconds without accepting after accept() ran out of fds or memory
+IDLE_TIMEOUT = 300.0           # default --idle-timeout
+# accept() errors about one connection (it is consumed): go on accepting the others
+_ACCEPT_PER_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN,
+                          errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH,
+                          errno.EOPNOTSUPP, errno.ENETUNREACH}
+
+
+def default_max_connections() -> int:
+    """Half the process's fd limit (the rest is for the file layer's files), at most 1024."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(1, min(1024, soft // 2))
 
 
 class Connection:
     __slots__ = ("id", "sock", "fd", "peer", "frames", "color", "channel", "outq", "closing",
-                 "send_closed", "accepted_at", "partial_since", "received", "replied",
+                 "send_closed", "accepted_at", "partial_since", "last_active", "received", "replied",
                  "reads", "read_bytes", "seal_s", "send_s",
                  "unsent", "peak_unsent", "pause_asked", "reading_paused", "pauses")
 
@@ -64,6 +80,7 @@ class Connection:
         self.closing = False          # set on the network color: no more reads
         self.send_closed = False      # set on the crypto color: no more sends
         self.accepted_at = now
+        self.last_active = now        # last time bytes were received from or sent to the peer
         self.partial_since = None     # when the frame now arriving started (None: no partial frame)
         self.received = 0             # frames read (network color)
         self.replied = 0              # replies sealed (crypto color)
@@ -81,7 +98,8 @@ class Connection:
 class Server:
     def __init__(self, loop: runtime.Loop, export: str, key_path: str, *, colors: str = "off",
                  suites=("sfs2003", "modern"), cache_bytes: int = 64 << 20,
-                 frame_timeout: float = 10.0, clock=time.monotonic) -> None:
+                 frame_timeout: float = 10.0, idle_timeout: float = IDLE_TIMEOUT,
+                 max_connections: int | None = None, clock=time.monotonic) -> None:
         self.loop = loop
         self.clock = clock            # monotonic seconds for every timeout (a test may pass a fake)
         self.colors = color_policy.policy(colors)
@@ -95,6 +113,11 @@ class Server:
             raise ValueError(f"unknown suites {sorted(unknown)}; known: {sorted(SUITES)}")
         self.suites = frozenset(suites)
         self.frame_timeout = frame_timeout
+        self.idle_timeout = idle_timeout          # 0: sessions may stay idle for ever
+        self.max_connections = max_connections or default_max_connections()
+        self.accept_pauses = 0
+        self.refused = 0                          # connections refused at max_connections
+        self._full_logged = False
         self.conns: dict[int, Connection] = {}
         self._next_id = 0
         self._listener: socket.socket | None = None
@@ -114,7 +137,8 @@ class Server:
         sock.setblocking(False)
         self._listener = sock
         self.loop.add_reader(sock, self._accept, color=color_policy.NET)
-        self.loop.call_every(min(1.0, self.frame_timeout / 4), self._reap_slow, color=color_policy.NET)
+        interval = min(1.0, self.frame_timeout / 4, (self.idle_timeout or 4.0) / 4)
+        self.loop.call_every(interval, self._reap_slow, color=color_policy.NET)
         return sock.getsockname()[:2]
 
     def address(self) -> str:
@@ -127,10 +151,46 @@ class Server:
                 sock, peer = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:          # EMFILE and friends: log, keep serving the others
-                log.error("accept failed: %s", exc)
+            except OSError as exc:
+                if exc.errno in _ACCEPT_PER_CONNECTION:
+                    log.info("accept failed for one connection: %s", exc)
+                    continue
+                # EMFILE, ENFILE, ENOBUFS, ENOMEM...: the pending connection stays queued, so the
+                # listener stays readable and retrying now would spin. Keep serving the sessions
+                # we have and try again after a pause.
+                self._pause_accepting(exc)
                 return
+            if len(self.conns) >= self.max_connections:
+                self._refuse(sock, peer)
+                continue
             self._adopt(sock, peer)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        self.accept_pauses += 1
+        self.loop.remove_reader(self._listener)
+        self.loop.call_later(ACCEPT_BACKOFF, self._resume_accepting, color=color_policy.NET)
+        log.error("accept failed: %s; not accepting for %g s (%d connections open)",
+                  exc, ACCEPT_BACKOFF, len(self.conns))
+
+    def _resume_accepting(self) -> None:
+        self.loop.add_reader(self._listener, self._accept, color=color_policy.NET)
+
+    def _refuse(self, sock: socket.socket, peer) -> None:
+        """At the connection limit: tell the client why (a handshake refusal) and close."""
+        self.refused += 1
+        if not self._full_logged:
+            self._full_logged = True
+            log.warning("%d connections open (--max-connections): refusing new ones, first %s",
+                        len(self.conns), peer)
+        try:
+            sock.setblocking(False)
+            sock.send(frame(refusal(f"server full: {self.max_connections} connections open")))
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(4096)         # a hello already here, read: closing then sends no RST
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     def _adopt(self, sock: socket.socket, peer) -> Connection:
         """Serve an accepted socket: a new connection, read on the network color."""
@@ -154,6 +214,7 @@ class Server:
         except OSError as exc:
             self._close(conn, f"recv failed: {exc}")
             return
+        conn.last_active = self.clock()
         if not data:
             if conn.frames.partial:
                 self._close(conn, f"truncated frame: peer closed with {conn.frames.buffered} bytes "
@@ -181,17 +242,20 @@ class Server:
             self.loop.call_soon(self._crypto_in, conn, body, color=conn.color)
 
     def _reap_slow(self) -> None:
-        """Cut off clients that hold a frame (or the handshake) unfinished for too long."""
+        """Cut off clients that hold a frame (or the handshake) unfinished for too long, and
+        sessions in which nothing was received or sent for the idle timeout."""
         now = self.clock()
         for conn in list(self.conns.values()):
             if conn.closing:
                 continue
-            if conn.partial_since is not None and now - conn.partial_since > self.frame_timeout:
+            if (conn.partial_since is not None and not conn.reading_paused   # paused: we hold it up
+                    and now - conn.partial_since > self.frame_timeout):
                 self._close(conn, f"slow client: frame unfinished after {self.frame_timeout:g} s")
-            elif conn.reading_paused:
-                continue              # the server, not the client, holds this frame up
-            elif conn.channel is None and now - conn.accepted_at > self.frame_timeout:
-                self._close(conn, f"no handshake within {self.frame_timeout:g} s")
+            elif conn.channel is None:
+                if now - conn.accepted_at > self.frame_timeout:
+                    self._close(conn, f"no handshake within {self.frame_timeout:g} s")
+            elif self.idle_timeout and now - conn.last_active > self.idle_timeout:
+                self._close(conn, f"idle: nothing received or sent for {self.idle_timeout:g} s")
 
     def _pause_reading(self, conn: Connection) -> None:
         """Back-pressure (network color): stop reading a client that does not read its replies."""
@@ -231,6 +295,8 @@ class Server:
         self.loop.remove_writer(conn.fd)
         conn.sock.close()
         self.conns.pop(conn.id, None)
+        if len(self.conns) < self.max_connections:
+            self._full_logged = False
         totals = self._closed_totals
         totals["reads"] += conn.reads
         totals["read_bytes"] += conn.read_bytes
@@ -304,6 +370,8 @@ class Server:
         except OSError as exc:
             self._request_close(conn, f"send failed: {exc}")
             return
+        if sent:
+            conn.last_active = self.clock()
         queued = 0
         for piece in wire:
             n = len(piece)
@@ -341,6 +409,8 @@ class Server:
                 self._request_close(conn, f"send failed: {exc}")
                 return
             conn.unsent -= sent
+            if sent:
+                conn.last_active = self.clock()
             while sent:
                 n = len(outq[0])
                 if sent >= n:
@@ -387,6 +457,8 @@ class Server:
             "reading_paused": sum(1 for c in conns if c.reading_paused),
             "read_pauses": self._closed_pauses + sum(c.pauses for c in conns),
             "rejected_handshakes": self.rejected,
+            "refused_connections": self.refused,
+            "accept_pauses": self.accept_pauses,
             "cache_hits": self.files.cache.hits,
             "cache_misses": self.files.cache.misses,
             "colors": self.colors.name,
@@ -430,6 +502,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-mb", type=float, default=64.0, help="block cache size")
     p.add_argument("--frame-timeout", type=float, default=10.0,
                    help="seconds a client may leave a frame (or the handshake) unfinished")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="connections served at once; more are told 'server full' and closed "
+                        "(default: half the fd limit, at most 1024)")
+    p.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT,
+                   help="seconds a session may go with nothing received or sent before it is "
+                        "closed (0: never)")
     p.add_argument("--switch-interval", type=float, default=0.0002,
                    help="CPython's GIL switch interval in seconds (its default is 0.005): a worker "
                         "back from a crypto call waits at most this long for a GIL held by Python code")
@@ -447,7 +525,8 @@ def main(argv=None) -> int:
     suites = tuple(SUITES) if args.suite == "any" else (args.suite,)
     with runtime.Loop(workers=args.workers, scheduler=args.scheduler, pin=args.pin) as loop:
         server = Server(loop, args.export, args.key, colors=args.colors, suites=suites,
-                        cache_bytes=int(args.cache_mb * (1 << 20)), frame_timeout=args.frame_timeout)
+                        cache_bytes=int(args.cache_mb * (1 << 20)), frame_timeout=args.frame_timeout,
+                        idle_timeout=args.idle_timeout, max_connections=args.max_connections)
         server.listen(args.host, args.port)
         print(server.address(), flush=True)
         log.info("serving %s at %s, colors %s, %d workers, suites %s", server.files.root,

@@ -206,3 +206,28 @@ def test_a_fifo_in_the_export_is_refused_and_blocks_nobody(server, bystander, ex
         assert err.value.message == f"{call.upper()} of a FIFO: not a regular file"
         assert bystander.get("hello.txt") == b"hello, world\n"
         assert c.get("hello.txt") == b"hello, world\n"
+
+
+def test_connections_past_the_limit_are_told_the_server_is_full(start_server, export):
+    srv = start_server(export, extra=("--max-connections", "2"))
+    a, b = Client(srv.address), Client(srv.address)
+    with pytest.raises(HandshakeError, match="server refused the session: server full: 2 connections open"):
+        Client(srv.address)
+    assert a.get("hello.txt") == b"hello, world\n"       # the two keep working
+    a.close()
+    while b.stats()["connections"] != 1:                 # until the server has closed a's end
+        pass
+    with Client(srv.address) as c:                       # a place is free again
+        assert c.get("hello.txt") == b"hello, world\n"
+    assert b.stats()["refused_connections"] == 1
+    b.close()
+    assert "refusing new ones" in srv.log()
+
+
+def test_idle_session_is_closed_after_the_idle_timeout(start_server, export):
+    srv = start_server(export, extra=("--idle-timeout", "1"))
+    idle = Client(srv.address)
+    idle.sock.settimeout(60)
+    _assert_closed_with(srv, idle.sock, "idle: nothing received or sent for 1 s")
+    with Client(srv.address) as c:
+        assert c.get("hello.txt") == b"hello, world\n"

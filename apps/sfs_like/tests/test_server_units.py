@@ -2,6 +2,7 @@
 (`fakeloop.py`): timeouts, back-pressure and closing, checked deterministically, with no sleeps."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -164,3 +165,75 @@ def test_a_client_that_does_not_read_its_replies_is_throttled_not_buffered(tmp_p
         assert reply[rpc.READ_REPLY_HEAD.size:] == big[off:off + count]
     assert not hog.conn.reading_paused and not hog.conn.closing and hog.conn.unsent == 0
     assert hog.conn.peak_unsent <= bound
+
+
+class FailingListener:
+    """The server's listening socket, with accept() failing as it does at the fd limit."""
+
+    def __init__(self, real: socket.socket, loop: FakeLoop) -> None:
+        self.real, self.loop = real, loop
+        self.fail = True
+        self.calls = []
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def getsockname(self):
+        return self.real.getsockname()
+
+    def accept(self):
+        self.calls.append(self.loop.now)
+        if self.fail:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.real.accept()
+
+
+def test_accept_out_of_fds_backs_off_instead_of_spinning(tmp_path, export, caplog):
+    """Past the fd limit accept() fails with EMFILE and leaves the connection queued, so the
+    listener stays readable: the server retried at once, at 100% CPU, logging every attempt.
+    Now it stops watching the listener until a back-off timer fires, and logs once per back-off."""
+    loop, server = make_server(tmp_path, export)
+    listener = server._listener = FailingListener(server._listener, loop)
+    waiting = socket.create_connection(listener.getsockname()[:2])    # the listener is readable
+    with caplog.at_level(logging.ERROR, "sfs_like.server"):
+        for _ in range(5):
+            loop.poll()
+        assert listener.calls == [loop.now]                    # one attempt, not one per poll
+        assert listener.fileno() not in loop.readers
+        loop.advance(server_mod.ACCEPT_BACKOFF / 2)
+        loop.poll()
+        assert len(listener.calls) == 1
+        loop.advance(server_mod.ACCEPT_BACKOFF / 2)            # the back-off timer fires
+        for _ in range(5):
+            loop.poll()
+        assert len(listener.calls) == 2                        # one more attempt, then quiet again
+        assert listener.fileno() not in loop.readers
+        failures = [r for r in caplog.records if "accept failed" in r.getMessage()]
+        assert len(failures) == 2 and "not accepting for" in failures[0].getMessage()
+    # Once fds are free again, the waiting connection is accepted and served.
+    listener.fail = False
+    loop.advance(server_mod.ACCEPT_BACKOFF)
+    loop.poll()
+    assert len(server.conns) == 1 and server.stats()["accept_pauses"] == 2
+    waiting.settimeout(10)
+    hs = ClientHandshake.start("sfs2003")
+    waiting.sendall(frame(hs.hello))
+    loop.poll()
+    hs.finish(bytes(recv_frame(waiting)), server.fingerprint)
+    waiting.close()
+
+
+def test_idle_sessions_are_closed_active_ones_are_not(tmp_path, export, caplog):
+    loop, server = make_server(tmp_path, export, idle_timeout=5)
+    idle, active = Session(loop, server), Session(loop, server)
+    with caplog.at_level(logging.INFO, "sfs_like.server"):
+        for xid in range(1, 7):                       # 12 s; the active one asks every 2 s
+            loop.advance(2.0)
+            active.sock.sendall(active.sealed(rpc.req_getattr(xid, rpc.ROOT_FH)))
+            (reply,) = _pump(loop, {active: 1})[active]
+            assert rpc.REP_HEAD.unpack_from(reply) == (xid, rpc.OK)
+            assert idle.conn.closing == (loop.now - idle.conn.accepted_at > 5)
+    assert idle.sock.recv(100) == b""                 # closed by the server
+    assert not active.conn.closing
+    assert "idle: nothing received or sent for 5 s" in caplog.text
+    assert caplog.text.count("closing:") == 1
