@@ -66,7 +66,8 @@ class Connection:
     __slots__ = ("id", "sock", "fd", "peer", "frames", "color", "channel", "outq", "closing",
                  "send_closed", "accepted_at", "partial_since", "last_active", "received", "replied",
                  "reads", "read_bytes", "seal_s", "send_s",
-                 "unsent", "peak_unsent", "pause_asked", "reading_paused", "pauses")
+                 "unsent", "peak_unsent", "pause_asked", "reading_paused", "pauses",
+                 "read_eof", "opened", "draining")
 
     def __init__(self, conn_id: int, sock: socket.socket, peer, color, now: float) -> None:
         self.id = conn_id
@@ -93,6 +94,9 @@ class Connection:
         self.pause_asked = False      # crypto color: reading was asked to pause and not yet to resume
         self.reading_paused = False   # network color: the socket's reader is removed for back-pressure
         self.pauses = 0
+        self.read_eof = False         # network color: the peer shut down its sending side
+        self.opened = 0               # requests opened (crypto color)
+        self.draining = False         # crypto color: no more requests come; close once all are answered
 
 
 class Server:
@@ -205,7 +209,7 @@ class Server:
         return conn
 
     def _readable(self, conn: Connection) -> None:
-        if conn.closing or conn.reading_paused:
+        if conn.closing or conn.reading_paused or conn.read_eof:
             return
         try:
             data = conn.sock.recv(RECV_SIZE)
@@ -220,7 +224,12 @@ class Server:
                 self._close(conn, f"truncated frame: peer closed with {conn.frames.buffered} bytes "
                                   "of an unfinished frame")
             else:
-                self._close(conn, "peer closed the connection", quiet=True)
+                # The peer may have only shut down its sending side (a half-close): it still
+                # reads. Stop reading, answer what it asked, then close (on the crypto color,
+                # after the requests already passed on).
+                conn.read_eof = True
+                self.loop.remove_reader(conn.fd)
+                self.loop.call_soon(self._peer_done, conn, color=conn.color)
             return
         try:
             frames = conn.frames.feed(data)
@@ -271,6 +280,8 @@ class Server:
         if conn.closing or not conn.reading_paused:
             return
         conn.reading_paused = False
+        if conn.read_eof:
+            return
         if conn.frames.partial:
             conn.partial_since = self.clock()     # the frame timer did not run while paused
         self.loop.add_reader(conn.sock, self._readable, conn, color=color_policy.NET)
@@ -305,10 +316,10 @@ class Server:
         self._closed_peak_unsent = max(self._closed_peak_unsent, conn.peak_unsent)
         self._closed_pauses += conn.pauses
 
-    def _request_close(self, conn: Connection, reason: str) -> None:
+    def _request_close(self, conn: Connection, reason: str, quiet: bool = False) -> None:
         """From a non-network color: closing starts on the network color."""
         conn.send_closed = True
-        self.loop.call_soon(self._close, conn, reason, color=color_policy.NET)
+        self.loop.call_soon(self._close, conn, reason, quiet, color=color_policy.NET)
 
     # ---- crypto layer (the connection's color) ----------------------------------------------
 
@@ -324,6 +335,7 @@ class Server:
         except AuthError as exc:
             self._request_close(conn, str(exc))
             return
+        conn.opened += 1
         if len(request) >= 5 and request[4] == rpc.STATS:
             self._crypto_out(conn, [self._stats_reply(request)], False)
             return
@@ -343,6 +355,15 @@ class Server:
         self._send(conn, channel.send.seal([READY + transcript]))
         log.info("conn %d %s: session up, suite %s, color %r", conn.id, conn.peer, channel.suite, conn.color)
 
+    def _peer_done(self, conn: Connection) -> None:
+        """Crypto color, after every request the peer sent before its EOF was opened."""
+        conn.draining = True
+        self._close_if_answered(conn)
+
+    def _close_if_answered(self, conn: Connection) -> None:
+        if conn.draining and not conn.send_closed and conn.replied == conn.opened and not conn.outq:
+            self._request_close(conn, "peer closed the connection", quiet=True)
+
     def _crypto_out(self, conn: Connection, parts: list, is_read: bool) -> None:
         parts = self.files.finish(parts)        # a WRITE's fsync: here, not on the file color
         if conn.send_closed:
@@ -357,6 +378,8 @@ class Server:
             conn.read_bytes += len(parts[1])
             conn.seal_s += t1 - t0
             conn.send_s += time.perf_counter() - t1
+        if conn.draining:
+            self._close_if_answered(conn)
 
     def _send(self, conn: Connection, wire: list) -> None:
         if conn.outq:
@@ -421,6 +444,8 @@ class Server:
                     sent = 0
         if not outq:
             self.loop.remove_writer(conn.fd)
+            if conn.draining:
+                self._close_if_answered(conn)
         if conn.pause_asked and conn.unsent <= RESUME_UNSENT and not conn.send_closed:
             conn.pause_asked = False
             self.loop.call_soon(self._resume_reading, conn, color=color_policy.NET)

@@ -194,3 +194,25 @@ def test_client_that_does_not_read_replies_is_throttled(start_server, export, co
         assert stats["max_unsent_bytes"] <= PAUSE_UNSENT + batch * (count + KIB), stats
     hog.close()
     assert "Traceback" not in srv.log()
+
+
+@pytest.mark.parametrize("colors, workers", [("off", 1), ("on", 2)])
+def test_requests_then_half_close_get_all_replies(start_server, export, colors, workers):
+    """A client may send its requests, shut down its sending side, and read the replies: the
+    server answers everything it received before the EOF, in order, then closes."""
+    data = os.urandom(2 << 20)
+    (export / "half.bin").write_bytes(data)
+    srv = start_server(export, colors=colors, workers=workers)
+    with Client(srv.address) as c:
+        fh, _ = c.lookup(rpc.ROOT_FH, "half.bin")
+        for i in range(8):
+            c.send_request(rpc.req_read(10 + i, fh, i * 256 * KIB, 256 * KIB))
+        c.send_request(rpc.req_getattr(18, fh))
+        c.sock.shutdown(socket.SHUT_WR)
+        for i in range(8):
+            reply = c.recv_reply()
+            assert rpc.READ_REPLY_HEAD.unpack_from(reply)[:2] == (10 + i, rpc.OK)
+            assert reply[rpc.READ_REPLY_HEAD.size:] == data[i * 256 * KIB:(i + 1) * 256 * KIB]
+        assert rpc.Attr.unpack(rpc.parse_reply(c.recv_reply(), 18)).size == len(data)
+        assert c.sock.recv(10) == b""
+    assert "Traceback" not in srv.log()

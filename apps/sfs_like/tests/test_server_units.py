@@ -237,3 +237,26 @@ def test_idle_sessions_are_closed_active_ones_are_not(tmp_path, export, caplog):
     assert not active.conn.closing
     assert "idle: nothing received or sent for 5 s" in caplog.text
     assert caplog.text.count("closing:") == 1
+
+
+def test_half_close_still_gets_every_reply_then_the_close(tmp_path, export, caplog):
+    """Requests, then shutdown(SHUT_WR): the EOF was taken for a full close, and with the replies
+    still on their way through the file layer they were dropped. Now they are sent, then the close.
+    The order is forced: the server reads the requests and the EOF before running anything else."""
+    loop, server = make_server(tmp_path, export)
+    s = Session(loop, server)
+    s.sock.sendall(s.sealed(rpc.req_lookup(1, rpc.ROOT_FH, "hello.txt")) +
+                   s.sealed(rpc.req_getattr(2, rpc.ROOT_FH)) + s.sealed(rpc.req_stats(3)))
+    s.sock.shutdown(socket.SHUT_WR)
+    readable, args = loop.readers[s.conn.fd]
+    readable(*args)                        # the requests
+    readable(*args)                        # the EOF
+    with caplog.at_level(logging.INFO, "sfs_like.server"):
+        loop.run_ready()
+    replies = sorted((s.reply() for _ in range(3)), key=lambda r: rpc.REP_HEAD.unpack_from(r)[0])
+    # (STATS, answered by the crypto layer, may overtake the others: PROTOCOL.md)
+    assert [rpc.REP_HEAD.unpack_from(r) for r in replies] == [(1, rpc.OK), (2, rpc.OK), (3, rpc.OK)]
+    assert rpc.Attr.unpack(replies[0], 13).size == len(b"hello, world\n")
+    assert s.sock.recv(100) == b""         # and then the server closes
+    assert s.conn.id not in server.conns
+    assert "closing: peer closed the connection" in caplog.text
