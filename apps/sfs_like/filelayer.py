@@ -207,12 +207,15 @@ class FileLayer:
             while i < len(names) and used < READDIR_BUDGET:
                 name = names[i]
                 try:
+                    name.encode("utf-8")    # names are UTF-8 on the wire; one that is not cannot
                     ftype = _ftype(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+                except UnicodeEncodeError:  # be named in a request either: it is not listed
+                    ftype = None
                 except FileNotFoundError:
                     ftype = None
                 if ftype is not None:
                     entries.append((name, ftype))
-                    used += len(name.encode("utf-8", "surrogateescape")) + 3
+                    used += len(name.encode("utf-8")) + 3
                 i += 1
         finally:
             os.close(dir_fd)

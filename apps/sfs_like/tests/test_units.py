@@ -293,3 +293,17 @@ def test_fifos_sockets_and_other_special_files_are_refused_without_blocking(tmp_
     assert _status(layer, rpc.req_remove(10, rpc.ROOT_FH, "fifo"))[0] == rpc.OK
     assert not (root / "fifo").exists()
     unix.close()
+
+
+def test_readdir_lists_only_names_that_are_utf8(tmp_path):
+    """A name that is not UTF-8 went out raw although names are UTF-8 on the wire, so the client
+    could not parse the listing at all. It is left out now (no request could name it anyway)."""
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "ok.txt").write_bytes(b"x")
+    (root / "café").write_bytes(b"y")
+    os.close(os.open(os.fsencode(root) + b"/caf\xe9-latin1", os.O_CREAT | os.O_WRONLY, 0o644))
+    layer = FileLayer(str(root), cache_bytes=1 << 20)
+    reply = layer.handle(rpc.req_readdir(1, rpc.ROOT_FH, 0))[0]
+    entries, eof, _ = rpc.unpack_entries(memoryview(reply)[rpc.REP_HEAD.size:])
+    assert eof and entries == [("café", rpc.FT_FILE), ("ok.txt", rpc.FT_FILE)]
