@@ -421,8 +421,13 @@ class Server:
 
     def _flush(self, conn: Connection) -> None:
         """Writer callback (crypto color): push queued reply bytes until the kernel stops taking them."""
+        if conn.send_closed:
+            # Closing: the network color removes the writer and closes the socket. A run already
+            # dispatched must not touch the loop itself: by now the fd number may belong to a new
+            # connection, whose writer it would remove.
+            return
         outq = conn.outq
-        while outq and not conn.send_closed:
+        while outq:
             pieces = [outq[i] for i in range(min(len(outq), SENDMSG_MAX_PIECES))]
             try:
                 sent = conn.sock.sendmsg(pieces)

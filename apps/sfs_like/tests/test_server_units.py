@@ -260,3 +260,20 @@ def test_half_close_still_gets_every_reply_then_the_close(tmp_path, export, capl
     assert s.sock.recv(100) == b""         # and then the server closes
     assert s.conn.id not in server.conns
     assert "closing: peer closed the connection" in caplog.text
+
+
+def test_a_writer_run_left_over_from_a_closed_connection_leaves_the_fd_alone(tmp_path, export):
+    # A writer callback dispatched just before its connection closed runs after the socket is
+    # gone; its fd number may already belong to a new connection, whose writer must survive.
+    loop, server = make_server(tmp_path, export)
+    old = Session(loop, server)
+    server._request_close(old.conn, "test", quiet=True)
+    loop.run_ready()                                   # closing: sending side, then the socket
+    assert old.conn.send_closed and old.conn.id not in server.conns
+    new_fd = old.conn.fd                               # as if a new connection got that number
+
+    def new_writer():
+        pass
+    loop.writers[new_fd] = (new_writer, ())
+    server._flush(old.conn)
+    assert loop.writers[new_fd] == (new_writer, ())
