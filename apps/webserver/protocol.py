@@ -87,6 +87,7 @@ class HttpSession:
         self._if_modified_since = None
         self._expect = None
         self._body_announced = False
+        self._chunked = False
         self._body_bytes = 0
         self._method = b""
         self._version = ""
@@ -154,7 +155,9 @@ class HttpSession:
             return
         line = (self._line + head).lstrip(b"\r\n")     # empty lines before a request are allowed
         if b"\n" not in line:
-            self._line = line[:self.limits.max_request_line + 2]     # longer gets 414 anyway
+            # bounded, with room for a method and version around the longest allowed target
+            # (a longer target is refused with 414 by on_url before the line can end)
+            self._line = line[:self.limits.max_request_line + 64]
             return
         self._line_ended = True
         # llhttp has accepted the line, or feed() would have answered already; its version is
@@ -180,8 +183,11 @@ class HttpSession:
 
     # ---- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self):
+        # The previous request's body lies between its head and ours; a chunked one ends with a
+        # blank line of its own (its last chunk), so for it the last blank line marks our start.
+        self._body_before_head = 0 if self._chunked else self._body_in_feed
+        self._body_in_feed = 0
         self._reset_request()
-        self._body_before_head, self._body_in_feed = self._body_in_feed, 0
         self._in_head = True
         self._began_in_this_feed = True
         self.in_request = True
@@ -214,6 +220,7 @@ class HttpSession:
                 self._body_announced = int(value) > 0
         elif lower == b"transfer-encoding":
             self._body_announced = True
+            self._chunked = True
 
     def on_headers_complete(self):
         self._in_head = False

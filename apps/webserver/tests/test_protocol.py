@@ -174,6 +174,8 @@ def _with_body(body: bytes) -> bytes:
     [_with_body(b"b" * 9000 + b"\r\n\r\n") + b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-A: b",
      b"\r\n\r\n"],
     [_with_body(b"a" * 3000)[:-1000], b"a" * 1000 + b"GET /hello.txt HTTP/1.1\r\nHo", b"st: x\r\n\r\n"],
+    [b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"      # chunk
+     + b"1\r\nX\r\n" * 4000 + b"0\r\n\r\nGET /hel", b"lo.txt HTTP/1.1\r\nHost: x\r\n\r\n"],   # framing
 ])
 def test_a_body_before_a_pipelined_request_is_not_counted_as_its_head(cache, chunks):
     session = HttpSession(cache)
@@ -181,6 +183,14 @@ def test_a_body_before_a_pipelined_request_is_not_counted_as_its_head(cache, chu
         session.feed(chunk)
     assert [(r[0], r[2]) for r in parse(session.out)] == [(200, b"hello, world\n")] * 2
     assert not session.closing
+
+
+def test_a_long_request_line_split_before_its_end_is_not_taken_for_http_0_9(cache):
+    target = b"/" + b"a" * (Limits().max_request_line - 2)          # within the 414 limit
+    session = HttpSession(cache)
+    for chunk in (b"GET " + target + b" HTTP/1.1", b"\r\nHo", b"st: x\r\n\r\n"):
+        session.feed(chunk)
+    assert [r[0] for r in parse(session.out)] == [404] and not session.closing
 
 
 @pytest.mark.parametrize("chunks", [
