@@ -11,8 +11,11 @@ linger passes, so our last reply is not destroyed by a TCP reset.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import struct
+import termios
 import time
 
 from . import responses
@@ -26,7 +29,7 @@ LINGER_S = 2.0           # how long a closing connection waits for the client to
 class Connection:
     __slots__ = ("server", "loop", "sock", "fd", "id", "color", "session", "closed", "draining",
                  "reading", "writing", "peer_closed", "last_active", "linger_until", "timer",
-                 "file_fd", "file_off", "io_s", "created")
+                 "file_fd", "file_off", "io_s", "created", "kernel_queued")
 
     def __init__(self, server, sock: socket.socket, conn_id: int, color):
         self.server = server
@@ -43,6 +46,7 @@ class Connection:
         self.file_fd = -1
         self.file_off = 0
         self.io_s = 0.0          # CPU time inside recv/send (only when the server profiles)
+        self.kernel_queued = -1  # bytes in the kernel's send queue when the timer last looked
 
     # ---- lifetime ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -56,6 +60,10 @@ class Connection:
     def _read_on(self):
         if not self.reading:
             self.reading = True
+            if self.session.in_request:
+                # Its bytes may have waited in the socket while we held reading back for our
+                # replies to go out: the client's time for this request starts again now.
+                self.session.request_started = time.monotonic()
             self.loop.add_reader(self.fd, self._on_readable, color=self.color)
 
     def _read_off(self):
@@ -185,6 +193,7 @@ class Connection:
         self._read_off()
         if not self.writing:
             self.writing = True
+            self.kernel_queued = self._kernel_queue()      # what the idle timer compares with
             self.loop.add_writer(self.fd, self._on_writable, color=self.color)
 
     def _send_file(self, item: SendFile) -> bool:
@@ -213,6 +222,21 @@ class Connection:
         self.file_fd = -1
         return True
 
+    def _kernel_queue(self) -> int:
+        """Bytes we sent that the kernel still holds for the client (-1 if it cannot say)."""
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return -1
+
+    def _kernel_sent_some(self) -> bool:
+        """Whether the kernel's send queue for us shrank since we last looked. A client that
+        reads slowly from a socket buffer of several MB may not make it writable again for longer
+        than the idle timeout, and yet it reads all along."""
+        queued = self._kernel_queue()
+        sent, self.kernel_queued = 0 <= queued < self.kernel_queued, queued
+        return sent
+
     # ---- timeouts ----------------------------------------------------------------------------
     def _on_timer(self) -> None:
         """Header timeout, keep-alive idle timeout and the closing linger, re-armed lazily.
@@ -224,8 +248,12 @@ class Connection:
             return
         now = time.monotonic()
         server = self.server
+        if self.writing and self._kernel_sent_some():
+            self.last_active = now          # a slow reader, not an idle one
         if self.draining:
             deadline = self.linger_until
+        elif self.writing:                  # we stopped reading until the client reads our replies
+            deadline = self.last_active + server.idle_timeout
         elif self.session.in_request:
             deadline = self.session.request_started + server.header_timeout
         elif self.session.requests == 0:    # connected, sent nothing yet: the header timeout too
@@ -237,7 +265,7 @@ class Connection:
                                               self._on_timer, color=self.color)
             return
         self.timer = None
-        if self.draining or not self.session.in_request:
+        if self.draining or self.writing or not self.session.in_request:
             return self._close()
         # A request began and did not finish in time (a slow or stalled client): 408, then close.
         self.session.in_request = False

@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -208,6 +209,71 @@ def test_slow_header_client_times_out_while_others_are_served(server_factory, do
         assert sent < len(rest)     # cut off (after about 0.6 s) before the header was complete
         assert closed_by_peer(slow)
     assert exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+
+
+HUGE = 12 * 1024 * 1024      # more than the server's send buffer and ours together: back-pressure
+
+
+@pytest.fixture(scope="module")
+def huge_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("huge")
+    (root / "huge.bin").write_bytes(os.urandom(HUGE))
+    (root / "hello.txt").write_text("hello, world\n")
+    return root
+
+
+def _small_window_connection(server) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)     # before connect: the window
+    sock.settimeout(10)
+    sock.connect((server.host, server.port))
+    return sock
+
+
+def _read_exactly(sock: socket.socket, n: int, pace_s: float = 0.0) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(min(64 * 1024, n - len(data)))
+        if not chunk:
+            break
+        data += chunk
+        if pace_s:
+            time.sleep(pace_s)           # the slow reader is the behaviour under test
+    return bytes(data)
+
+
+@pytest.mark.parametrize("colors", ["off", "on"])
+def test_a_pipelined_request_held_back_by_our_replies_is_not_timed_out(server_factory, huge_root, colors):
+    # The second request arrives whole at once, but we stop reading while the first reply fills
+    # the socket; the client reads only after the header timeout. The time we held it back is
+    # not the client's: both replies come, no 408.
+    server = server_factory(huge_root, "--colors", colors, "--header-timeout", "1")
+    with _small_window_connection(server) as sock:
+        sock.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /hello.txt HTTP/1.1\r\nHo")
+        time.sleep(0.3)
+        sock.sendall(b"st: t\r\n\r\n")
+        time.sleep(2.5)                  # longer than the header timeout, reading nothing
+        replies = Replies(sock)
+        first, second = replies.next(), replies.next()
+    assert first[0] == 200 and first[2] == (huge_root / "huge.bin").read_bytes()
+    assert (second[0], second[2]) == (200, b"hello, world\n")
+
+
+@pytest.mark.parametrize("colors", ["off", "on"])
+def test_a_slow_but_steady_reader_is_not_closed_as_idle(server_factory, huge_root, colors):
+    # At about 600 KB/s the socket buffers take longer than the idle timeout to make room, so
+    # the server sees no writable socket for a while; the kernel's send queue shrinking all
+    # along says the client reads. The whole file arrives.
+    server = server_factory(huge_root, "--colors", colors, "--idle-timeout", "1",
+                            "--header-timeout", "1")
+    with _small_window_connection(server) as sock:
+        sock.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        slow = _read_exactly(sock, 2 * 1024 * 1024, pace_s=0.1)      # about 3.5 s
+        rest = _read_exactly(sock, HUGE - len(slow))
+    assert head.startswith(b"HTTP/1.1 200") and slow + rest == (huge_root / "huge.bin").read_bytes()
 
 
 def test_silent_connection_is_closed_after_the_header_timeout(server_factory, docroot):
