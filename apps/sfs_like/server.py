@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import json
 import logging
 import os
 import resource
 import socket
+import struct
 import sys
+import termios
 import time
 from collections import deque
 
@@ -54,6 +57,14 @@ _ACCEPT_PER_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.E
                           errno.EOPNOTSUPP, errno.ENETUNREACH}
 
 
+def _kernel_send_queue(sock: socket.socket) -> int:
+    """Bytes sent on `sock` that the kernel has not yet delivered to the peer (-1: unknown)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return -1
+
+
 def default_max_connections() -> int:
     """Half the process's fd limit (the rest is for the file layer's files), at most 1024."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -67,7 +78,7 @@ class Connection:
                  "send_closed", "accepted_at", "partial_since", "last_active", "received", "replied",
                  "reads", "read_bytes", "seal_s", "send_s",
                  "unsent", "peak_unsent", "pause_asked", "reading_paused", "pauses",
-                 "read_eof", "opened", "draining")
+                 "read_eof", "opened", "draining", "kernel_queued")
 
     def __init__(self, conn_id: int, sock: socket.socket, peer, color, now: float) -> None:
         self.id = conn_id
@@ -97,6 +108,7 @@ class Connection:
         self.read_eof = False         # network color: the peer shut down its sending side
         self.opened = 0               # requests opened (crypto color)
         self.draining = False         # crypto color: no more requests come; close once all are answered
+        self.kernel_queued = -1       # network color: the kernel's send queue at the last idle check
 
 
 class Server:
@@ -263,8 +275,16 @@ class Server:
             elif conn.channel is None:
                 if now - conn.accepted_at > self.frame_timeout:
                     self._close(conn, f"no handshake within {self.frame_timeout:g} s")
-            elif self.idle_timeout and now - conn.last_active > self.idle_timeout:
-                self._close(conn, f"idle: nothing received or sent for {self.idle_timeout:g} s")
+            elif self.idle_timeout and now - conn.last_active > self.idle_timeout / 2:
+                # Nothing handed to the kernel for a while: but a client reading slowly from a
+                # socket buffer of several MB can keep it full for longer than the idle timeout.
+                # The kernel's send queue shrinking since the last look means it reads.
+                queued = _kernel_send_queue(conn.sock)
+                if 0 <= queued < conn.kernel_queued:
+                    conn.last_active = now
+                conn.kernel_queued = queued
+                if now - conn.last_active > self.idle_timeout:
+                    self._close(conn, f"idle: nothing received or sent for {self.idle_timeout:g} s")
 
     def _pause_reading(self, conn: Connection) -> None:
         """Back-pressure (network color): stop reading a client that does not read its replies."""

@@ -277,3 +277,28 @@ def test_a_writer_run_left_over_from_a_closed_connection_leaves_the_fd_alone(tmp
     loop.writers[new_fd] = (new_writer, ())
     server._flush(old.conn)
     assert loop.writers[new_fd] == (new_writer, ())
+
+
+def test_a_slow_but_steady_reader_is_not_closed_as_idle(tmp_path, export):
+    # Replies fill the socket and the client reads them slowly: no byte is handed to the kernel
+    # for longer than the idle timeout, but the kernel's queue shrinks, so the session lives.
+    # Once the client stops reading altogether, it is idle and closed.
+    (export / "big.bin").write_bytes(os.urandom(1 << 20))
+    loop, server = make_server(tmp_path, export, idle_timeout=5)
+    reader = Session(loop, server)
+    reader.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 512 * 1024)
+    reader.sock.sendall(reader.sealed(rpc.req_lookup(1, rpc.ROOT_FH, "big.bin")))
+    (reply,) = _pump(loop, {reader: 1})[reader]
+    fh = rpc.FH.unpack_from(reply, rpc.REP_HEAD.size)[0]
+    reader.sock.sendall(b"".join(reader.sealed(rpc.req_read(2 + i, fh, (i % 4) << 18, 1 << 18))
+                                 for i in range(8)))
+    for _ in range(50):
+        loop.poll()                                     # the replies fill the socket
+    assert reader.conn.outq, "the replies should not all fit in the socket"
+    for _ in range(4):                                  # 12 s, reading a little every 3 s
+        loop.advance(3.0)
+        assert not reader.conn.closing
+        assert len(reader.sock.recv(64 * 1024)) > 0
+    for _ in range(3):                                  # 9 s without reading a byte: the last
+        loop.advance(3.0)                               # read is seen 3 s late, then 5 s idle
+    assert reader.conn.closing
