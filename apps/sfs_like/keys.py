@@ -23,19 +23,32 @@ def fingerprint(public_key: bytes) -> str:
 
 
 def load_or_create(path: str | os.PathLike) -> X25519PrivateKey:
-    """The key in `path` (32 raw bytes); created with mode 0600 when the file does not exist."""
+    """The key in `path` (32 raw bytes); created with mode 0600 when the file does not exist.
+
+    Two servers started at once with the same new path must end up with the same key, and neither
+    may read a half-written file: the key is written to a private temporary file and linked into
+    place, which fails if another process linked its key first; that key is then the one used.
+    """
     path = Path(path)
-    if path.exists():
-        raw = path.read_bytes()
-        if len(raw) != 32:
-            raise ValueError(f"{path}: expected a 32-byte raw X25519 private key, found {len(raw)} bytes")
-        return X25519PrivateKey.from_private_bytes(raw)
-    key = X25519PrivateKey.generate()
-    raw = key.private_bytes_raw()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(raw)
-    return key
+    if not path.exists():
+        key = X25519PrivateKey.generate()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(key.private_bytes_raw())
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)                  # atomic, and never replaces an existing key
+            return key
+        except FileExistsError:
+            pass                                # another process was first: use its key
+        finally:
+            tmp.unlink(missing_ok=True)
+    raw = path.read_bytes()
+    if len(raw) != 32:
+        raise ValueError(f"{path}: expected a 32-byte raw X25519 private key, found {len(raw)} bytes")
+    return X25519PrivateKey.from_private_bytes(raw)
 
 
 @dataclass(frozen=True)

@@ -307,3 +307,25 @@ def test_readdir_lists_only_names_that_are_utf8(tmp_path):
     reply = layer.handle(rpc.req_readdir(1, rpc.ROOT_FH, 0))[0]
     entries, eof, _ = rpc.unpack_entries(memoryview(reply)[rpc.REP_HEAD.size:])
     assert eof and entries == [("café", rpc.FT_FILE), ("ok.txt", rpc.FT_FILE)]
+
+
+def test_servers_creating_the_same_new_key_at_once_all_get_one_complete_key(tmp_path):
+    # Each process creates its key file concurrently; none may fail or read a half-written key,
+    # and all must end up with the key that is on disk.
+    import subprocess
+    import sys
+    path = tmp_path / "server.key"
+    import time
+    code = ("import sys, time; from apps.sfs_like.keys import load_or_create, fingerprint\n"
+            "while time.time() < float(sys.argv[2]): pass\n"          # all start at one instant
+            "k = load_or_create(sys.argv[1]); print(fingerprint(k.public_key().public_bytes_raw()))")
+    start = str(time.time() + 3.0)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), start], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    from apps.sfs_like.keys import load_or_create
+    on_disk = fingerprint(load_or_create(path).public_key().public_bytes_raw())
+    assert {out.strip() for out, _ in outs} == {on_disk}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["server.key"]      # no temporary left
+    assert (path.stat().st_mode & 0o777) == 0o600
