@@ -132,9 +132,9 @@ def test_fsync_runs_on_the_connections_color_not_the_file_layers(export, tmp_pat
         synced_on.append(runtime.current_color())
         real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", recording_fsync)
     loop = runtime.Loop(workers=2)
-    server = Server(loop, str(export), str(tmp_path / "key"), colors="on")
+    server = Server(loop, str(export), str(tmp_path / "key"), colors="on")   # its key's fsync: before
+    monkeypatch.setattr(os, "fsync", recording_fsync)
     server.listen()
     runner = threading.Thread(target=loop.run)
     runner.start()
