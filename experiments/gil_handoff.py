@@ -180,7 +180,7 @@ def measure(reuse: bool = False) -> None:
     if len(cpus) < 2:
         raise SystemExit("the GIL hand-off needs 2 CPUs; this process may use only " + str(cpus))
     trials = 3 if common.quick() else 9          # a noisy neighbour inflates single trials: take medians
-    seconds = 0.15 if common.quick() else 0.3
+    seconds = 0.1 if common.quick() else 0.3
     rounds = 100 if common.quick() else 300
     for work in (_held, _free, _both):          # warm-up
         rate(work, 1, cpus, 0.05)

@@ -141,8 +141,8 @@ def measure_ceiling(suite: str, block: int, cpus: list[int], seconds: float) -> 
 
 def plan(quick: bool) -> dict:
     if quick:
-        return {"blocks": {"sfs2003": [8, 64], "modern": [64]}, "trials": 3, "warmup": 0.2,
-                "duration": 0.6, "ceiling_s": 0.2}
+        return {"blocks": {"sfs2003": [8, 64], "modern": [64]}, "trials": 3, "warmup": 0.15,
+                "duration": 0.5, "ceiling_s": 0.2}
     sizes = [8, 16, 32, 64, 128, 256]
     return {"blocks": {"sfs2003": sizes, "modern": sizes}, "trials": 4, "warmup": 0.4,
             "duration": 1.3, "ceiling_s": 0.3}

@@ -92,7 +92,7 @@ def _settings(quick_mode: bool, n_configs: int) -> dict:
     """Trial lengths. Full runs share a fixed measuring budget (about 5 minutes) among the
     configurations, 3 to 8 s per trial, so a machine with many CPUs still finishes in time."""
     if quick_mode:
-        return {"trials": 3, "duration_s": 1.0, "warmup_s": 0.5, "profile_s": 1.0}
+        return {"trials": 3, "duration_s": 1.0, "warmup_s": 0.3, "profile_s": 1.0}
     trials = 3
     duration = min(8.0, max(3.0, round(300.0 / (trials * max(1, n_configs)))))
     return {"trials": trials, "duration_s": duration, "warmup_s": 2.0, "profile_s": 5.0}

@@ -267,3 +267,12 @@ def test_validation_uses_the_client_cost_measured_at_each_shared_point():
     assert one["client_s"] == 1e-6 and two["client_s"] == 4 * H
     # 2 wrk threads each spending 4 H per reply on the shared CPUs bound the rate at 2 / (4 H)
     assert two["modelled"] == pytest.approx(2 / (4 * H), rel=0.1)
+
+
+def test_simulating_many_configurations_at_once_gives_each_its_own_answer_in_order():
+    from experiments.model_fit import simulate_many
+
+    configs = [Config(stages=conn_stages(10e-6, 5e-6 * (i % 4)), cpus=1 + i % 3, clients=4,
+                      requests=300, warmup=30, seed=i) for i in range(20)]
+    assert simulate_many(configs) == [simulate(cfg).throughput for cfg in configs]
+    assert len(set(simulate_many(configs))) > 5     # distinct configurations, distinct answers
