@@ -48,7 +48,7 @@ test: setup
 bench: setup
 
 # The full run also measures the free-threaded CPython 3.13t, built once from Debian's source
-# package (about 2 minutes on an idle 2-core machine); FREETHREADED=0 leaves it out (then the 3.13t
+# package (about 1m45s on an idle 2-core machine); FREETHREADED=0 leaves it out (then the 3.13t
 # curves are modelled only, and the figures say so).
 FREETHREADED ?= 1
 # The venv (mostly downloads and unpacking) is made while 3.13t compiles: about 25 s less set-up on

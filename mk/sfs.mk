@@ -3,7 +3,7 @@
 sfs-test: setup
 	$(PY) -m pytest -q apps/sfs_like/tests
 
-# QUICK=1 runs the ~75 s version; the full one takes ~7 minutes.
+# QUICK=1 runs the ~35 s version; the full one takes ~7 minutes.
 sfs-bench: setup
 	$(PY) -m apps.sfs_like.bench $(if $(QUICK),--quick,)
 

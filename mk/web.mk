@@ -3,7 +3,7 @@
 #   make web-files            generate the benchmark's file set into build/webfiles/
 #   make web-wrk              a 10 s wrk run (mix.lua) against a server on WEB_URL
 #   make web-bench            requests/s of ours (colors off/on, N-copy), nginx, Apache, aiohttp on 1..N CPUs
-#                             -> artifact/results/web_throughput.csv (QUICK=1: about 90 s; else about 6 min)
+#                             -> artifact/results/web_throughput.csv (QUICK=1: about 55 s; else about 6 min)
 #   make web-test             the web server's tests
 # wrk, nginx, apache2 and curl come from Debian through `make setup` (apt, only when missing).
 WEB_FILES ?= build/webfiles
