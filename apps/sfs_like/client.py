@@ -203,6 +203,23 @@ class Client:
 _TYPE_MARK = {rpc.FT_FILE: "", rpc.FT_DIR: "/", rpc.FT_SYMLINK: "@", rpc.FT_OTHER: "?"}
 
 
+def _download(pieces, local: str) -> None:
+    """Write to a temporary file beside `local` and rename it into place when every piece has
+    come: a failed `get` (no such file, a forged MAC, a lost connection) leaves `local` as it was,
+    never empty or half written."""
+    folder, name = os.path.split(os.path.abspath(local))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)     # the umask applies, as to open()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for piece in pieces:
+                f.write(piece)
+        os.replace(tmp, local)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.sfs_like.client",
                                 description="SFS-like client: every reply's MAC and the server key are checked.")
@@ -232,9 +249,7 @@ def main(argv=None) -> int:
                 out.flush()
             elif args.cmd == "get":
                 local = args.local or os.path.basename(args.path.rstrip("/"))
-                with open(local, "wb") as f:
-                    for piece in c.read_file(args.path, args.block):
-                        f.write(piece)
+                _download(c.read_file(args.path, args.block), local)
             elif args.cmd == "put":
                 with open(args.local, "rb") as f:
                     c.put(args.path or os.path.basename(args.local), f.read())

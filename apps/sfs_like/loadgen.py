@@ -341,7 +341,10 @@ def main(argv=None) -> int:
                 result = {"error": repr(exc)}
             print(json.dumps(result), flush=True)
         return 0
-    result = run_load(args.server, **defaults)
+    try:
+        result = run_load(args.server, **defaults)
+    except (RuntimeError, OSError, ValueError) as exc:   # e.g. no such --path on the server
+        raise SystemExit(f"python -m apps.sfs_like.loadgen: error: {exc}") from None
     print(json.dumps(result))
     print(f"{result['mb_per_s']:.1f} MB/s ({args.clients} clients, {args.block // 1024} KiB READs, "
           f"{'decrypting' if not args.no_decrypt else 'not decrypting'}), server "

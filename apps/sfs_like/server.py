@@ -148,8 +148,12 @@ class Server:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
+        try:
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
         sock.setblocking(False)
         self._listener = sock
         self.loop.add_reader(sock, self._accept, color=color_policy.NET)
@@ -562,22 +566,57 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="CPython's GIL switch interval in seconds (its default is 0.005): a worker "
                         "back from a crypto call waits at most this long for a GIL held by Python code")
     p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not os.path.isdir(args.export):
+        p.error(f"--export {args.export!r} is not a directory (make it first)")
+    key_dir = os.path.dirname(os.path.abspath(args.key))
+    if not os.path.isdir(key_dir):
+        p.error(f"--key {args.key!r}: the folder {key_dir!r} does not exist")
+    if not 0 <= args.port <= 65535:
+        p.error(f"--port must be 0..65535 (0 picks a free one), not {args.port}")
+    if args.workers < 1:
+        p.error(f"--workers must be at least 1, not {args.workers}")
+    if args.max_connections is not None and args.max_connections < 1:
+        p.error(f"--max-connections must be at least 1, not {args.max_connections}")
+    if not (args.frame_timeout > 0 and args.idle_timeout >= 0 and args.cache_mb >= 0
+            and args.switch_interval > 0):
+        p.error("--frame-timeout and --switch-interval must be positive; --idle-timeout and "
+                "--cache-mb must not be negative")
+    try:
+        args.cpu_set = {int(c) for c in args.cpus.split(",")} if args.cpus else set()
+    except ValueError:
+        p.error(f"--cpus {args.cpus!r}: expected comma-separated CPU numbers, e.g. 0,1")
+    allowed = os.sched_getaffinity(0)
+    if args.cpu_set - allowed:
+        p.error(f"--cpus {args.cpus}: this process may only use CPUs {sorted(allowed)}")
+    if args.log_level.upper() not in logging.getLevelNamesMapping():
+        p.error(f"--log-level {args.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.cpus:
-        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    if args.cpu_set:
+        os.sched_setaffinity(0, args.cpu_set)
     sys.setswitchinterval(args.switch_interval)       # the same in both modes
     suites = tuple(SUITES) if args.suite == "any" else (args.suite,)
     with runtime.Loop(workers=args.workers, scheduler=args.scheduler, pin=args.pin) as loop:
-        server = Server(loop, args.export, args.key, colors=args.colors, suites=suites,
-                        cache_bytes=int(args.cache_mb * (1 << 20)), frame_timeout=args.frame_timeout,
-                        idle_timeout=args.idle_timeout, max_connections=args.max_connections)
-        server.listen(args.host, args.port)
+        # What the user can fix (an unreadable or malformed key, a port in use) is one line of
+        # error, not a traceback.
+        try:
+            server = Server(loop, args.export, args.key, colors=args.colors, suites=suites,
+                            cache_bytes=int(args.cache_mb * (1 << 20)),
+                            frame_timeout=args.frame_timeout, idle_timeout=args.idle_timeout,
+                            max_connections=args.max_connections)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"python -m apps.sfs_like.server: error: cannot start: {exc}") from None
+        try:
+            server.listen(args.host, args.port)
+        except OSError as exc:
+            raise SystemExit(f"python -m apps.sfs_like.server: error: cannot listen on "
+                             f"{args.host}:{args.port}: {exc.strerror or exc}") from None
         print(server.address(), flush=True)
         log.info("serving %s at %s, colors %s, %d workers, suites %s", server.files.root,
                  server.address(), args.colors, args.workers, ",".join(sorted(suites)))

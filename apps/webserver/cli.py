@@ -26,7 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None,
                    help="worker threads (default: 1 with colors off, the CPU count with colors on)")
     p.add_argument("--scheduler", choices=("hash", "steal"), default="hash")
-    p.add_argument("--ncopy", type=int, default=0, help="run N single-threaded copies instead")
+    p.add_argument("--ncopy", type=int, default=None, help="run N single-threaded copies instead")
     p.add_argument("--cpus", default="", help="CPU list to run on, e.g. 0,1 (workers are pinned)")
     p.add_argument("--max-connections", type=int, default=1024)
     p.add_argument("--header-timeout", type=float, default=10.0,
@@ -39,19 +39,46 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile-io", action="store_true",
                    help="time the socket calls (for the GIL-free/held split of the benchmark)")
     args = p.parse_args(argv)
-    if args.ncopy < 0 or (args.workers is not None and args.workers < 1):
-        p.error("--ncopy and --workers must be positive")
+    for flag, value, least in (("--workers", args.workers, 1), ("--ncopy", args.ncopy, 1),
+                               ("--max-connections", args.max_connections, 1)):
+        if value is not None and value < least:
+            p.error(f"{flag} must be at least {least}, not {value}")
+    for flag, value in (("--header-timeout", args.header_timeout),
+                        ("--idle-timeout", args.idle_timeout), ("--cache-mb", args.cache_mb)):
+        if not value > 0:
+            p.error(f"{flag} must be positive, not {value}")
     if args.ncopy and args.colors == "on":
         p.error("--ncopy runs colors-off copies; do not combine it with --colors on")
+    if not 0 <= args.port <= 65535:
+        p.error(f"--port must be 0..65535 (0 picks a free one), not {args.port}")
+    if not os.path.isdir(args.root):
+        p.error(f"--root {args.root!r} is not a folder")
+    try:
+        cpus = parse_cpus(args.cpus)
+    except ValueError:
+        p.error(f"--cpus {args.cpus!r}: expected CPU numbers and ranges, e.g. 0,1 or 0-3")
+    allowed = sorted(os.sched_getaffinity(0))
+    if set(cpus) - set(allowed):
+        p.error(f"--cpus {args.cpus}: this process may only use CPUs {allowed}")
     return args
 
 
 def parse_cpus(text: str) -> list[int]:
+    """'0,2-3' -> [0, 2, 3]; ValueError for anything else."""
     cpus: list[int] = []
     for part in filter(None, text.split(",")):
         lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
+        first, last = int(lo), int(hi or lo)
+        if first < 0 or last < first:
+            raise ValueError(part)
+        cpus.extend(range(first, last + 1))
     return cpus
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> SystemExit:
+    """A port in use or a host we cannot bind is the user's to fix: one line, no traceback."""
+    return SystemExit(f"python -m apps.webserver: error: cannot listen on {host}:{port}: "
+                      f"{exc.strerror or exc}")
 
 
 def main(argv=None) -> int:
@@ -80,7 +107,11 @@ def serve(args: argparse.Namespace) -> int:
     server = Server(loop, cache, colors=colors, max_connections=args.max_connections,
                     header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
                     profile=args.profile_io)
-    host, port = server.listen(args.host, args.port, reuse_port=args.reuse_port)
+    try:
+        host, port = server.listen(args.host, args.port, reuse_port=args.reuse_port)
+    except OSError as exc:
+        loop.close()
+        raise cannot_listen(args.host, args.port, exc) from None
     server.start()
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     shown = f"[{host}]" if ":" in host else host

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 
-from .cli import parse_cpus
+from .cli import cannot_listen, parse_cpus
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -23,7 +23,11 @@ def reserve_port(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -42,7 +46,10 @@ def copy_command(args, port: int, cpu: int | None, index: int) -> list[str]:
 
 def run_ncopy(args) -> int:
     cpus = parse_cpus(args.cpus)
-    holder = reserve_port(args.host, args.port)
+    try:
+        holder = reserve_port(args.host, args.port)
+    except OSError as exc:
+        raise cannot_listen(args.host, args.port, exc) from None
     port = holder.getsockname()[1]
     children: list[subprocess.Popen] = []
     stopping = False

@@ -117,6 +117,19 @@ def test_cli_commands(start_server, export, tmp_path):
     assert missing.returncode == 1 and b"NOENT" in missing.stderr
     bad = cli("cat", "../etc/passwd")
     assert bad.returncode == 1 and b"INVAL" in bad.stderr
+    # A failed get leaves the local file as it was (not truncated) and no temporary file behind.
+    out.write_bytes(b"keep me")
+    failed = cli("get", "sub/up.bin", str(out))
+    assert failed.returncode == 1 and b"NOENT" in failed.stderr
+    assert out.read_bytes() == b"keep me"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    # The load generator says what went wrong in one line.
+    load = subprocess.run([sys.executable, "-m", "apps.sfs_like.loadgen", srv.address, "--path",
+                           "no-such-file", "--warmup", "0.1", "--duration", "0.2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert load.returncode == 1
+    assert load.stderr.startswith("python -m apps.sfs_like.loadgen: error: ") and "NOENT" in load.stderr
+    assert "Traceback" not in load.stderr
 
 
 def test_fsync_runs_on_the_connections_color_not_the_file_layers(export, tmp_path, monkeypatch):

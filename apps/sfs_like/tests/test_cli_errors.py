@@ -1,0 +1,63 @@
+"""What a user gets wrong when starting the server ends in one clear line, never a traceback."""
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from apps.sfs_like.server import parse_args
+from apps.sfs_like.tests.conftest import REPO
+
+
+@pytest.fixture
+def folders(tmp_path):
+    (tmp_path / "export").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--export", "/nonexistent-colorloop"], "--export '/nonexistent-colorloop' is not a directory"),
+    (["--key", "/nonexistent-colorloop/k"], "the folder '/nonexistent-colorloop' does not exist"),
+    (["--port", "70000"], "--port must be 0..65535"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--max-connections", "0"], "--max-connections must be at least 1"),
+    (["--frame-timeout", "0"], "--frame-timeout and --switch-interval must be positive"),
+    (["--cpus", "x"], "expected comma-separated CPU numbers"),
+    (["--cpus", "4096"], "this process may only use CPUs"),
+    (["--log-level", "loud"], "use DEBUG, INFO, WARNING or ERROR"),
+])
+def test_bad_arguments_are_refused_with_a_message(folders, extra, says, capsys):
+    base = ["--export", str(folders / "export"), "--key", str(folders / "key")]
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(base + extra)
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def _server(folders, *extra):
+    return subprocess.run([sys.executable, "-m", "apps.sfs_like.server", "--export",
+                           str(folders / "export"), *extra], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_a_malformed_key_file_is_one_line_of_error(folders):
+    (folders / "bad.key").write_bytes(b"0123456789")
+    proc = _server(folders, "--key", str(folders / "bad.key"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"python -m apps.sfs_like.server: error: cannot start: "
+                                   f"{folders / 'bad.key'}: expected a 32-byte raw X25519 private "
+                                   f"key, found 10 bytes")
+
+
+def test_a_port_in_use_is_one_line_of_error(folders):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        proc = _server(folders, "--key", str(folders / "key"), "--port", str(port))
+    finally:
+        taken.close()
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(f"python -m apps.sfs_like.server: error: cannot listen on "
+                                        f"127.0.0.1:{port}: Address already in use")
