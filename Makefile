@@ -19,7 +19,15 @@ help:
 	@echo "make reproduce   run every experiment, figure and notebook (QUICK=1: a 5-minute version;"
 	@echo "                 FREETHREADED=0: without building the free-threaded CPython 3.13t)"
 	@echo "make test        run the test suite"
-	@echo "make bench       only the benchmarks; make clean removes what the others made"
+	@echo "make setup       only the set-up: missing Debian packages, then .venv"
+	@echo "make bench       only the benchmarks (runtime, SFS, web), each writing its CSV"
+	@echo "make fig-NAME    one experiment and its figure; NAME: sfs web blocksize lines callbacks sched gil model"
+	@echo "make figs-redraw redraw every figure from the CSVs there; make claims: the claims table"
+	@echo "make notebooks   execute notebooks/ into artifact/notebooks-executed/"
+	@echo "make freethreaded, test-freethreaded, test-freethreaded-stress: the CPython 3.13t track"
+	@echo "make web-serve, web-wrk, web-bench, web-test; sfs-test, sfs-bench, sfs-count: one app"
+	@echo "make clean       remove build/ (with 3.13t), caches and executed notebooks; keeps .venv and"
+	@echo "                 the committed figures and CSVs"
 
 setup: apt venv
 
@@ -58,7 +66,7 @@ reproduce: apt
 	$(PY) -m experiments.reproduce
 
 clean:
-	rm -rf artifact/figures/* build/ .pytest_cache
+	rm -rf build/ .pytest_cache artifact/notebooks-executed
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 include $(wildcard mk/*.mk)

@@ -8,6 +8,7 @@ commit to before running; "modelled" in a value's description means the discrete
 """
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,7 +248,11 @@ def print_claims(claims: list[Claim]) -> None:
           f"{sum(c.status == 'not run' for c in claims)} not run (their CSV is missing)")
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(prog="python -m experiments.claims",
+                            description="Build the claims table from the CSVs in artifact/results/, "
+                                        "print it, and write claims.csv and artifact/claims.md."
+                            ).parse_args(argv)
     claims = build()
     path = write(claims)
     print_claims(claims)

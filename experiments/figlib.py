@@ -104,7 +104,9 @@ def finish(fig, name: str, footer: str, folder: Path | None = None) -> list[Path
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
     fig.savefig(paths[0], dpi=130)
-    fig.savefig(paths[1])
+    # No creation date in the PDF: redrawing from the same CSVs gives the same bytes, so a redraw
+    # leaves a clean git tree and a changed PDF always means a changed figure.
+    fig.savefig(paths[1], metadata={"CreationDate": None})
     plt.close(fig)
     return paths
 

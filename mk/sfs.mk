@@ -9,3 +9,5 @@ sfs-bench: setup
 
 sfs-count: setup
 	$(PY) -m apps.sfs_like.count_color_diff
+
+bench: sfs-bench

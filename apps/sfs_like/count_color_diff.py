@@ -15,6 +15,7 @@ the lines of `ColorsOn` that differ from `ColorsOff` (what `--colors on` switche
 """
 from __future__ import annotations
 
+import argparse
 import ast
 import difflib
 import inspect
@@ -91,7 +92,10 @@ def count(modules: list[str] | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    verbose = "-v" in (argv if argv is not None else sys.argv[1:])
+    p = argparse.ArgumentParser(prog="python -m apps.sfs_like.count_color_diff",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="list every counted line")
+    verbose = p.parse_args(argv).verbose
     result = count()
     print(f"How counted: {result['method']}.")
     for name, m in result["modules"].items():

@@ -239,7 +239,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.webserver.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="about 45 s instead of about 6 minutes")
+    p.add_argument("--quick", action="store_true", help="about 55 s instead of about 6 minutes")
     p.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
     p.add_argument("--cpus", default="", help="CPU counts to measure, e.g. 1,2 (default 1..all)")
     p.add_argument("--json", action="store_true", help="print rows as JSON, write no CSV")

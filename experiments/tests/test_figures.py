@@ -23,6 +23,14 @@ def test_figure_from_synthetic_csvs(script, synthetic_results, tmp_path):
     assert all(p.parent == tmp_path / "figures" for p in paths)
 
 
+def test_redrawing_from_the_same_csvs_gives_the_same_pdf(synthetic_results, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")     # matplotlib's clock for PDF dates
+    first = [p.read_bytes() for p in lines_changed.plot()]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "2000000000")
+    second = [p.read_bytes() for p in lines_changed.plot()]
+    assert first[1] == second[1]       # no creation date: a redraw leaves a clean git tree
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda m: m.__name__.split(".")[-1])
 def test_figure_without_csvs_still_draws(script, tmp_path, monkeypatch):
     monkeypatch.setenv("COLORLOOP_RESULTS", str(tmp_path / "empty"))
