@@ -519,13 +519,12 @@ def conn_stages(held_s: float, free_s: float) -> tuple[Stage, ...]:
     return (Stage("conn", held_s, free_s),)
 
 
-def event_stages(held_s: float, free_s: float, dispatch_s: float, calls: int = 2) -> tuple[Stage, ...]:
-    """A request that arrives as an fd event: the loop thread (the default color) polls and
-    dispatches it, then the connection's color runs it, releasing the GIL at each of its `calls`
-    socket calls (the web server: recv, then send). Every release is a chance for another thread
-    to take the GIL, so the request is `calls` GIL-holding pieces after the dispatch."""
-    dispatch_s = min(dispatch_s, held_s)
-    rest = held_s - dispatch_s
+def event_stages(held_s: float, free_s: float, calls: int = 2) -> tuple[Stage, ...]:
+    """A request that arrives as an fd event: the worker whose poller watches the connection (the
+    home worker of its color) dispatches it to itself and runs it on the connection's color,
+    releasing the GIL at each of its `calls` socket calls (the web server: recv, then send). Every
+    release is a chance for another thread to take the GIL, so the request is `calls` GIL-holding
+    pieces. (Before each worker polled its own fds, the loop thread dispatched every event: a
+    serial stage of its own.)"""
     calls = max(1, calls)
-    return ((Stage("serial", dispatch_s, 0.0),) if dispatch_s > 0 else ()) + tuple(
-        Stage("conn", rest / calls, free_s / calls) for _ in range(calls))
+    return tuple(Stage("conn", held_s / calls, free_s / calls) for _ in range(calls))

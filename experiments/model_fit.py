@@ -73,7 +73,7 @@ class Case:
             if self.app == "sfs":
                 stages = request_stages(self.held_s, self.free_s, colored=True, dispatch_s=self.dispatch_s)
             elif self.app == "web":
-                stages = event_stages(self.held_s, self.free_s, self.dispatch_s)
+                stages = event_stages(self.held_s, self.free_s)
             else:
                 stages = conn_stages(self.held_s, self.free_s)
             return Config(stages=stages, cpus=cpus, gil=self.gil, clients=clients,

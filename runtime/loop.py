@@ -3,17 +3,23 @@
 One iteration of the loop thread, which is also worker 0:
 
     1. run a batch of its own callbacks (the default color 0 always lives here);
-    2. wait in select() for fds, the wake-up pipe or the next timer;
+    2. wait in select() for its fds, its wake-up pipe or the next timer;
     3. turn ready fds, signals and due timers into callbacks of their colors.
 
-Workers 1..N-1 are threads that only run callbacks of the colors the scheduler gives them. With
-every callback on color 0 the worker threads never get anything, and the program runs exactly as on
-a single-threaded event loop: the paper's incremental-parallelism claim.
+Workers 1..N-1 are threads that run callbacks of the colors the scheduler gives them, and between
+batches, or when they have nothing to run, do step 2 and 3 for their own fds. Each worker has its
+own poller (runtime/poller.py), and an fd is polled by the home worker of its callback's color:
+a connection's events reach the thread that runs its callbacks without a hand-off from another
+thread. (On the free-threaded build that hand-off, one per request, was what held the colored web
+server to 1.37x on 2 CPUs; polling where the color lives gave 1.63x in the same run.) With every
+callback on color 0, every fd is polled by the loop thread, the worker threads never get anything,
+and the program runs exactly as on a single-threaded event loop: the paper's
+incremental-parallelism claim.
 
-Any thread may schedule a callback; when the worker that must run it sleeps, the scheduler wakes it
-(a thread through a lock used as a semaphore, the loop thread through the wake-up pipe). Any thread
-may also (un)register fds: the fd table and the selector change under one lock, at once, so that a
-worker's `remove_reader(fd); sock.close()` is finished before the fd number can be reused.
+Any thread may schedule a callback; when the worker that must run it sleeps in its select(), the
+scheduler wakes it through its poller's pipe. Any thread may also (un)register fds: the fd table
+and the selectors change under one lock, at once, so that a worker's `remove_reader(fd);
+sock.close()` is finished before the fd number can be reused.
 """
 from __future__ import annotations
 
@@ -31,9 +37,10 @@ from types import FunctionType
 from . import _context
 from .callbacks import DEFAULT_COLOR, Handle, describe, resolve
 from .errors import log_report, make_report
+from .poller import Poller
 from .scheduler import Scheduler
 
-_BATCH = 64                     # loop-thread callbacks between two looks at the fds
+_BATCH = 64                     # callbacks a worker runs between two looks at its fds
 _EVENT_NAMES = {selectors.EVENT_READ: "reader", selectors.EVENT_WRITE: "writer"}
 
 
@@ -49,15 +56,17 @@ class _FdCallback:
 
 
 class _FdWatch:
-    """What one fd is registered for: the mask the kernel polls and its reader and writer."""
+    """What one fd is registered for: the mask the kernel polls, its reader and writer, and which
+    worker's poller polls it (the home worker of the color it was first registered with)."""
 
-    __slots__ = ("fd", "reader", "writer", "mask")
+    __slots__ = ("fd", "reader", "writer", "mask", "poller")
 
-    def __init__(self, fd):
+    def __init__(self, fd, poller: int):
         self.fd = fd
         self.reader = None
         self.writer = None
         self.mask = 0      # the events the selector currently polls for this fd
+        self.poller = poller
 
 
 class Loop:
@@ -69,21 +78,15 @@ class Loop:
         self.pin = pin
         self.on_error = on_error or log_report
         self._sched = Scheduler(self.workers, scheduler)
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._sched.set_waker(0, self._write_wake)
-        self._sleepers = [None] + [threading.Lock() for _ in range(1, self.workers)]
-        for w in range(1, self.workers):
-            self._sleepers[w].acquire()
-            self._sched.set_waker(w, self._waker_for(self._sleepers[w]))
+        self._pollers = [Poller() for _ in range(self.workers)]
+        for w, poller in enumerate(self._pollers):
+            self._sched.set_waker(w, poller.wake)
         self._timers: list = []
         self._timer_lock = threading.Lock()
         self._timer_seq = itertools.count()
         self._fds: dict[int, _FdWatch] = {}
         self._fd_lock = threading.Lock()
-        # epoll sees registrations made while another thread waits in it; select() and poll() don't.
-        self._wake_on_register = not isinstance(self._selector, getattr(selectors, "EpollSelector", ()))
+        self._wake_on_register = not self._pollers[0].sees_new_registrations
         self._signal_handlers: dict[int, tuple] = {}
         self._signals_pending: deque = deque()
         self._old_signal_handlers: dict = {}
@@ -157,7 +160,7 @@ class Loop:
         with self._fd_lock:
             watch = self._fds.get(fd)
             if watch is None:
-                watch = self._fds[fd] = _FdWatch(fd)
+                watch = self._fds[fd] = _FdWatch(fd, self._sched.home(color))
             slot = _EVENT_NAMES[event]
             old = getattr(watch, slot)
             if old is not None:
@@ -166,8 +169,8 @@ class Loop:
             # A new registration is always told to the kernel afresh: if the program closed the
             # fd without removing it and the number was reused, the old kernel entry is gone.
             self._poll_for(watch, watch.mask | event, fresh=True)
-        if self._wake_on_register and self._loop_thread is not None and not self._on_loop_thread():
-            self._sched.wake_if_idle(0)
+        if self._wake_on_register and self._loop_thread is not None:
+            self._sched.wake_if_idle(watch.poller)
 
     def _remove_fd(self, fd, event) -> bool:
         fd = _fileno(fd)
@@ -190,7 +193,7 @@ class Loop:
         """Make the selector poll `watch.fd` for exactly `mask` (with the fd lock held)."""
         if mask == watch.mask and not fresh:
             return
-        selector = self._selector
+        selector = self._pollers[watch.poller].selector
         try:
             if watch.mask:
                 if mask and not fresh:
@@ -244,8 +247,8 @@ class Loop:
             if cb.watch.mask & cb.event:
                 return
             self._poll_for(cb.watch, cb.watch.mask | cb.event)
-        if self._wake_on_register and not self._on_loop_thread():
-            self._sched.wake_if_idle(0)
+        if self._wake_on_register:
+            self._sched.wake_if_idle(cb.watch.poller)
 
     # -- signals ------------------------------------------------------------------------------
     def add_signal_handler(self, signum: int, fn, *args, color=DEFAULT_COLOR) -> None:
@@ -266,7 +269,8 @@ class Loop:
 
     def _install_signal(self, signum: int) -> None:
         if self._old_wakeup_fd is None:
-            self._old_wakeup_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+            self._old_wakeup_fd = signal.set_wakeup_fd(self._pollers[0].wake_w,
+                                                       warn_on_full_buffer=False)
         if signum not in self._old_signal_handlers:
             self._old_signal_handlers[signum] = signal.signal(signum, self._on_signal)
 
@@ -346,10 +350,10 @@ class Loop:
         """
         self._stopping = True
         self._sched.freeze()
-        self._write_wake()
+        self._pollers[0].wake()
 
     def close(self) -> None:
-        """Close the selector and the wake-up pipe. The loop must not be running."""
+        """Close the selectors and the wake-up pipes. The loop must not be running."""
         if self._closed:
             return
         if self._loop_thread is not None:
@@ -357,9 +361,8 @@ class Loop:
         for signum in list(self._signal_handlers):
             self.remove_signal_handler(signum)
         self._closed = True
-        self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        for poller in self._pollers:
+            poller.close()
         self._fds.clear()
 
     def __enter__(self):
@@ -387,7 +390,7 @@ class Loop:
 
     # -- the loop thread -----------------------------------------------------------------------
     def _loop_main(self) -> None:
-        sched = self._sched
+        sched, poller = self._sched, self._pollers[0]
         while True:
             finished = None
             for _ in range(_BATCH):
@@ -410,13 +413,12 @@ class Loop:
                 timeout = self._next_timeout()
             else:
                 timeout = 0
-            events = self._selector.select(timeout)
+            ready, woken = poller.select(timeout)
             sched.set_busy(0)
-            for key, mask in events:
-                if key.data is None:
-                    self._drain_wake_pipe()
-                else:
-                    self._dispatch_fd(key.data, mask)
+            for watch, events in ready:
+                self._dispatch_fd(watch, events)
+            if woken:
+                self._deliver_signals()
             if not self._stopping:
                 self._fire_due_timers()
 
@@ -446,31 +448,6 @@ class Loop:
                 timer._when = now + timer._interval
             with self._timer_lock:
                 heapq.heappush(self._timers, (timer._when, next(self._timer_seq), timer))
-
-    def _drain_wake_pipe(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        self._deliver_signals()
-
-    @staticmethod
-    def _waker_for(sleeper: threading.Lock):
-        """A sleeping worker blocks acquiring its `sleeper`; releasing it wakes the worker. Two
-        wake-ups before it sleeps again coalesce into one, as with a binary semaphore."""
-        def wake():
-            try:
-                sleeper.release()
-            except RuntimeError:
-                pass        # already released: the worker will not block on its next acquire
-        return wake
-
-    def _write_wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass        # the pipe is full (a wake-up is pending anyway) or already closed
 
     def _on_loop_thread(self) -> bool:
         return threading.current_thread() is self._loop_thread
@@ -541,19 +518,29 @@ class Loop:
     def _worker_main(self, w: int) -> None:
         self._pin_thread(w)
         _context.enter(self, w)
-        sched, sleeper = self._sched, self._sleepers[w]
+        sched, poller = self._sched, self._pollers[w]
         finished = None
+        ran = 0
         try:
             while True:
+                if ran == _BATCH:       # busy for a while: look at our fds without waiting
+                    ran = 0
+                    for watch, events in poller.select(0)[0]:
+                        self._dispatch_fd(watch, events)
                 nxt = sched.next(w, finished)
                 finished = None
-                if nxt is None:
+                if nxt is None:         # idle (the scheduler marked us so): wait for fds or a wake()
                     if sched.frozen:
                         return
-                    sleeper.acquire()
+                    ready, _ = poller.select(None)
+                    sched.set_busy(w)
+                    ran = 0
+                    for watch, events in ready:
+                        self._dispatch_fd(watch, events)
                     continue
                 state, handle = nxt
                 self._run_one(w, handle)
+                ran += 1
                 finished = state
         finally:
             if finished is not None:

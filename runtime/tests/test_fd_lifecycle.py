@@ -96,3 +96,60 @@ def test_registration_for_a_reused_fd_number_reaches_the_kernel():
     assert got == [b"new"]
     for s in (b, c, d):
         s.close()
+
+
+def test_a_worker_polls_the_fds_of_its_colors_while_the_loop_thread_is_busy():
+    """An fd is polled by the home worker of its callback's color, not only by the loop thread:
+    while the loop thread is stuck in a long callback of color 0, worker 1 still notices that
+    its connection is readable and runs the reader (with one poller, this waits for color 0)."""
+    loop = runtime.Loop(workers=2)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got, seen_on = threading.Event(), []
+
+    def on_readable():                       # color 1: hash(1) % 2 == 1, worker 1's color
+        seen_on.append((a.recv(16), threading.current_thread().name))
+        loop.remove_reader(a)
+        got.set()
+
+    def long_callback_of_color_0():
+        b.send(b"ping")
+        seen_on.append(("noticed while busy", got.wait(5)))
+        loop.stop()
+
+    loop.add_reader(a, on_readable, color=1)
+    loop.call_soon(long_callback_of_color_0)
+    try:
+        loop.run()
+    finally:
+        loop.close()
+        a.close()
+        b.close()
+    assert seen_on == [(b"ping", "colorloop-worker-1"), ("noticed while busy", True)]
+
+
+def test_every_fd_is_polled_by_the_loop_thread_when_all_colors_are_the_default():
+    """The unchanged program: color 0 everywhere, so the worker threads' pollers stay empty."""
+    loop = runtime.Loop(workers=3)
+    pairs = [socket.socketpair() for _ in range(4)]
+    runs = []
+
+    def reader(sock):
+        runs.append((sock.recv(8), threading.current_thread() is threading.main_thread()))
+        loop.remove_reader(sock)
+        if len(runs) == len(pairs):
+            loop.stop()
+
+    for a, b in pairs:
+        a.setblocking(False)
+        loop.add_reader(a, reader, a)
+        b.send(b"x")
+    assert [len(p.selector.get_map()) for p in loop._pollers] == [1 + len(pairs), 1, 1]
+    try:
+        loop.run()
+    finally:
+        loop.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+    assert runs == [(b"x", True)] * len(pairs)
