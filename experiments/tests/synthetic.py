@@ -86,6 +86,15 @@ def speedup_rows() -> list[dict]:
                                  "workers": workers, "trial": trial, "ops_per_s": ops,
                                  "speedup": ops * (held + free), "gil_free_s_per_op": free,
                                  "gil_held_s_per_op": held})
+    for colors in ("distinct", "single"):             # the free-threaded build: no GIL to share
+        for workers in (1, 2):
+            for trial in range(2):
+                par = workers if colors == "distinct" else 1
+                ops = par / 100e-6 * (0.95 if par > 1 else 1.0)
+                rows.append({"python": "3.13t", "workload": "purepython", "colors": colors,
+                             "workers": workers, "trial": trial, "ops_per_s": ops,
+                             "speedup": ops * 100e-6, "gil_free_s_per_op": 0.0,
+                             "gil_held_s_per_op": 100e-6})
     return rows
 
 
