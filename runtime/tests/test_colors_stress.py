@@ -7,6 +7,7 @@ which the producers enqueued (they record it under a lock that also covers call_
 """
 import hashlib
 import random
+import socket
 import threading
 
 import pytest
@@ -123,3 +124,75 @@ def test_hash_placement_never_steals_and_keeps_a_color_on_one_thread():
     assert ran == total
     assert stats["steals"] == 0
     assert all(len(threads) == 1 for threads in rec.threads_seen.values())
+
+
+@pytest.mark.parametrize("scheduler", ["hash", "steal"])
+def test_fd_stress_each_connection_read_in_order_by_one_callback_at_a_time(scheduler):
+    """Readers on many colors, polled by the workers that own their colors: writers on other
+    threads send numbered records in random bursts; every stream must arrive whole and in order,
+    and no reader may overlap itself or another callback of its color (a timer of the same color
+    pokes at the same state meanwhile)."""
+    workers, conns, records = 4, 48, 150
+    rng = random.Random(2003)
+    loop = runtime.Loop(workers=workers, scheduler=scheduler)
+    rec = Recorder()
+    pairs = [socket.socketpair() for _ in range(conns)]
+    got = [bytearray() for _ in range(conns)]
+    expected = [b"".join(b"%d:%d;" % (i, n) for n in range(records)) for i in range(conns)]
+    finished = threading.Event()
+    left = [conns]
+    left_lock = threading.Lock()
+
+    def on_readable(i):
+        color = ("conn", i)
+        rec.enter(color, "read")
+        try:
+            data = pairs[i][0].recv(rng.choice((7, 64, 4096)))
+        except BlockingIOError:
+            data = None
+        if data:
+            hashlib.sha256(data * 64).digest()          # release the GIL inside the callback
+            got[i] += data
+            if len(got[i]) == len(expected[i]):
+                loop.remove_reader(pairs[i][0])
+                with left_lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        finished.set()
+        rec.leave(color)
+
+    def tick(i):
+        rec.enter(("conn", i), "tick")
+        rec.leave(("conn", i))
+
+    for i, (a, _) in enumerate(pairs):
+        a.setblocking(False)
+        loop.add_reader(a, on_readable, i, color=("conn", i))
+        loop.call_every(0.001, tick, i, color=("conn", i))
+
+    def writer(k):
+        order = list(range(k, conns, 4))
+        pos = {i: 0 for i in order}
+        while order:
+            i = rng.choice(order)
+            burst = expected[i][pos[i]:pos[i] + rng.choice((1, 5, 40, 300))]
+            pairs[i][1].sendall(burst)
+            pos[i] += len(burst)
+            if pos[i] == len(expected[i]):
+                order.remove(i)
+
+    writers = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in writers:
+        t.start()
+    watcher = threading.Thread(target=lambda: (finished.wait(60), loop.stop()))
+    watcher.start()
+    loop.run()
+    for t in writers + [watcher]:
+        t.join()
+    loop.close()
+    for a, b in pairs:
+        a.close()
+        b.close()
+    assert finished.is_set(), f"{left[0]} connections still incomplete"
+    assert rec.overlaps == []
+    assert [bytes(g) for g in got] == expected
