@@ -93,10 +93,22 @@ class Server:
                 self._refuse(sock)
                 continue
             conn_id = next(self._ids)
-            conn = Connection(self, sock, conn_id, self.colors.connection(conn_id))
-            self.open[conn_id] = conn
+            self.open[conn_id] = None          # counted now; the Connection is made on its color
             self.totals["connections"] += 1
-            self.loop.call_soon(conn.start, color=conn.color)
+            color = self.colors.connection(conn_id)
+            self.loop.call_soon(self._open_connection, sock, conn_id, color, color=color)
+
+    def _open_connection(self, sock, conn_id: int, color) -> None:
+        """On the connection's own color, so that its objects belong to the thread that uses them
+        (on the free-threaded build a thread updates the reference counts of objects another
+        thread made with atomic operations; see tools/freethreaded/README.md)."""
+        conn = Connection(self, sock, conn_id, color)
+        conn.start()
+        self.loop.call_soon(self._opened, conn, color=self.colors.accept())
+
+    def _opened(self, conn: Connection) -> None:
+        if conn.id in self.open:
+            self.open[conn.id] = conn
 
     def _pause_accepting(self, exc: OSError) -> None:
         """Out of descriptors (or buffers): the pending connection stays in the backlog and the
@@ -177,7 +189,7 @@ class Server:
     def final_counts(self) -> dict:
         """Totals including still-open connections; call only when the loop no longer runs."""
         counts = dict(self.totals)
-        for conn in self.open.values():
+        for conn in filter(None, self.open.values()):
             counts["requests"] += conn.session.requests
             counts["io_s"] += conn.io_s
         times = os.times()
