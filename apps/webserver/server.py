@@ -102,13 +102,22 @@ class Server:
         """On the connection's own color, so that its objects belong to the thread that uses them
         (on the free-threaded build a thread updates the reference counts of objects another
         thread made with atomic operations; see tools/freethreaded/README.md)."""
-        conn = Connection(self, sock, conn_id, color)
-        conn.start()
-        self.loop.call_soon(self._opened, conn, color=self.colors.accept())
+        try:
+            conn = Connection(self, sock, conn_id, color)
+            conn.start()
+        except OSError:             # gone before we got to it (reset, or closed at shutdown)
+            sock.close()
+            self.loop.call_soon(self._opened, conn_id, None, color=self.colors.accept())
+            return
+        self.loop.call_soon(self._opened, conn_id, conn, color=self.colors.accept())
 
-    def _opened(self, conn: Connection) -> None:
-        if conn.id in self.open:
-            self.open[conn.id] = conn
+    def _opened(self, conn_id: int, conn: Connection | None) -> None:
+        """Back on the accept color: the connection is on record, or its place is free again."""
+        if conn_id in self.open:
+            if conn is None:
+                del self.open[conn_id]
+            else:
+                self.open[conn_id] = conn
 
     def _pause_accepting(self, exc: OSError) -> None:
         """Out of descriptors (or buffers): the pending connection stays in the backlog and the

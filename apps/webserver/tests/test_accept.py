@@ -97,12 +97,34 @@ def test_a_connection_is_made_on_its_own_color_and_counted_at_once(docroot):
         assert color == ON.connection(conn_id) and server.open == {conn_id: None}
         loop.soon.clear()
         open_it(*args)                               # what the connection's color runs
-        [(opened, (conn,), color)] = loop.soon
+        [(opened, (_, conn), color)] = loop.soon
         assert color == ON.accept() and conn.id == conn_id and conn.color == ON.connection(conn_id)
-        opened(conn)                                 # back on the accept color: now on record
+        opened(conn_id, conn)                        # back on the accept color: now on record
         assert server.open == {conn_id: conn}
         assert server.final_counts()["connections"] == 1
         conn.sock.close()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_a_connection_gone_before_its_color_ran_frees_its_place(docroot):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    client = socket.create_connection(listener.getsockname())
+    try:
+        server, loop = make_server(docroot, listener, colors=ON)
+        loop.readers[listener.fileno()]()
+        [(open_it, args, _)] = loop.soon
+        loop.soon.clear()
+        args[0].close()                              # the socket is gone before its color runs
+        open_it(*args)                               # no traceback, nothing left registered
+        [(opened, opened_args, color)] = loop.soon
+        assert color == ON.accept()
+        opened(*opened_args)
+        assert server.open == {} and not [fd for fd in loop.readers if fd != listener.fileno()]
     finally:
         client.close()
         listener.close()
