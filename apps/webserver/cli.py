@@ -54,11 +54,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not os.path.isdir(args.root):
         p.error(f"--root {args.root!r} is not a folder")
     try:
-        cpus = parse_cpus(args.cpus)
+        args.cpu_list = parse_cpus(args.cpus)
     except ValueError:
         p.error(f"--cpus {args.cpus!r}: expected CPU numbers and ranges, e.g. 0,1 or 0-3")
     allowed = sorted(os.sched_getaffinity(0))
-    if set(cpus) - set(allowed):
+    if set(args.cpu_list) - set(allowed):
         p.error(f"--cpus {args.cpus}: this process may only use CPUs {allowed}")
     return args
 
@@ -97,7 +97,7 @@ def serve(args: argparse.Namespace) -> int:
     from .colors import plan
     from .server import Server
 
-    cpus = parse_cpus(args.cpus)
+    cpus = args.cpu_list
     if cpus:
         os.sched_setaffinity(0, cpus)
     colors = plan(args.colors)

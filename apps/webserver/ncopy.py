@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 
-from .cli import cannot_listen, parse_cpus
+from .cli import cannot_listen
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -45,7 +45,7 @@ def copy_command(args, port: int, cpu: int | None, index: int) -> list[str]:
 
 
 def run_ncopy(args) -> int:
-    cpus = parse_cpus(args.cpus)
+    cpus = args.cpu_list
     try:
         holder = reserve_port(args.host, args.port)
     except OSError as exc:
