@@ -282,16 +282,14 @@ def normalise_web_modes(df: pd.DataFrame | None) -> pd.DataFrame | None:
     return df
 
 
-def web_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None = None,
+def web_cases(df: pd.DataFrame | None, wake_costs=None,
               switch_s: float | None = None) -> list[Case]:
-    """The colorloop server's three modes; the peers (nginx, Apache, aiohttp) are not modelled."""
+    """The colorloop server's three modes; the peers (nginx, Apache, aiohttp) are not modelled.
+    (No dispatch cost of its own: an fd event is dispatched inside its connection's stages.)"""
     if df is None or "server" not in df.columns:
         return []
     table = _load_wake_costs(wake_costs)
     switch_s = _load_switch_cost(switch_s)
-    if dispatch_s is None:
-        from experiments import figlib
-        dispatch_s = dispatch_cost(figlib.read_csv("runtime_dispatch"))
     df = normalise_web_modes(df)
     ours = df[df["server"] == "colorloop"]
     cases = []
@@ -321,7 +319,7 @@ def web_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None
             cases.append(Case(
                 app="web", python=str(python), config=f"colorloop {mode}", mode=mode,
                 held_s=held, free_s=free, clients=max(1, connections), client_s=client_s,
-                client_threads=wrk_threads, **_wake(table, switch_s), dispatch_s=dispatch_s,
+                client_threads=wrk_threads, **_wake(table, switch_s),
                 unit="requests/s", baseline="colorloop colors_off", group="colorloop",
                 measured=_measured_points(msub, "requests_per_s",
                                           client_s=lambda rows: _median(rows, "client_cpu_s_per_request")),

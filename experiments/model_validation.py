@@ -40,7 +40,7 @@ def all_cases(results: Path | None = None) -> dict[str, list]:
         "sfs_throughput": model_fit.sfs_cases(figlib.read_csv("sfs_throughput", results), table,
                                               dispatch, switch),
         "web_throughput": model_fit.web_cases(figlib.read_csv("web_throughput", results), table,
-                                              dispatch, switch),
+                                              switch),
         "runtime_speedup": model_fit.runtime_cases(figlib.read_csv("runtime_speedup", results), table,
                                                    dispatch, switch),
         "gil_handoff": model_fit.handoff_cases(gil_handoff.handoff_points(results), table, switch),
@@ -59,7 +59,7 @@ def headline_cases(results: Path | None = None) -> list:
         if block is not None:
             sub = sfs[(sfs["suite"] == sfs_throughput.HEADLINE_SUITE) & (sfs["block_kib"] == block)]
             out.extend(model_fit.sfs_cases(sub, wake, dispatch, switch))
-    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), wake, dispatch, switch)
+    web = model_fit.web_cases(figlib.read_csv("web_throughput", results), wake, switch)
     out.extend(web)
     if web and not any(c.python.endswith("t") for c in web):
         base = [c for c in web if c.mode == "colors_off" and c.python == "3.11"]
