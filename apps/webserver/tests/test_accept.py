@@ -1,7 +1,9 @@
-"""Accepting when the process is out of descriptors: pause, do not spin."""
+"""Accepting: pause (do not spin) when out of descriptors, and open each connection on its own color."""
 import errno
 import logging
 import socket
+
+import pytest
 
 from apps.webserver.cache import FileCache
 from apps.webserver.colors import OFF, ON
@@ -80,51 +82,48 @@ def test_a_connection_aborted_before_accept_is_skipped_without_pausing(docroot):
     assert listener.calls == server_module.ACCEPT_BATCH
 
 
-def test_a_connection_is_made_on_its_own_color_and_counted_at_once(docroot):
+@pytest.fixture
+def listener_with_a_client():
+    """A real listening socket with one client connected and waiting to be accepted."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    client = socket.create_connection(listener.getsockname())
+    yield listener
+    client.close()
+    listener.close()
+
+
+def test_a_connection_is_made_on_its_own_color_and_counted_at_once(docroot, listener_with_a_client):
     """Its objects then belong to the thread that serves it (on 3.13t, reference counts of objects
     made by another thread are updated atomically, which cost the colored server 3-11% on 2 CPUs),
     while the accept color still counts it against --max-connections from the moment of accept."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.setblocking(False)
-    client = socket.create_connection(listener.getsockname())
-    try:
-        server, loop = make_server(docroot, listener, colors=ON)
-        loop.readers[listener.fileno()]()
-        [(open_it, args, color)] = loop.soon
-        conn_id = args[1]
-        assert color == ON.connection(conn_id) and server.open == {conn_id: None}
-        loop.soon.clear()
-        open_it(*args)                               # what the connection's color runs
-        [(opened, (_, conn), color)] = loop.soon
-        assert color == ON.accept() and conn.id == conn_id and conn.color == ON.connection(conn_id)
-        opened(conn_id, conn)                        # back on the accept color: now on record
-        assert server.open == {conn_id: conn}
-        assert server.final_counts()["connections"] == 1
-        conn.sock.close()
-    finally:
-        client.close()
-        listener.close()
+    listener = listener_with_a_client
+    server, loop = make_server(docroot, listener, colors=ON)
+    loop.readers[listener.fileno()]()
+    [(open_it, args, color)] = loop.soon
+    conn_id = args[1]
+    assert color == ON.connection(conn_id) and server.open == {conn_id: None}
+    loop.soon.clear()
+    open_it(*args)                               # what the connection's color runs
+    [(opened, (_, conn), color)] = loop.soon
+    assert color == ON.accept() and conn.id == conn_id and conn.color == ON.connection(conn_id)
+    opened(conn_id, conn)                        # back on the accept color: now on record
+    assert server.open == {conn_id: conn}
+    assert server.final_counts()["connections"] == 1
+    conn.sock.close()
 
 
-def test_a_connection_gone_before_its_color_ran_frees_its_place(docroot):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.setblocking(False)
-    client = socket.create_connection(listener.getsockname())
-    try:
-        server, loop = make_server(docroot, listener, colors=ON)
-        loop.readers[listener.fileno()]()
-        [(open_it, args, _)] = loop.soon
-        loop.soon.clear()
-        args[0].close()                              # the socket is gone before its color runs
-        open_it(*args)                               # no traceback, nothing left registered
-        [(opened, opened_args, color)] = loop.soon
-        assert color == ON.accept()
-        opened(*opened_args)
-        assert server.open == {} and not [fd for fd in loop.readers if fd != listener.fileno()]
-    finally:
-        client.close()
-        listener.close()
+def test_a_connection_gone_before_its_color_ran_frees_its_place(docroot, listener_with_a_client):
+    listener = listener_with_a_client
+    server, loop = make_server(docroot, listener, colors=ON)
+    loop.readers[listener.fileno()]()
+    [(open_it, args, _)] = loop.soon
+    loop.soon.clear()
+    args[0].close()                              # the socket is gone before its color runs
+    open_it(*args)                               # no traceback, nothing left registered
+    [(opened, opened_args, color)] = loop.soon
+    assert color == ON.accept()
+    opened(*opened_args)
+    assert server.open == {} and not [fd for fd in loop.readers if fd != listener.fileno()]
