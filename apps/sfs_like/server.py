@@ -31,7 +31,7 @@ from collections import deque
 import runtime
 
 from . import colors as color_policy
-from . import rpc
+from . import heap, rpc
 from .filelayer import FileLayer
 from .framing import MAX_FRAME, MAX_HANDSHAKE_FRAME, FrameError, FrameReader, frame
 from .handshake import READY, HandshakeError, refusal, server_respond
@@ -565,6 +565,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--switch-interval", type=float, default=0.0002,
                    help="CPython's GIL switch interval in seconds (its default is 0.005): a worker "
                         "back from a crypto call waits at most this long for a GIL held by Python code")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="keep glibc's own malloc thresholds: then large READs fault their buffers "
+                        "in afresh each time (apps/sfs_like/heap.py)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if not os.path.isdir(args.export):
@@ -601,6 +604,8 @@ def main(argv=None) -> int:
     if args.cpu_set:
         os.sched_setaffinity(0, args.cpu_set)
     sys.setswitchinterval(args.switch_interval)       # the same in both modes
+    if not args.default_malloc:
+        heap.keep_freed_memory()
     suites = tuple(SUITES) if args.suite == "any" else (args.suite,)
     with runtime.Loop(workers=args.workers, scheduler=args.scheduler, pin=args.pin) as loop:
         # What the user can fix (an unreadable or malformed key, a port in use) is one line of
