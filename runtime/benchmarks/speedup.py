@@ -96,25 +96,36 @@ def time_per_op(op, seconds: float = 0.2) -> float:
 
 def throughput(make_op, ops: int, workers: int, colors: str) -> float:
     """Operations per second when `ops` callbacks run on `workers` pinned workers; each color
-    has its own op from `make_op()`."""
-    done = threading.Event()
-    left = [ops]
-    lock = threading.Lock()
+    has its own op from `make_op()`.
 
-    def one(op):
-        op()
-        with lock:
-            left[0] -= 1
-            if left[0] == 0:
-                done.set()
-
+    Each color counts its own callbacks down (one color's callbacks never overlap, so its counter
+    needs no lock) and only a color's last callback touches the shared count of colors left. A
+    shared counter under a lock in every callback made both workers pull that lock and counter
+    across CPUs on every call: 2-worker ChaCha20-Poly1305 over 64 KiB read 1.16x that way against
+    1.27x now, side by side (sha256: 1.73x and 1.77x)."""
+    if ops < 1:
+        raise ValueError(f"ops must be at least 1, not {ops}")
     ncolors = 4 * workers if colors == "distinct" else 1
     per_color = [make_op() for _ in range(ncolors)]
+    left = [len(range(c, ops, ncolors)) for c in range(ncolors)]
+    colors_left = [sum(1 for n in left if n)]
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def one(c):
+        per_color[c]()
+        left[c] -= 1
+        if left[c] == 0:
+            with lock:
+                colors_left[0] -= 1
+                if colors_left[0] == 0:
+                    done.set()
+
     with runtime.Loop(workers=workers, pin=True) as loop:
         def start():
             started[0] = time.perf_counter()
             for i in range(ops):
-                loop.call_soon(one, per_color[i % ncolors], color=i % ncolors + 1)
+                loop.call_soon(one, i % ncolors, color=i % ncolors + 1)
         started = [0.0]
         loop.call_soon(start)
         stopper = threading.Thread(target=lambda: (done.wait(), loop.stop()))
