@@ -53,12 +53,14 @@ CLIENT_SCHED = ("batch", "normal")   # the load generator's scheduling policy (l
 class ServerProc:
     """One server configuration, started once and measured in every trial."""
 
-    def __init__(self, export: Path, key: Path, log: Path, suite: str, mode: str, k: int) -> None:
+    def __init__(self, export: Path, key: Path, log: Path, suite: str, mode: str, k: int,
+                 extra: tuple = ()) -> None:
         self.suite, self.mode, self.k = suite, mode, k
         self.server_cpus, self.client_cpus, self.disjoint = cpu_split(k)
         cmd = [sys.executable, "-m", "apps.sfs_like.server", "--export", str(export), "--key", str(key),
                "--colors", mode, "--workers", str(k), "--pin", "--scheduler", SCHEDULER,
-               "--cpus", ",".join(map(str, self.server_cpus)), "--suite", suite, "--log-level", "WARNING"]
+               "--cpus", ",".join(map(str, self.server_cpus)), "--suite", suite, "--log-level", "WARNING",
+               *extra]
         self._log = open(log, "ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log)
         self.address = None
