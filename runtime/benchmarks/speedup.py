@@ -18,12 +18,12 @@ workers gain little (1.1-1.3x), while over 256 KiB (about 65 us) they gain 1.8x,
 over 64 KiB (about 35 us). The runtime adds about 2.4 us of GIL-held work per
 callback; replacing its bookkeeping with a bare call changed the 2-worker ratio by under 0.1x.
 Two more things hold the 64 KiB case back (measured 2026-11-27; the model has neither): with two
-workers on two CPUs the runtime's GIL-held work between one call and the next grows from 1.5-1.8
-us (median, one worker) to 4.0-4.4 us, more than the 1.5 us a bare loop loses per GIL hand-off,
+workers on two CPUs the runtime's GIL-held work between one call and the next grows from 1.3-1.8
+us (median, one worker) to 3.8-4.4 us, more than the 1.5 us a bare loop loses per GIL hand-off,
 since the scheduler's shared state must cross caches too (tools/diagnostics/callback_gaps.py); and
 `encrypt` allocates and zero-fills its 64 KiB output holding the GIL: two bare threads with 3 us of
-Python per call make 1.20-1.47x with `encrypt`, 1.46-1.64x with `encrypt_into` a buffer of their
-own, in five runs (tools/diagnostics/aead_gil.py).
+Python per call make 1.20-1.47x with `encrypt`, 1.40-1.64x with `encrypt_into` a buffer of their
+own, in six runs (tools/diagnostics/aead_gil.py).
 
 For the model (experiments/), each row also carries the per-operation time spent inside the
 GIL-releasing call (`gil_free_s_per_op`, measured alone on one thread) and the rest of a callback's

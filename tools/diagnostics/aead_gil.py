@@ -3,7 +3,7 @@
 Compares cryptography's ChaCha20-Poly1305 `encrypt` (which allocates and zero-fills its 64 KiB
 output holding the GIL), `encrypt_into` a buffer the thread owns (no allocation), and sha256 over
 32 KiB (about as long without the GIL), each after `--spin` iterations of an empty Python loop
-(400: about 3 us). On this 2-vCPU VM (2026-11-27), with 400, in five runs: 1.20-1.47x, 1.46-1.64x
+(400: about 3 us). On this 2-vCPU VM (2026-11-27), with 400, in six runs: 1.20-1.47x, 1.40-1.64x
 and 1.62-1.74x; `encrypt_into` scaled at least as well as `encrypt` in every run. Not part of
 `make reproduce`.
 
@@ -14,8 +14,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import sys
 import threading
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from experiments import gil_handoff  # noqa: E402
 
 BUFFER = os.urandom(64 * 1024)
 SHA_BUFFER = os.urandom(32 * 1024)
@@ -34,35 +39,19 @@ def make_call(kind: str):
     return lambda: aead.encrypt_into(nonce, BUFFER, None, out)
 
 
-def rate(kind: str, threads: int, spin: int, seconds: float) -> float:
-    """Calls per second summed over `threads` threads pinned to CPUs 0, 1, ..."""
-    cpus = sorted(os.sched_getaffinity(0))
-    calls = [make_call(kind) for _ in range(threads)]
-    counts = [0] * threads
-    stop = threading.Event()
-    ready = threading.Barrier(threads + 1)
+def work(kind: str, spin: int):
+    """`spin` iterations of Python, then the call, on a call object of this thread's own: threads
+    sharing one AEAD object would wait for each other on its lock."""
+    mine = threading.local()
 
-    def body(i: int) -> None:
-        os.sched_setaffinity(0, {cpus[i % len(cpus)]})
-        call, n = calls[i], 0
-        ready.wait()
-        while not stop.is_set():
-            for _ in range(spin):
-                pass
-            call()
-            n += 1
-        counts[i] = n
-
-    workers = [threading.Thread(target=body, args=(i,)) for i in range(threads)]
-    for t in workers:
-        t.start()
-    ready.wait()
-    started = time.perf_counter()
-    time.sleep(seconds)          # the measurement window itself
-    stop.set()
-    for t in workers:
-        t.join()
-    return sum(counts) / (time.perf_counter() - started)
+    def one() -> None:
+        call = getattr(mine, "call", None)
+        if call is None:
+            call = mine.call = make_call(kind)
+        for _ in range(spin):
+            pass
+        call()
+    return one
 
 
 def main(argv=None) -> None:
@@ -70,11 +59,12 @@ def main(argv=None) -> None:
     p.add_argument("--spin", type=int, default=400, help="empty-loop iterations before each call")
     p.add_argument("--seconds", type=float, default=0.5)
     args = p.parse_args(argv)
-    if len(os.sched_getaffinity(0)) < 2:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
         raise SystemExit("aead_gil.py: needs 2 CPUs")
     for kind in ("encrypt", "encrypt_into", "sha256-32k"):
-        one = rate(kind, 1, args.spin, args.seconds)
-        two = rate(kind, 2, args.spin, args.seconds)
+        one = gil_handoff.rate(work(kind, args.spin), 1, cpus[:1], args.seconds)
+        two = gil_handoff.rate(work(kind, args.spin), 2, cpus[:2], args.seconds)
         print(f"{kind:13s} 1 thread {one:9,.0f}/s  2 threads {two:9,.0f}/s  {two / one:.2f}x")
 
 

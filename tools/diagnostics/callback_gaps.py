@@ -4,7 +4,7 @@ Runs the runtime speedup benchmark's callbacks (runtime/benchmarks/speedup.py: 4
 worker, a 64 KiB ChaCha20-Poly1305 `encrypt` by default) and timestamps each call on its worker.
 The gap between one call's return and the next call's start on the same worker is the runtime's
 own GIL-held work (dispatch, bookkeeping) plus any wait for the GIL. On this 2-vCPU VM
-(2026-11-27) its median grew from 1.5-1.8 us on one worker to 4.0-4.4 us on two, against the
+(2026-11-27) its median grew from 1.3-1.8 us on one worker to 3.8-4.4 us on two, against the
 1.5 us a bare loop loses per GIL hand-off (experiments.gil_handoff, `switch` rows): the
 scheduler's shared state crosses caches too. Not part of `make reproduce`.
 
@@ -21,44 +21,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import runtime  # noqa: E402
 from runtime.benchmarks import speedup  # noqa: E402
 
 
 def traced_run(make_op, ops: int, workers: int) -> tuple[float, dict]:
-    """ops/s, and per worker thread the (start, end) of every call, in order."""
-    ncolors = 4 * workers
-    per_color = [make_op() for _ in range(ncolors)]
+    """The benchmark's own run (speedup.throughput), with every call timestamped: ops/s, and per
+    worker thread the (start, end) of each call, in order."""
     spans: dict = {}
-    left = [len(range(c, ops, ncolors)) for c in range(ncolors)]
-    colors_left = [sum(1 for n in left if n)]
-    lock, done, clock = threading.Lock(), threading.Event(), time.perf_counter
+    clock = time.perf_counter
 
-    def one(c):
-        t0 = clock()
-        per_color[c]()
-        t1 = clock()
-        spans.setdefault(threading.get_ident(), []).append((t0, t1))
-        left[c] -= 1
-        if left[c] == 0:
-            with lock:
-                colors_left[0] -= 1
-                if colors_left[0] == 0:
-                    done.set()
+    def make_traced_op():
+        op = make_op()
 
-    with runtime.Loop(workers=workers, pin=True) as loop:
-        started = [0.0]
+        def traced():
+            started = clock()
+            op()
+            spans.setdefault(threading.get_ident(), []).append((started, clock()))
+        return traced
 
-        def start():
-            started[0] = clock()
-            for i in range(ops):
-                loop.call_soon(one, i % ncolors, color=i % ncolors + 1)
-        loop.call_soon(start)
-        stopper = threading.Thread(target=lambda: (done.wait(), loop.stop()))
-        stopper.start()
-        loop.run()
-        stopper.join()
-        return ops / (clock() - started[0]), spans
+    return speedup.throughput(make_traced_op, ops, workers, "distinct"), spans
 
 
 def quantile(values: list[float], q: float) -> float:
