@@ -40,3 +40,19 @@ def test_sfs_faults_measures_both_thresholds_on_each_cpu_count():
     assert len(lines) == 2 * len({line.split(", ")[2] for line in lines})
     assert all("page faults per READ" in line for line in lines)
     assert sum("glibc's thresholds" in line for line in lines) == len(lines) // 2
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="gil_trace.py needs 2 CPUs")
+def test_gil_trace_reports_ratio_hand_offs_and_free_parts():
+    out = run("gil_trace.py", "--spin", "400", "--kib", "16", "--ops", "400")
+    lines = out.splitlines()
+    assert lines[0].startswith("h = 400 loop iterations, f = sha256 over 16 KiB: 2 threads vs 1 ")
+    share = float(lines[1].split("on ")[1].split(" of")[0])
+    assert 0.0 <= share <= 1.0
+    assert "GIL-free part alone: median" in lines[2] and lines[2].endswith("no longer than alone + 3 us")
+
+
+def test_gil_trace_refuses_too_few_ops():
+    done = subprocess.run([sys.executable, str(TOOLS / "gil_trace.py"), "--ops", "10"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "--ops must be at least 50" in done.stderr
