@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import os
 import selectors
 import signal
@@ -74,6 +75,8 @@ class Loop:
 
     def __init__(self, workers: int | None = None, scheduler: str = "hash", pin: bool = False,
                  on_error=None):
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be an int >= 1 (or None for one per CPU), got {workers!r}")
         self.workers = workers or os.cpu_count() or 1
         self.pin = pin
         self.on_error = on_error or log_report
@@ -118,12 +121,16 @@ class Loop:
 
     def call_every(self, interval: float, fn, *args, color=DEFAULT_COLOR) -> Handle:
         """fn(*args) every `interval` seconds until the handle is cancelled; missed ticks are skipped."""
-        if interval <= 0:
+        if not interval > 0:
             raise ValueError(f"interval must be > 0, got {interval}")
         return self._add_timer(interval, interval, fn, args, color)
 
     def _add_timer(self, delay, interval, fn, args, color) -> Handle:
         self._check_open()
+        # NaN compares false with everything, so it would sort anywhere in the timer heap and
+        # fire at once; an infinite delay would never fire and only hold the loop open.
+        if not math.isfinite(delay):
+            raise ValueError(f"a timer's delay must be a finite number of seconds, got {delay}")
         fn, args, color = resolve(fn, args, color)
         handle = Handle(fn, args, color)
         handle._when = time.monotonic() + max(0.0, delay)
@@ -156,6 +163,9 @@ class Loop:
     def _add_fd(self, fd, event, fn, args, color) -> None:
         self._check_open()
         fd = _fileno(fd)
+        # A worker's poller may take the registration later, on its own thread, where a bad fd
+        # could only be reported asynchronously: refuse it here, to the caller.
+        os.fstat(fd)
         fn, args, color = resolve(fn, args, color)
         with self._fd_lock:
             watch = self._fds.get(fd)

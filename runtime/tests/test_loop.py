@@ -1,4 +1,5 @@
 """Behaviour of the loop: parallelism, default-color equivalence, timers, fds, signals, failures."""
+import errno
 import os
 import signal
 import socket
@@ -318,8 +319,26 @@ def test_bad_arguments_fail_early_with_clear_errors():
             loop.call_every(0, print)
         with pytest.raises(TypeError, match="fileno"):
             loop.add_reader("not an fd", print)
+        with pytest.raises(ValueError, match="interval"):
+            loop.call_every(float("nan"), print)
+        for delay in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="finite"):
+                loop.call_later(delay, print)
+        with pytest.raises(ValueError, match="finite"):
+            loop.call_every(float("inf"), print)
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)
+        for add in (loop.add_reader, loop.add_writer):
+            with pytest.raises(OSError) as bad_fd:
+                add(r, print, color=1)      # color 1: a worker's poller, not the loop thread's
+            assert bad_fd.value.errno == errno.EBADF
     with pytest.raises(ValueError, match="scheduler"):
         runtime.Loop(scheduler="random")
+    for workers in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="workers"):
+            runtime.Loop(workers=workers)
+
 
 
 def test_ctrl_c_stops_cleanly_and_raises_keyboard_interrupt():
