@@ -95,7 +95,11 @@ def program_trace(workers):
         trace.append(("read", data, threading.current_thread() is threading.main_thread()))
         if data == b"3":
             loop.remove_reader(a)
-            loop.call_later(0.01, finish)
+            # Timers set from one callback fire in deadline order however late they run, so the
+            # trace does not depend on how busy the machine is (set before the fd chain, a
+            # timer's place among its steps would).
+            loop.call_later(0.02, finish)
+            loop.call_later(0.01, trace.append, ("timer", 1))
         else:
             loop.call_soon(send_next, int(data) + 1)
 
@@ -104,13 +108,12 @@ def program_trace(workers):
         b.send(str(i).encode())
 
     def finish():
+        trace.append(("timer", 2))
         trace.append(("finish",))
         loop.stop()
 
     for i in range(5):
         loop.call_soon(trace.append, ("soon", i))
-    loop.call_later(0.02, trace.append, ("timer", 2))
-    loop.call_later(0.01, trace.append, ("timer", 1))
     loop.add_reader(a, on_readable)
     loop.call_soon(send_next, 1)
     loop.run()
@@ -125,6 +128,7 @@ def test_default_color_program_behaves_as_single_threaded():
     trace1, _ = program_trace(workers=1)
     trace4, stats4 = program_trace(workers=4)
     assert trace4 == trace1
+    assert trace1[-3:] == [("timer", 1), ("timer", 2), ("finish",)]
     assert [e for e in trace1 if e[0] == "read"] == [
         ("read", b"1", True), ("read", b"2", True), ("read", b"3", True)]
     # Every callback ran on worker 0, the loop's own thread; the other workers got nothing.
