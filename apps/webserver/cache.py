@@ -19,6 +19,7 @@ passed it, in which case it moves to the back; a hit only sets a flag, instead o
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -26,6 +27,34 @@ import threading
 from . import responses
 
 INDEX = "index.html"
+
+# How an OSError from stat/open/read is answered. A missing name is the client's 404; anything
+# else is not: a file we may not read is 403, a shortage of descriptors or memory is ours and
+# passes (503, try again), and any other failure is a 500, never a "not found" that a client or
+# a cache would believe.
+_MISSING = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG}
+_FORBIDDEN = {errno.EACCES, errno.EPERM}
+_SHORTAGE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM}
+
+
+class Unavailable(Exception):
+    """The file exists, or may, but cannot be served now: reply with `status` (and `extra`)."""
+
+    def __init__(self, status: int, extra: bytes = b""):
+        super().__init__(status)
+        self.status = status
+        self.extra = extra
+
+
+def _refusal(exc: OSError) -> Unavailable | None:
+    """None when `exc` means the file is not there (a 404), else the error reply to give."""
+    if exc.errno in _MISSING:
+        return None
+    if exc.errno in _FORBIDDEN:
+        return Unavailable(403)
+    if exc.errno in _SHORTAGE:
+        return Unavailable(503, b"Retry-After: 1\r\n")
+    return Unavailable(500)
 
 
 class CachedFile:
@@ -111,15 +140,20 @@ class FileCache:
         return table
 
     def lookup(self, relpath: str) -> CachedFile | None:
-        """The file that `relpath` (from paths.target_to_relpath) names, or None for a 404."""
+        """The file that `relpath` (from paths.target_to_relpath) names, or None for a 404.
+
+        Raises Unavailable when the file cannot be served for another reason than being absent.
+        """
         full = os.path.join(self.root, relpath)
         try:
             st = os.stat(full)
             if stat.S_ISDIR(st.st_mode):
                 full = os.path.join(full, INDEX)
                 st = os.stat(full)
-        except (OSError, ValueError):
+        except ValueError:
             return None
+        except OSError as exc:
+            return _missing_or_raise(exc)
         if not stat.S_ISREG(st.st_mode):
             return None
         table = self._table()
@@ -139,8 +173,8 @@ class FileCache:
         try:
             # O_NONBLOCK: if the name became a FIFO since the stat, opening it must not wait
             fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
-        except OSError:
-            return None
+        except OSError as exc:
+            return _missing_or_raise(exc)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -150,28 +184,34 @@ class FileCache:
             if size <= self.max_file_bytes:
                 body = _read_all(fd, size)
                 size = len(body)              # it may have changed while we read: serve what we read
+        except OSError as exc:
+            return _missing_or_raise(exc)
         finally:
             os.close(fd)
         return CachedFile(full, size, st.st_mtime_ns, body, st.st_dev, st.st_ino)
 
     def open_cached(self, entry: CachedFile) -> int:
-        """A descriptor for sending `entry`'s bytes from disk (a file too large to cache), or -1.
+        """A descriptor for sending `entry`'s bytes from disk (a file too large to cache), or -1
+        for a 404; raises Unavailable for other failures. Called before its 200 head goes out,
+        so that a file we cannot open gets an error reply, not a head promising a body.
 
         Its name is resolved and checked again, as the name may lead elsewhere by now (a symlink
         re-pointed out of the root), and the file opened must be the very file whose headers
-        went out: same device and inode, still a regular file.
+        were built: same device and inode, still a regular file. One replaced since (a new
+        version renamed over it) is a 503: the client's retry gets the new one.
         """
         real = os.path.realpath(entry.path)
         if not real.startswith(self.root + os.sep):
             return -1
         try:
             fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
-        except OSError:
+        except OSError as exc:
+            _missing_or_raise(exc)
             return -1
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
             os.close(fd)
-            return -1
+            raise Unavailable(503, b"Retry-After: 1\r\n")
         return fd
 
 
@@ -209,6 +249,14 @@ class _Table:
             if entry.body is not None:
                 self.bytes -= len(entry.body)
             return
+
+
+def _missing_or_raise(exc: OSError) -> None:
+    """None (a 404) for a name that leads nowhere; raises Unavailable for anything else."""
+    refusal = _refusal(exc)
+    if refusal is None:
+        return None
+    raise refusal from exc
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -19,6 +19,7 @@ import termios
 import time
 
 from . import responses
+from .cache import Unavailable
 from .protocol import HttpSession, SendFile
 
 RECV_SIZE = 64 * 1024
@@ -146,6 +147,9 @@ class Connection:
         while out:
             item = out[0]
             if item.__class__ is SendFile:
+                if self.file_fd < 0:
+                    out[0:1] = self._open_file(item)
+                    continue
                 if not self._send_file(item):
                     return self._wait_writable()
                 del out[0]
@@ -196,15 +200,20 @@ class Connection:
             self.kernel_queued = self._kernel_queue()      # what the idle timer compares with
             self.loop.add_writer(self.fd, self._on_writable, color=self.color)
 
+    def _open_file(self, item: SendFile) -> list:
+        """Open a large file before its head is sent: [head, item] once open, else [an error
+        reply]. Out of descriptors, say, the client hears 503 instead of a 200 and no body."""
+        try:
+            fd = self.server.cache.open_cached(item.entry)
+        except Unavailable as exc:
+            return [item.error_reply(exc.status, exc.extra)]
+        if fd < 0:
+            return [item.error_reply(404)]          # gone, or now leading out of the root
+        self.file_fd, self.file_off = fd, 0
+        return [item.head, item]
+
     def _send_file(self, item: SendFile) -> bool:
-        """Stream a large file; True when all of it is sent (or the connection had to end)."""
-        if self.file_fd < 0:
-            self.file_fd = self.server.cache.open_cached(item.entry)
-            if self.file_fd < 0:     # gone or replaced since we sent its headers: end here
-                self.session.closing = True
-                self.session.out[1:] = []
-                return True
-            self.file_off = 0
+        """Stream an opened large file; True when all of it is sent (or the connection had to end)."""
         while self.file_off < item.size:
             try:
                 n = os.sendfile(self.fd, self.file_fd, self.file_off, item.size - self.file_off)

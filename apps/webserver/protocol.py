@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 import httptools
 
 from . import responses
-from .cache import FileCache
+from .cache import FileCache, Unavailable
 from .paths import BadPath, target_to_relpath
 
 ALLOW = b"Allow: GET, HEAD\r\n"
@@ -34,13 +34,23 @@ class Limits:
 
 
 class SendFile:
-    """A reply body too large for the cache: the connection streams it from disk."""
+    """A reply too large for the cache: the connection opens the file, and only once it is open
+    sends `head` (the 200 status line and headers) and streams the body from disk. A file that
+    cannot be opened then gets `error_reply(...)` instead: never a head promising a body we lack.
+    """
 
-    __slots__ = ("entry", "size")
+    __slots__ = ("entry", "size", "head", "keep_alive", "version")
 
-    def __init__(self, entry):
+    def __init__(self, entry, head: bytes = b"", keep_alive: bool = True, version: str = "1.1"):
         self.entry = entry           # the cache's CachedFile: which file, checked again to open
         self.size = entry.size
+        self.head = head
+        self.keep_alive = keep_alive
+        self.version = version
+
+    def error_reply(self, code: int, extra: bytes = b"") -> bytes:
+        return responses.error_reply(code, keep_alive=self.keep_alive, version=self.version,
+                                     extra=extra)
 
 
 class _Reject(Exception):
@@ -275,7 +285,11 @@ class HttpSession:
         except BadPath:
             self._reply_error(400, keep_alive, version, head_only)
             return
-        entry = self.cache.lookup(relpath)
+        try:
+            entry = self.cache.lookup(relpath)
+        except Unavailable as exc:
+            self._reply_error(exc.status, keep_alive, version, head_only, exc.extra)
+            return
         if entry is None:
             self._reply_error(404, keep_alive, version, head_only)
             return
@@ -297,8 +311,7 @@ class HttpSession:
             self.out.append(head)
             self.out.append(entry.body)          # the cached object itself: queueing copies nothing
         else:
-            self.out.append(head)
-            self.out.append(SendFile(entry))
+            self.out.append(SendFile(entry, head, keep_alive, version))
         self.closing = not keep_alive
 
     def _reply_error(self, code, keep_alive, version, head_only, extra=b""):

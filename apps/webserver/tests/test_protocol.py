@@ -1,4 +1,5 @@
 """HttpSession without sockets: replies, their order, errors, limits and conditional requests."""
+import errno
 import os
 import time
 from email.utils import formatdate
@@ -8,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from apps.webserver import cache as cache_module
 from apps.webserver import responses
 from apps.webserver.cache import FileCache
 from apps.webserver.protocol import HttpSession, Limits, SendFile
@@ -245,9 +247,9 @@ def test_head_limit_counts_only_the_unfinished_request(cache):
 def test_large_file_is_streamed_not_cached(cache, docroot):
     session = HttpSession(cache)
     session.feed(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-    head, body = session.out
+    [body] = session.out                   # its head waits in it until the file is open
     assert isinstance(body, SendFile) and body.size == (docroot / "big.bin").stat().st_size
-    assert f"Content-Length: {body.size}\r\n".encode() in head
+    assert f"Content-Length: {body.size}\r\n".encode() in body.head
 
 
 def test_cache_refreshes_on_change_and_stays_bounded(tmp_path):
@@ -305,3 +307,21 @@ def test_fuzzed_request_paths_never_serve_outside_the_root(docroot, path):
     [(status, _, body)] = parse(session.out)
     assert status in (200, 400, 404)
     assert b"outside the root" not in body
+
+
+@pytest.mark.parametrize("error, code", [
+    (errno.EMFILE, 503), (errno.ENFILE, 503), (errno.ENOMEM, 503), (errno.EACCES, 403),
+    (errno.EIO, 500), (errno.ENOENT, 404),
+])
+def test_a_file_that_cannot_be_opened_gets_the_status_its_error_means(docroot, error, code):
+    """Only a missing file is a 404: out of descriptors is a 503 to retry, not 'not found'."""
+    cache = FileCache(str(docroot))
+    session = HttpSession(cache)
+    with mock.patch.object(cache_module.os, "open", side_effect=OSError(error, "simulated")):
+        session.feed(b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n")
+    session.feed(b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n")      # the error has passed
+    replies = parse(session.out)
+    assert [r[0] for r in replies] == [code, 200] and not session.closing
+    assert replies[0][2].startswith(str(code).encode())
+    assert replies[1][2] == (docroot / "style.css").read_bytes()
+    assert ("retry-after" in replies[0][1]) == (code == 503)

@@ -2,6 +2,7 @@
 import http.client
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -383,3 +384,46 @@ def test_fuzzed_paths_over_the_wire(server, pieces):
         status, _, body = read_reply(sock)
     assert status in (200, 400, 404)
     assert b"outside the root" not in body
+
+
+def _fds(pid: int) -> list[int]:
+    return [int(name) for name in os.listdir(f"/proc/{pid}/fd")]
+
+
+def test_out_of_descriptors_is_a_503_never_a_404_or_an_empty_200(server_factory, docroot):
+    """With every descriptor in use (a low `ulimit -n`, many idle clients), a file not cached
+    yet, or sent from disk, cannot be opened: the client hears 503, not 'not found' and not a
+    200 head followed by no body. Once descriptors are free, the same files are served."""
+    server = server_factory(docroot)
+    pid = server.proc.pid
+    get = lambda name: f"GET /{name} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+    with server.connect() as sock:
+        replies = Replies(sock)
+        sock.sendall(get("hello.txt") + get("big.bin"))      # cached: its bytes / its head
+        assert [replies.next()[0] for _ in range(2)] == [200, 200]
+        fds = _fds(pid)
+        limit = max(fds) + 4
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+        idle = []
+        try:
+            for _ in range(limit - len(fds)):        # each free descriptor taken by a client
+                idle.append(server.connect())
+                idle[-1].sendall(get("nope"))        # answered: accepted, its descriptor held
+                assert read_reply(idle[-1])[0] == 404
+            assert len(_fds(pid)) == limit
+            for name in ("style.css", "big.bin", "hello.txt"):
+                sock.sendall(get(name))
+            statuses = [replies.next() for _ in range(3)]
+            assert [s for s, _, _ in statuses] == [503, 503, 200]
+            assert statuses[0][1]["retry-after"] == "1" and statuses[2][2] == b"hello, world\n"
+        finally:
+            for s in idle:
+                s.close()
+        for _ in range(200):          # the server notices the closes on its own time
+            sock.sendall(get("big.bin"))
+            status, _, body = replies.next()
+            if status == 200:
+                break
+        assert status == 200 and body == (docroot / "big.bin").read_bytes()
+        sock.sendall(get("style.css"))
+        assert replies.next()[2] == (docroot / "style.css").read_bytes()
