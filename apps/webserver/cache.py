@@ -1,8 +1,8 @@
 """A bounded in-memory cache of file contents and their ready-made reply headers, one per thread.
 
 The workload is many small files read again and again, so the cost that matters is per request,
-not per byte: a hit costs one `stat` (to notice a file whose mtime or size changed, which is then
-reloaded) and one dictionary lookup. Files larger than `max_file_bytes` keep only their headers
+not per byte: a hit costs one `stat` (to notice a file whose mtime, size, ctime or mode changed,
+which is then reloaded) and one dictionary lookup. Files larger than `max_file_bytes` keep only their headers
 here and are sent from disk with `sendfile`.
 
 Each worker thread keeps its own table (`threading.local`), so a hit touches no lock and no object
@@ -60,15 +60,16 @@ def _refusal(exc: OSError) -> Unavailable | None:
 class CachedFile:
     """One file as served: its metadata, its reply headers and (when small enough) its bytes."""
 
-    __slots__ = ("path", "size", "mtime_ns", "mtime_s", "dev", "ino", "etag", "last_modified",
-                 "headers", "body", "_ready", "referenced")
+    __slots__ = ("path", "size", "mtime_ns", "mtime_s", "dev", "ino", "ctime_ns", "mode", "etag",
+                 "last_modified", "headers", "body", "_ready", "referenced")
 
     def __init__(self, path: str, size: int, mtime_ns: int, body: bytes | None,
-                 dev: int = 0, ino: int = 0):
+                 dev: int = 0, ino: int = 0, ctime_ns: int = 0, mode: int = 0):
         self.path = path
         self.size = size
         self.mtime_ns = mtime_ns
         self.dev, self.ino = dev, ino    # which file it was: a name can be pointed elsewhere
+        self.ctime_ns, self.mode = ctime_ns, mode    # its permissions as they were when read
         self.mtime_s = mtime_ns // 1_000_000_000
         self.etag = f'"{self.mtime_ns:x}-{self.size:x}"'.encode()
         self.last_modified = responses.http_date(self.mtime_s).encode()
@@ -86,9 +87,12 @@ class CachedFile:
     def same_file(self, st: os.stat_result) -> bool:
         """Whether the name still leads to this file, unchanged. The inode matters: a symlink
         re-pointed (out of the root, say) at a file of the same size and mtime is another file,
-        to be loaded, and so checked, again."""
+        to be loaded, and so checked, again. So do the ctime and mode: a `chmod 000` (or chown)
+        changes neither mtime nor size, and a file whose permissions were revoked must be opened
+        again, so that the open's refusal is what the client hears, not the bytes we kept."""
         return (st.st_mtime_ns == self.mtime_ns and st.st_size == self.size
-                and st.st_ino == self.ino and st.st_dev == self.dev)
+                and st.st_ino == self.ino and st.st_dev == self.dev
+                and st.st_ctime_ns == self.ctime_ns and st.st_mode == self.mode)
 
     def keepalive_reply(self, date_line: bytes) -> bytes:
         """The whole HTTP/1.1 keep-alive 200 reply, rebuilt once a second (when Date changes)."""
@@ -188,7 +192,8 @@ class FileCache:
             return _missing_or_raise(exc)
         finally:
             os.close(fd)
-        return CachedFile(full, size, st.st_mtime_ns, body, st.st_dev, st.st_ino)
+        return CachedFile(full, size, st.st_mtime_ns, body, st.st_dev, st.st_ino,
+                          st.st_ctime_ns, st.st_mode)
 
     def open_cached(self, entry: CachedFile) -> int:
         """A descriptor for sending `entry`'s bytes from disk (a file too large to cache), or -1

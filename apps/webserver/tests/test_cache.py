@@ -62,3 +62,21 @@ def test_byte_bound_holds_per_thread_under_churn(tmp_path):
     churn(3)
     assert wrong == []
     assert 0 < cache.cached_bytes <= 4 * 5000      # four threads, each within its bound
+
+
+def test_a_chmod_makes_the_next_lookup_open_the_file_again(tmp_path):
+    """A revoked permission changes neither mtime, size nor inode, only ctime and mode: the entry
+    must be dropped so the file is opened again (and a refused open is answered, as root cannot
+    show here). The reload shows in the bytes, replaced behind the cache's back."""
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"old")
+    cache = FileCache(str(tmp_path))
+    assert cache.lookup("a.txt").body == b"old"
+    before = path.stat()
+    path.write_bytes(b"new")                              # same inode, same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.chmod(path, 0o600)
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)
+    assert cache.lookup("a.txt").body == b"new" and cache.loads == 2
