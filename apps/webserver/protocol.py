@@ -109,6 +109,17 @@ class HttpSession:
         if self.closing or not data:
             return
         self._now = now
+        while data and not self.closing:
+            data = self._feed_parser(data)
+
+    def _feed_parser(self, data: bytes) -> bytes:
+        """Run the parser over `data`; returns the bytes after an Upgrade request, still to parse.
+
+        llhttp stops at the end of a request that asks for an Upgrade (`Upgrade: h2c`, which
+        `curl --http2` sends) and leaves the rest unparsed. We never switch protocols (no 101), so
+        the request was answered as plain HTTP/1.1 and what follows is the next request: a fresh
+        parser takes it from the offset llhttp reports.
+        """
         self._body_in_feed = 0
         was_in_head = self._in_head
         try:
@@ -116,20 +127,22 @@ class HttpSession:
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _Stop):
-                return
+                return b""
             if isinstance(cause, _Reject):
-                return self._fail(cause.code, cause.extra)
+                self._fail(cause.code, cause.extra)
+                return b""
             self._fail(500)                  # our bug, not the client's: say so, then report it
             raise cause from None
-        except httptools.HttpParserUpgrade:
-            # An Upgrade we do not speak: its request was answered; the rest is not HTTP/1.
-            self.closing = True
-            return
+        except httptools.HttpParserUpgrade as exc:
+            self._parser = httptools.HttpRequestParser(self)
+            return data[exc.args[0]:]
         except httptools.HttpParserInvalidURLError:
-            return self._fail(400)
+            self._fail(400)
+            return b""
         except httptools.HttpParserError as exc:
             message = str(exc).lower()        # "Invalid HTTP version", "Invalid major version"
-            return self._fail(505 if "invalid" in message and "version" in message else 400)
+            self._fail(505 if "invalid" in message and "version" in message else 400)
+            return b""
         if self._in_head:
             head = self._unfinished_head(data, was_in_head)
             if self._began_in_this_feed and self._body_before_head:
@@ -138,6 +151,7 @@ class HttpSession:
             self._check_request_line(head)
             if not self.closing:
                 self._count_partial_head(len(head))
+        return b""
 
     def _unfinished_head(self, data: bytes, was_in_head: bool) -> bytes:
         """The part of `data` that belongs to the head still being read.
@@ -238,6 +252,10 @@ class HttpSession:
         self._method = parser.get_method()
         self._version = parser.get_http_version()
         self._keep_alive = parser.should_keep_alive()
+        if self._body_announced and parser.should_upgrade():
+            # llhttp skips the body of an Upgrade request, leaving it to the new protocol; as
+            # HTTP/1.1 it would be misread as the next request. Answer, then close instead.
+            self._keep_alive = False
         if self._expect is not None:
             self._answer_expect()
 

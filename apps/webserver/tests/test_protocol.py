@@ -325,3 +325,37 @@ def test_a_file_that_cannot_be_opened_gets_the_status_its_error_means(docroot, e
     assert replies[0][2].startswith(str(code).encode())
     assert replies[1][2] == (docroot / "style.css").read_bytes()
     assert ("retry-after" in replies[0][1]) == (code == 503)
+
+
+UPGRADE_H2C = (b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
+               b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_an_upgrade_request_is_answered_as_http_1_1_and_parsing_goes_on(cache, split):
+    """We never switch protocols (no 101): `Upgrade: h2c` (curl --http2) is ignored, and the
+    request pipelined after it is answered too, in order, on the same connection."""
+    session = HttpSession(cache)
+    second = b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n"
+    for chunk in ([UPGRADE_H2C, second] if split else [UPGRADE_H2C + second]):
+        session.feed(chunk)
+    replies = parse(session.out)
+    assert [(r[0], r[2]) for r in replies] == [(200, b"hello, world\n"),
+                                                (200, b"p { color: red }\n")]
+    assert "connection" not in replies[0][1] and not session.closing
+
+
+def test_many_upgrade_requests_in_one_chunk(cache):
+    session = HttpSession(cache)
+    session.feed(UPGRADE_H2C * 2000)
+    assert [r[0] for r in parse(session.out)] == [200] * 2000 and not session.closing
+
+
+def test_an_upgrade_request_with_a_body_is_answered_then_the_connection_closed(cache):
+    """llhttp leaves such a body unparsed (for the new protocol); read as HTTP/1.1 it would be
+    taken for the next request, so the reply says `Connection: close` and parsing stops."""
+    session, replies = run(cache, b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
+                                  b"Connection: Upgrade\r\nContent-Length: 3\r\n\r\nabc"
+                                  b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in replies] == [405] and replies[0][1]["connection"] == "close"
+    assert session.closing

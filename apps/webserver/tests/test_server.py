@@ -427,3 +427,16 @@ def test_out_of_descriptors_is_a_503_never_a_404_or_an_empty_200(server_factory,
         assert status == 200 and body == (docroot / "big.bin").read_bytes()
         sock.sendall(get("style.css"))
         assert replies.next()[2] == (docroot / "style.css").read_bytes()
+
+
+def test_an_upgrade_h2c_request_and_the_one_pipelined_after_it_are_both_answered(server):
+    with server.connect() as sock:
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\n"
+                     b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n"
+                     b"\r\nGET /style.css HTTP/1.1\r\nHost: t\r\n\r\n")
+        replies = Replies(sock)
+        first, second = replies.next(), replies.next()
+        assert (first[0], first[2]) == (200, b"hello, world\n") and "connection" not in first[1]
+        assert (second[0], second[2]) == (200, b"p { color: red }\n")
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")     # still open
+        assert replies.next()[2] == b"hello, world\n"
