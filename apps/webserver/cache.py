@@ -117,6 +117,9 @@ class FileCache:
         self.root = os.path.realpath(root)
         if not os.path.isdir(self.root):
             raise NotADirectoryError(self.root)
+        # What every path inside the root starts with. The root "/" already ends with the
+        # separator: adding another would give "//", which no resolved path starts with.
+        self._inside = self.root if self.root.endswith(os.sep) else self.root + os.sep
         self.max_bytes = max_bytes                       # per thread
         self.max_file_bytes = min(max_file_bytes, max_bytes)
         self._local = threading.local()
@@ -172,7 +175,7 @@ class FileCache:
 
     def _load(self, full: str) -> CachedFile | None:
         real = os.path.realpath(full)
-        if not real.startswith(self.root + os.sep):
+        if not real.startswith(self._inside):
             return None                      # a symbolic link that leads out of the root
         try:
             # O_NONBLOCK: if the name became a FIFO since the stat, opening it must not wait
@@ -206,7 +209,7 @@ class FileCache:
         version renamed over it) is a 503: the client's retry gets the new one.
         """
         real = os.path.realpath(entry.path)
-        if not real.startswith(self.root + os.sep):
+        if not real.startswith(self._inside):
             return -1
         try:
             fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)

@@ -440,3 +440,16 @@ def test_an_upgrade_h2c_request_and_the_one_pipelined_after_it_are_both_answered
         assert (second[0], second[2]) == (200, b"p { color: red }\n")
         sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")     # still open
         assert replies.next()[2] == b"hello, world\n"
+
+
+def test_root_slash_serves_absolute_paths_and_still_refuses_traversal(server_factory, tmp_path):
+    """`--root /`: a containment check of "//" once refused every file with 404."""
+    (tmp_path / "small.txt").write_bytes(b"small\n")
+    (tmp_path / "big.bin").write_bytes(b"B" * BIG_SIZE)           # opened again to send
+    server = server_factory("/")
+    for name, data in (("small.txt", b"small\n"), ("big.bin", b"B" * BIG_SIZE)):
+        raw = f"GET {tmp_path / name} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        assert exchange(server, raw)[::2] == (200, data)
+    for target in (f"{tmp_path}/../{tmp_path.name}/small.txt", "/%2e%2e/etc/hostname"):
+        raw = f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        assert exchange(server, raw)[0] == 400
