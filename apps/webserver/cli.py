@@ -26,7 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None,
                    help="worker threads (default: 1 with colors off, the CPU count with colors on)")
     p.add_argument("--scheduler", choices=("hash", "steal"), default="hash")
-    p.add_argument("--ncopy", type=int, default=None, help="run N single-threaded copies instead")
+    p.add_argument("--ncopy", type=int, default=None,
+                   help="run N single-threaded copies instead (refused if the port is in use)")
     p.add_argument("--cpus", default="", help="CPU list to run on, e.g. 0,1 (workers are pinned)")
     p.add_argument("--max-connections", type=int, default=1024)
     p.add_argument("--header-timeout", type=float, default=10.0,
@@ -34,7 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--idle-timeout", type=float, default=60.0,
                    help="seconds an idle keep-alive connection is kept")
     p.add_argument("--cache-mb", type=float, default=64.0, help="bound on cached file contents")
-    p.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT (N-copy uses it)")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="set SO_REUSEPORT (N-copy's copies use it): joins any server of the same "
+                        "user already listening on the port, which then shares its connections")
     p.add_argument("--stats-file", default="", help="write counters as JSON here on exit")
     p.add_argument("--profile-io", action="store_true",
                    help="time the socket calls (for the GIL-free/held split of the benchmark)")

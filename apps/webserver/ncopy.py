@@ -2,7 +2,7 @@
 
 Each copy is a separate `--colors off` process with its own listening socket bound with
 SO_REUSEPORT, so the kernel spreads new connections over the copies; they share nothing, not even
-the file cache. The parent reserves the port, starts the copies (copy i pinned to the i-th CPU of
+the file cache. The parent checks that no one else holds the port, reserves it, starts the copies (copy i pinned to the i-th CPU of
 `--cpus`, when given), prints the URL when all of them accept, and stops them all when it is
 stopped or when any copy dies.
 """
@@ -15,6 +15,20 @@ import subprocess
 import sys
 
 from .cli import cannot_listen
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError (EADDRINUSE) if another socket holds host:port.
+
+    The holder and the copies bind with SO_REUSEPORT, which would let them join a server already
+    listening there (another N-copy run, a `--reuse-port` server of the same user): two roots
+    would then split the requests, silently. A bind without SO_REUSEPORT (with SO_REUSEADDR, as
+    the servers use, so that connections in TIME_WAIT do not count) fails on a port in use.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -47,6 +61,8 @@ def copy_command(args, port: int, cpu: int | None, index: int) -> list[str]:
 def run_ncopy(args) -> int:
     cpus = args.cpu_list
     try:
+        if args.port:                     # port 0: the holder gets a fresh one, in use by no one
+            check_port_free(args.host, args.port)
         holder = reserve_port(args.host, args.port)
     except OSError as exc:
         raise cannot_listen(args.host, args.port, exc) from None

@@ -49,3 +49,29 @@ def test_a_port_in_use_is_one_line_of_error(tmp_path, extra):
     assert proc.returncode == 1
     assert proc.stderr.strip() == (f"python -m apps.webserver: error: cannot listen on "
                                    f"127.0.0.1:{port}: Address already in use")
+
+
+def test_ncopy_does_not_join_a_reuse_port_server_already_on_the_port(tmp_path):
+    """Its copies bind with SO_REUSEPORT, as a server of ours started with --reuse-port does:
+    without a check they would share that server's port, each serving its own root."""
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "apps.webserver", "--root", str(tmp_path),
+                                 "--port", str(port), "--ncopy", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started = proc.stdout.readline()          # "serving ..." if it joined, "" if it exited
+        if started:
+            proc.terminate()
+        returncode, stderr = proc.wait(timeout=30), proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    finally:
+        taken.close()
+    assert started == "" and returncode == 1
+    assert stderr.strip() == (f"python -m apps.webserver: error: cannot listen on "
+                              f"127.0.0.1:{port}: Address already in use")
