@@ -38,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reuse-port", action="store_true",
                    help="set SO_REUSEPORT (N-copy's copies use it): joins any server of the same "
                         "user already listening on the port, which then shares its connections")
-    p.add_argument("--stats-file", default="", help="write counters as JSON here on exit")
+    p.add_argument("--stats-file", default="",
+                   help="write counters as JSON to this file on exit; with --ncopy N, copy i "
+                        "writes FILE.i (FILE.0 ... FILE.N-1) and FILE itself is not written")
     p.add_argument("--profile-io", action="store_true",
                    help="time the socket calls (for the GIL-free/held split of the benchmark)")
     args = p.parse_args(argv)
@@ -56,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--port must be 0..65535 (0 picks a free one), not {args.port}")
     if not os.path.isdir(args.root):
         p.error(f"--root {args.root!r} is not a folder")
+    if args.stats_file:
+        problem = stats_file_problem(args.stats_file)
+        if problem:
+            p.error(f"--stats-file {args.stats_file!r}: {problem}")
     try:
         args.cpu_list = parse_cpus(args.cpus)
     except ValueError:
@@ -64,6 +70,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     if set(args.cpu_list) - set(allowed):
         p.error(f"--cpus {args.cpus}: this process may only use CPUs {allowed}")
     return args
+
+
+def stats_file_problem(path: str) -> str:
+    """Why the counters could not be written to `path` at exit, or "" if they can.
+
+    Checked at start-up: the file is written only when the server stops, and a folder that does
+    not exist would be found out then, with the counters of the whole run lost. (With --ncopy the
+    copies write path.0, path.1, ...: the same folder.)
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"folder {folder!r} does not exist"
+    if os.path.isdir(path):
+        return "is a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in folder {folder!r}"
+    return ""
 
 
 def parse_cpus(text: str) -> list[int]:

@@ -21,6 +21,11 @@ from apps.webserver.cli import parse_args, parse_cpus
     (["--root", ".", "--header-timeout", "0"], "--header-timeout must be positive"),
     (["--root", ".", "--cache-mb", "-1"], "--cache-mb must be positive"),
     (["--root", ".", "--ncopy", "2", "--colors", "on"], "do not combine it with --colors on"),
+    (["--root", ".", "--stats-file", "/nonexistent-colorloop/s.json"],
+     "--stats-file '/nonexistent-colorloop/s.json': folder '/nonexistent-colorloop' does not exist"),
+    (["--root", ".", "--ncopy", "2", "--stats-file", "/nonexistent-colorloop/s.json"],
+     "folder '/nonexistent-colorloop' does not exist"),
+    (["--root", ".", "--stats-file", "."], "--stats-file '.': is a folder"),
 ])
 def test_bad_arguments_are_refused_with_a_message(argv, says, capsys):
     with pytest.raises(SystemExit) as exit_:
