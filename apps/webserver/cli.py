@@ -139,7 +139,9 @@ def serve(args: argparse.Namespace) -> int:
         loop.close()
         raise cannot_listen(args.host, args.port, exc) from None
     server.start()
-    loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    # Ctrl-C stops the server as SIGTERM does: counters written, status 0, no traceback.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, loop.stop)
     shown = f"[{host}]" if ":" in host else host
     print(f"serving http://{shown}:{port}/ (colors {args.colors}, {workers} worker"
           f"{'s' if workers > 1 else ''}, pid {os.getpid()})", flush=True)

@@ -4,15 +4,18 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .conftest import BIG_SIZE, LARGE_CACHED_SIZE, Replies, closed_by_peer, exchange, read_reply
+from .conftest import (BIG_SIZE, LARGE_CACHED_SIZE, REPO, Replies, closed_by_peer, exchange,
+                       read_reply)
 
 
 def test_http_client_keep_alive_get_and_head(server, docroot):
@@ -453,3 +456,21 @@ def test_root_slash_serves_absolute_paths_and_still_refuses_traversal(server_fac
     for target in (f"{tmp_path}/../{tmp_path.name}/small.txt", "/%2e%2e/etc/hostname"):
         raw = f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
         assert exchange(server, raw)[0] == 400
+
+
+@pytest.mark.parametrize("colors", ["off", "on"])
+def test_ctrl_c_stops_the_server_as_cleanly_as_sigterm(docroot, tmp_path, colors):
+    stats = tmp_path / "stats.json"
+    proc = subprocess.Popen([sys.executable, "-m", "apps.webserver", "--root", str(docroot),
+                             "--port", "0", "--colors", colors, "--stats-file", str(stats)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("serving ")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert json.loads(stats.read_text())["requests"] == 0
