@@ -1,5 +1,6 @@
 """Turning a request target into a file under the document root, and nothing outside it.
 
+A target in absolute form (`http://host/path`) is first reduced to its path (`origin_form`).
 Every rejection happens before the file system is touched: a target that is not an absolute path,
 a NUL byte (raw or percent-encoded), a `..` segment (also when its dots or slashes arrive
 percent-encoded, e.g. `..%2f`), or a backslash. What survives is a normalised relative path whose
@@ -10,9 +11,27 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
+import httptools
+
 
 class BadPath(ValueError):
     """The target can never name a file under the root: the reply is 400."""
+
+
+def origin_form(target: bytes) -> bytes:
+    """b'http://host:8080/a.html?x=1' -> b'/a.html?x=1'; any other target is returned as it is.
+
+    RFC 9112 3.2.2: a server MUST accept the absolute form (what a client sends to a proxy); we
+    serve one site, so its authority is ignored and its path (b'/' if none) and query are used.
+    """
+    if target[:8].lower().startswith((b"http://", b"https://")):
+        try:
+            url = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            raise BadPath("invalid absolute URL") from None
+        path = url.path or b"/"
+        return path + b"?" + url.query if url.query else path
+    return target
 
 
 def target_to_relpath(target: bytes) -> str:

@@ -18,7 +18,7 @@ import httptools
 
 from . import responses
 from .cache import FileCache, Unavailable
-from .paths import BadPath, target_to_relpath
+from .paths import BadPath, origin_form, target_to_relpath
 
 ALLOW = b"Allow: GET, HEAD\r\n"
 _CRLFCRLF = b"\r\n\r\n"
@@ -299,6 +299,7 @@ class HttpSession:
             return
         target = self._url_parts[0] if len(self._url_parts) == 1 else b"".join(self._url_parts)
         try:
+            target = origin_form(target)
             relpath = target_to_relpath(target)
         except BadPath:
             self._reply_error(400, keep_alive, version, head_only)

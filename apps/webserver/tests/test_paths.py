@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.webserver.paths import BadPath, target_to_relpath
+from apps.webserver.paths import BadPath, origin_form, target_to_relpath
 
 
 @pytest.mark.parametrize("target, expected", [
@@ -50,3 +50,17 @@ def test_arbitrary_bytes_give_a_path_or_badpath(raw):
     except BadPath:
         return
     assert not os.path.isabs(rel) and ".." not in rel.split("/")
+
+
+@pytest.mark.parametrize("target, expected", [
+    (b"http://h:8080/sub/data.json?x=1#f", b"/sub/data.json?x=1"), (b"HTTP://h", b"/"),
+    (b"https://h?q", b"/?q"), (b"http://h/%2e%2e/x", b"/%2e%2e/x"), (b"/a?b", b"/a?b"),
+    (b"*", b"*"), (b"ftp://h/x", b"ftp://h/x"),
+])
+def test_absolute_form_targets_become_their_path(target, expected):
+    assert origin_form(target) == expected
+
+
+def test_an_invalid_absolute_url_is_a_bad_path():
+    with pytest.raises(BadPath):
+        origin_form(b"http://")

@@ -359,3 +359,13 @@ def test_an_upgrade_request_with_a_body_is_answered_then_the_connection_closed(c
                                   b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [r[0] for r in replies] == [405] and replies[0][1]["connection"] == "close"
     assert session.closing
+
+
+def test_an_absolute_form_target_is_served_by_its_path(cache):
+    """RFC 9112 3.2.2: a server MUST accept `GET http://host/path`; traversal in it is still 400."""
+    session, replies = run(cache, b"GET http://x:8080/hello.txt HTTP/1.1\r\nHost: x:8080\r\n\r\n"
+                                  b"GET http://x/sub/data.json?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"GET http://x/%2e%2e/secret.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"GET ftp://x/hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [(r[0], r[2][:9]) for r in replies] == [
+        (200, b"hello, wo"), (200, b'{"a": 1}\n'), (400, b"400 Bad R"), (400, b"400 Bad R")]
