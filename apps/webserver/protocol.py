@@ -230,6 +230,8 @@ class HttpSession:
             raise _Reject(431)
         lower = name.lower()
         if lower == b"host":
+            if self._has_host:            # RFC 9112 3.2: more than one Host line MUST be a 400
+                raise _Reject(400)
             self._has_host = True
         elif lower == b"if-none-match":
             self._if_none_match = value

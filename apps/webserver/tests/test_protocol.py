@@ -134,6 +134,8 @@ def test_keep_alive_errors(cache, raw, code):
     (b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
     (b"GET / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),         # RFC 9112 3.2
+    (b"GET / HTTP/1.0\r\nHost: x\r\nhost: x\r\n\r\n", 400),
     (b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n", 400),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
