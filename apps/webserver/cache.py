@@ -46,6 +46,11 @@ class Unavailable(Exception):
         self.extra = extra
 
 
+class NeedsSlash(Exception):
+    """The target names a folder but does not end with "/": the reply is a redirect to the name
+    with the slash, so that the relative links of its index.html resolve inside the folder."""
+
+
 def _refusal(exc: OSError) -> Unavailable | None:
     """None when `exc` means the file is not there (a 404), else the error reply to give."""
     if exc.errno in _MISSING:
@@ -149,12 +154,15 @@ class FileCache:
     def lookup(self, relpath: str) -> CachedFile | None:
         """The file that `relpath` (from paths.target_to_relpath) names, or None for a 404.
 
-        Raises Unavailable when the file cannot be served for another reason than being absent.
+        Raises Unavailable when the file cannot be served for another reason than being absent,
+        and NeedsSlash for a folder named without its trailing slash (but not the root, "").
         """
         full = os.path.join(self.root, relpath)
         try:
             st = os.stat(full)
             if stat.S_ISDIR(st.st_mode):
+                if relpath and not relpath.endswith("/"):
+                    raise NeedsSlash(relpath)
                 full = os.path.join(full, INDEX)
                 st = os.stat(full)
         except ValueError:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from urllib.parse import quote
 
 import httptools
 
 from . import responses
-from .cache import FileCache, Unavailable
+from .cache import FileCache, NeedsSlash, Unavailable
 from .paths import BadPath, origin_form, target_to_relpath
 
 ALLOW = b"Allow: GET, HEAD\r\n"
@@ -311,6 +312,9 @@ class HttpSession:
         except Unavailable as exc:
             self._reply_error(exc.status, keep_alive, version, head_only, exc.extra)
             return
+        except NeedsSlash:
+            self._reply_error(301, keep_alive, version, head_only, _location(relpath, target))
+            return
         if entry is None:
             self._reply_error(404, keep_alive, version, head_only)
             return
@@ -352,3 +356,12 @@ class HttpSession:
         if since.tzinfo is None:
             return False
         return entry.mtime_s <= since.timestamp()
+
+
+def _location(relpath: str, target: bytes) -> bytes:
+    """The Location header for a folder named without its slash: b'/sub' -> b'/sub/', the query
+    kept. Built from the normalised path, re-quoted, not echoed from the target: a target like
+    `//evil.example` must not become a Location a browser reads as another host."""
+    query = target.split(b"#", 1)[0].partition(b"?")[2]
+    path = ("/" + quote(relpath) + "/").encode("ascii")
+    return b"Location: " + (path + b"?" + query if query else path) + b"\r\n"

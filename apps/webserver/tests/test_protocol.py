@@ -67,8 +67,24 @@ def test_head_sends_headers_only(cache):
 
 def test_directory_serves_its_index(cache):
     _, [(s1, _, b1), (s2, _, b2)] = run(cache, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-                                               b"GET /sub HTTP/1.1\r\nHost: x\r\n\r\n")
+                                               b"GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (s1, b1, s2, b2) == (200, b"<p>home</p>\n", 200, b"<p>sub</p>\n")
+
+
+@pytest.mark.parametrize("target, location", [
+    (b"/sub", "/sub/"), (b"/sub?a=1&b=%2F", "/sub/?a=1&b=%2F"), (b"//sub", "/sub/"),
+    (b"/./sub", "/sub/"), (b"http://x/sub?q", "/sub/?q"), (b"/spaced%20dir", "/spaced%20dir/"),
+])
+def test_a_folder_without_its_slash_is_redirected(tmp_path, target, location):
+    """Served directly, the relative links of sub/index.html would resolve against the parent."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "spaced dir").mkdir()
+    session, replies = run(FileCache(str(tmp_path)),
+                           b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                           b"HEAD " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [(r[0], r[1]["location"]) for r in replies[:1]] == [(301, location)]
+    assert session.out[1].startswith(b"HTTP/1.1 301 ") and session.out[1].endswith(b"\r\n\r\n")
+    assert not session.closing
 
 
 def test_http10_closes_unless_keep_alive(cache):
@@ -306,9 +322,11 @@ def test_fuzzed_request_paths_never_serve_outside_the_root(docroot, path):
     cache = FileCache(str(docroot))
     session = HttpSession(cache)
     session.feed(b"GET " + path.encode("utf-8") + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    [(status, _, body)] = parse(session.out)
-    assert status in (200, 400, 404)
+    [(status, headers, body)] = parse(session.out)
+    assert status in (200, 301, 400, 404)
     assert b"outside the root" not in body
+    if status == 301:
+        assert headers["location"].startswith("/") and not headers["location"].startswith("//")
 
 
 @pytest.mark.parametrize("error, code", [
