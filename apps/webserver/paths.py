@@ -2,16 +2,20 @@
 
 A target in absolute form (`http://host/path`) is first reduced to its path (`origin_form`).
 Every rejection happens before the file system is touched: a target that is not an absolute path,
-a NUL byte (raw or percent-encoded), a `..` segment (also when its dots or slashes arrive
+a malformed percent-escape (`%zz`), a NUL byte (raw or percent-encoded), a `..` segment (also when its dots or slashes arrive
 percent-encoded, e.g. `..%2f`), or a backslash. What survives is a normalised relative path whose
 segments contain no separators, so joining it to the root cannot leave the root; symbolic links
 inside the root are still resolved and checked by the cache before a file is opened.
 """
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote_to_bytes
 
 import httptools
+
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 class BadPath(ValueError):
@@ -40,6 +44,8 @@ def target_to_relpath(target: bytes) -> str:
     if not path.startswith(b"/"):
         raise BadPath("request target must be an absolute path")
     if b"%" in path:
+        if _BAD_ESCAPE.search(path):
+            raise BadPath("'%' not followed by two hex digits")   # a malformed target, not a name
         path = unquote_to_bytes(path)
     if b"\x00" in path or b"\\" in path:
         raise BadPath("NUL or backslash in path")

@@ -21,6 +21,7 @@ def test_good_targets(target, expected):
     b"/../etc/passwd", b"/a/../../etc/passwd", b"/%2e%2e/etc/passwd", b"/%2E%2E%2Fetc",
     b"/..%2fetc/passwd", b"/..%2F..%2Fetc", b"/a/%2e%2e/%2e%2e/x", b"/a%00b", b"/a\x00b",
     b"/..\\etc", b"/a%5c..%5cb", b"etc/passwd", b"http://host/x", b"*", b"/%ff%fe",
+    b"/%zz", b"/a%", b"/a%2", b"/%2g.txt", b"/%%41",
 ])
 def test_traversal_and_junk_refused(target):
     with pytest.raises(BadPath):

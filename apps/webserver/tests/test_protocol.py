@@ -131,6 +131,8 @@ def test_an_if_modified_since_date_out_of_range_is_ignored(cache, date):
     (b"GET /../secret.txt HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET /..%2fsecret.txt HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    (b"GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400),          # not a percent-escape
+    (b"GET /hello.txt%2 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET /escape.txt HTTP/1.1\r\nHost: x\r\n\r\n", 404),
 ])
 def test_keep_alive_errors(cache, raw, code):
