@@ -236,6 +236,25 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _check_choices(p: argparse.ArgumentParser, args) -> tuple[list[str], list[int] | None]:
+    """--servers and --cpus, checked before anything starts: a typo is the user's to fix, with
+    one line naming the choices, not a ValueError traceback from inside the run."""
+    servers = [s for s in args.servers.split(",") if s]
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        p.error(f"--servers: unknown {','.join(unknown)}; choose from {','.join(SERVERS)}")
+    possible = cpu_counts()
+    try:
+        ks = [int(k) for k in args.cpus.split(",") if k]
+    except ValueError:
+        p.error(f"--cpus {args.cpus!r}: expected CPU counts, e.g. 1,2")
+    wrong = [k for k in ks if k not in possible]
+    if wrong:
+        p.error(f"--cpus {args.cpus}: this process may use 1 to {possible[-1]} CPUs, not "
+                f"{','.join(map(str, wrong))}")
+    return servers, ks or None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.webserver.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -246,8 +265,7 @@ def main(argv=None) -> int:
     p.add_argument("--client-sched", choices=CLIENT_SCHED, default="batch",
                    help="scheduling policy of wrk (default batch: see above)")
     args = p.parse_args(argv)
-    servers = [s for s in args.servers.split(",") if s]
-    ks = [int(k) for k in args.cpus.split(",") if k] or None
+    servers, ks = _check_choices(p, args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so every server gets stopped
     status = 0
     load_before = os.getloadavg()

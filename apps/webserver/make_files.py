@@ -59,7 +59,12 @@ def main(argv=None) -> int:
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--seed", type=int, default=2003)
     args = p.parse_args(argv)
-    paths = make_files(args.dir, args.count, seed=args.seed)
+    if Path(args.dir).exists() and not Path(args.dir).is_dir():
+        p.error(f"{args.dir!r} exists and is not a folder")
+    try:
+        paths = make_files(args.dir, args.count, seed=args.seed)
+    except OSError as exc:          # a parent that is a file, no permission, a full disk
+        p.error(f"cannot write the files in {args.dir!r}: {exc.strerror or exc}")
     total = sum(f.stat().st_size for f in Path(args.dir).rglob("*") if f.is_file())
     print(f"{len(paths)} files, {total / 1e6:.1f} MB in {args.dir}; URL list in "
           f"{Path(args.dir) / PATHS_FILE}")

@@ -1,4 +1,5 @@
 """Wrong arguments and a port in use end with one clear line and exit status 2 or 1, no traceback."""
+import os
 import socket
 import subprocess
 import sys
@@ -80,3 +81,34 @@ def test_ncopy_does_not_join_a_reuse_port_server_already_on_the_port(tmp_path):
     assert started == "" and returncode == 1
     assert stderr.strip() == (f"python -m apps.webserver: error: cannot listen on "
                               f"127.0.0.1:{port}: Address already in use")
+
+
+def _run_module(module: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("make_path, says", [
+    (lambda tmp: tmp / "a-file", "'{}' exists and is not a folder"),
+    (lambda tmp: tmp / "a-file" / "below", "cannot write the files in '{}': Not a directory"),
+])
+def test_make_files_on_a_file_is_one_line_of_error(tmp_path, make_path, says):
+    (tmp_path / "a-file").write_text("x")
+    target = make_path(tmp_path)
+    proc = _run_module("apps.webserver.make_files", str(target))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().endswith("error: " + says.format(target))
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--servers", "bogus"], "--servers: unknown bogus; choose from colorloop,nginx,apache,aiohttp"),
+    (["--servers", "colorloop,ngnix"], "--servers: unknown ngnix;"),
+    (["--cpus", str(len(os.sched_getaffinity(0)) + 7)], "this process may use 1 to"),
+    (["--cpus", "0"], "this process may use 1 to"),
+    (["--cpus", "one"], "--cpus 'one': expected CPU counts"),
+])
+def test_bench_refuses_unknown_servers_and_cpu_counts_before_starting(argv, says):
+    proc = _run_module("apps.webserver.bench", *argv)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert says in proc.stderr and proc.stdout == ""
