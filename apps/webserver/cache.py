@@ -2,8 +2,8 @@
 
 The workload is many small files read again and again, so the cost that matters is per request,
 not per byte: a hit costs one `stat` (to notice a file whose mtime, size, ctime or mode changed,
-which is then reloaded) and one dictionary lookup. Files larger than `max_file_bytes` keep only their headers
-here and are sent from disk with `sendfile`.
+which is then reloaded) and one dictionary lookup. Files larger than `max_file_bytes` keep only
+their headers here and are sent from disk with `sendfile`.
 
 Each worker thread keeps its own table (`threading.local`), so a hit touches no lock and no object
 another thread uses. A single shared table was the free-threaded build's bottleneck with colors on:

@@ -213,7 +213,7 @@ class Connection:
         return [item.head, item]
 
     def _send_file(self, item: SendFile) -> bool:
-        """Stream an opened large file; True when all of it is sent (or the connection had to end)."""
+        """Stream an opened large file; True when all of it is sent (or the connection ended)."""
         while self.file_off < item.size:
             try:
                 n = os.sendfile(self.fd, self.file_fd, self.file_off, item.size - self.file_off)

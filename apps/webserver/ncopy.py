@@ -2,9 +2,9 @@
 
 Each copy is a separate `--colors off` process with its own listening socket bound with
 SO_REUSEPORT, so the kernel spreads new connections over the copies; they share nothing, not even
-the file cache. The parent checks that no one else holds the port, reserves it, starts the copies (copy i pinned to the i-th CPU of
-`--cpus`, when given), prints the URL when all of them accept, and stops them all when it is
-stopped or when any copy dies.
+the file cache. The parent checks that no one else holds the port, reserves it, starts the copies
+(copy i pinned to the i-th CPU of `--cpus`, when given), prints the URL when all of them accept,
+and stops them all when it is stopped or when any copy dies.
 """
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 
 A target in absolute form (`http://host/path`) is first reduced to its path (`origin_form`).
 Every rejection happens before the file system is touched: a target that is not an absolute path,
-a malformed percent-escape (`%zz`), a NUL byte (raw or percent-encoded), a `..` segment (also when its dots or slashes arrive
-percent-encoded, e.g. `..%2f`), or a backslash. What survives is a normalised relative path whose
-segments contain no separators, so joining it to the root cannot leave the root; symbolic links
-inside the root are still resolved and checked by the cache before a file is opened.
+a malformed percent-escape (`%zz`), a NUL byte (raw or percent-encoded), a `..` segment (also
+when its dots or slashes arrive percent-encoded, e.g. `..%2f`), or a backslash. What survives is
+a normalised relative path whose segments contain no separators, so joining it to the root cannot
+leave the root; symbolic links inside the root are still resolved and checked by the cache
+before a file is opened.
 """
 from __future__ import annotations
 
