@@ -74,8 +74,10 @@ class FileLayer:
     on another color: the file layer's own color never waits for the disk, so one client's WRITE
     does not hold up everybody's cached READs. Without it (the default), they are done at once."""
 
-    def __init__(self, export: str, cache_bytes: int = 64 << 20, *, sync_later: bool = False) -> None:
+    def __init__(self, export: str, cache_bytes: int = 64 << 20, *, sync_later: bool = False,
+                 hidden: tuple = ()) -> None:
         self.root = os.path.realpath(export)
+        self.hidden = frozenset(hidden)     # resolved paths never served (the server's key)
         if not os.path.isdir(self.root):
             raise NotADirectoryError(f"export {export!r} is not a directory")
         self.fs = Beneath(self.root)
@@ -185,6 +187,8 @@ class FileLayer:
         real = os.path.realpath(candidate) if resolve else candidate
         if not self._inside(real):
             raise rpc.RpcError(rpc.ACCES, f"{name!r} is a symlink leading out of the export")
+        if real in self.hidden or candidate in self.hidden:
+            raise rpc.RpcError(rpc.ACCES, f"{name!r} is not served (the server's private key)")
         return candidate, real, end
 
     # ---- procedures

@@ -120,7 +120,9 @@ class Server:
         self.clock = clock            # monotonic seconds for every timeout (a test may pass a fake)
         self.colors = color_policy.policy(colors)
         self.file_color = self.colors.file()
-        self.files = FileLayer(export, cache_bytes, sync_later=True)   # fsyncs on the crypto color
+        # the key is never served, even if it was placed in the export after start-up checks
+        self.files = FileLayer(export, cache_bytes, sync_later=True,      # fsyncs on the crypto color
+                               hidden=(os.path.realpath(key_path),))
         self.key = load_or_create(key_path)
         self.public = self.key.public_key().public_bytes_raw()
         self.fingerprint = fingerprint(self.public)
@@ -537,6 +539,11 @@ class Server:
         return rpc.REP_HEAD.pack(xid, rpc.OK) + json.dumps(self.stats()).encode()
 
 
+def _inside(path: str, folder: str) -> bool:
+    """True when `path` is `folder` or lies beneath it (both already resolved)."""
+    return os.path.commonpath([path, folder]) == folder
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m apps.sfs_like.server",
                                 description="SFS-like file server over an encrypted, authenticated channel.")
@@ -575,6 +582,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     key_dir = os.path.dirname(os.path.abspath(args.key))
     if not os.path.isdir(key_dir):
         p.error(f"--key {args.key!r}: the folder {key_dir!r} does not exist")
+    if _inside(os.path.realpath(args.key), os.path.realpath(args.export)):
+        p.error(f"--key {args.key!r} is inside --export {args.export!r}: every client could read "
+                "and replace the server's private key; keep it outside the export")
     if not 0 <= args.port <= 65535:
         p.error(f"--port must be 0..65535 (0 picks a free one), not {args.port}")
     if args.workers < 1:

@@ -61,3 +61,22 @@ def test_a_port_in_use_is_one_line_of_error(folders):
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith(f"python -m apps.sfs_like.server: error: cannot listen on "
                                         f"127.0.0.1:{port}: Address already in use")
+
+
+@pytest.mark.parametrize("export, key", [(".", "server.key"), (".", "sub/server.key"),
+                                         ("sub", "sub/server.key")])
+def test_a_key_inside_the_export_is_refused(folders, export, key, monkeypatch, capsys):
+    """Any client could `cat` or `put` over a key inside the export: the server does not start."""
+    (folders / "sub").mkdir()
+    monkeypatch.chdir(folders)
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--export", export, "--key", key])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--key {key!r} is inside --export {export!r}" in err
+    assert not (folders / key).exists()                    # nothing was created either
+
+
+def test_a_key_beside_the_export_is_accepted(folders):
+    args = parse_args(["--export", str(folders / "export"), "--key", str(folders / "export.key")])
+    assert args.key == str(folders / "export.key")

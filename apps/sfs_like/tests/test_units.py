@@ -329,3 +329,19 @@ def test_servers_creating_the_same_new_key_at_once_all_get_one_complete_key(tmp_
     assert {out.strip() for out, _ in outs} == {on_disk}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["server.key"]      # no temporary left
     assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_the_file_layer_never_serves_a_hidden_path(tmp_path):
+    """Defence in depth behind the start-up check: the key file is not reachable by any name RPC."""
+    root = tmp_path / "export"
+    root.mkdir()
+    key = root / "server.key"
+    key.write_bytes(b"k" * 32)
+    (root / "alias").symlink_to(key)
+    layer = FileLayer(str(root), cache_bytes=1 << 20, hidden=(str(key),))
+    for name in ("server.key", "alias"):
+        for request in (rpc.req_lookup(1, rpc.ROOT_FH, name), rpc.req_create(2, rpc.ROOT_FH, name)):
+            status, message = _status(layer, request)
+            assert status == rpc.ACCES and b"not served" in message, (name, request[4])
+    assert _status(layer, rpc.req_remove(3, rpc.ROOT_FH, "server.key"))[0] == rpc.ACCES
+    assert key.read_bytes() == b"k" * 32
