@@ -2,7 +2,7 @@
 
 The file layer keeps resolved paths: symlinks were followed, and the result checked to be inside
 the export, when the name was looked up. Someone who can write in the export directly (not through
-the server, which has no SYMLINK or RENAME) could then replace a directory on such a path with a
+the server, which has no SYMLINK) could then replace a directory on such a path with a
 symlink to `/etc`; a plain `open(path)` would follow it. Here every component is opened relative
 to the one before it with O_NOFOLLOW, starting from a descriptor of the export root taken once at
 start-up, so a symlink anywhere on the path makes the call fail (ELOOP, ENOTDIR) instead of leaving
@@ -74,6 +74,22 @@ class Beneath:
             return os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
         finally:
             self._release(parent)
+
+    def rename(self, src: str, dst: str) -> None:
+        """os.rename(src, dst) with no symlink followed on the way to either parent: atomic, and
+        it replaces an existing `dst` (a symlink at either end is renamed or replaced, not followed)."""
+        src_parts, dst_parts = self._parts(src), self._parts(dst)
+        if not src_parts or not dst_parts:
+            raise PermissionError(errno.EACCES, "the export root cannot be renamed or replaced", src)
+        src_parent = self._parent(src_parts)
+        try:
+            dst_parent = self._parent(dst_parts)
+            try:
+                os.rename(src_parts[-1], dst_parts[-1], src_dir_fd=src_parent, dst_dir_fd=dst_parent)
+            finally:
+                self._release(dst_parent)
+        finally:
+            self._release(src_parent)
 
     def unlink(self, path: str) -> None:
         parts = self._parts(path)

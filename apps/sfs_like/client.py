@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import sys
 
@@ -143,6 +144,10 @@ class Client:
         xid = self.next_xid()
         self.call(xid, rpc.req_remove(xid, dir_fh, name))
 
+    def rename(self, from_dir_fh: int, from_name: str, to_dir_fh: int, to_name: str) -> None:
+        xid = self.next_xid()
+        self.call(xid, rpc.req_rename(xid, from_dir_fh, from_name, to_dir_fh, to_name))
+
     def stats(self) -> dict:
         xid = self.next_xid()
         return json.loads(bytes(self.call(xid, rpc.req_stats(xid))))
@@ -186,11 +191,24 @@ class Client:
         return b"".join(self.read_file(path, block))
 
     def put(self, path: str, data: bytes, block: int = MAX_IO) -> None:
+        """Write `data` under a temporary name in the same directory, then RENAME it over `path`:
+        until the last step the old file is untouched, so a put that dies half way (killed, cut
+        off) never leaves `path` truncated. On a failure it tries to remove the temporary file;
+        if the connection itself is gone, the `.NAME.*.part` file stays behind."""
         dir_fh, name = self.parent_and_name(path)
-        fh = self.create(dir_fh, name)
-        view = memoryview(data)
-        for offset in range(0, len(data), block):
-            self.write(fh, offset, view[offset:offset + block])
+        tmp = _temporary_name(name)
+        fh = self.create(dir_fh, tmp)
+        try:
+            view = memoryview(data)
+            for offset in range(0, len(data), block):
+                self.write(fh, offset, view[offset:offset + block])
+            self.rename(dir_fh, tmp, dir_fh, name)
+        except BaseException:
+            try:
+                self.remove(dir_fh, tmp)
+            except Exception:       # the connection may be what failed: keep the first error
+                pass
+            raise
 
     def listdir(self, path: str = "") -> list[tuple[str, int]]:
         return self.readdir(self.walk(path))
@@ -198,6 +216,14 @@ class Client:
     def rm(self, path: str) -> None:
         dir_fh, name = self.parent_and_name(path)
         self.remove(dir_fh, name)
+
+
+def _temporary_name(name: str) -> str:
+    """`.NAME.<random>.part`, a hidden name beside NAME that no other put picks; within the
+    255-byte name limit (a long NAME is shortened in it)."""
+    tag = secrets.token_hex(6)
+    stem = name.encode("utf-8", "surrogateescape")[:255 - len(tag) - 7].decode("utf-8", "ignore")
+    return f".{stem}.{tag}.part"
 
 
 _TYPE_MARK = {rpc.FT_FILE: "", rpc.FT_DIR: "/", rpc.FT_SYMLINK: "@", rpc.FT_OTHER: "?"}

@@ -4,7 +4,7 @@ Everything here runs on one color (the file layer's own in colors-on mode), so t
 the cache need no locks. It never touches sockets or keys: it turns a decrypted request into the
 pieces of a plaintext reply, and the connection's crypto callback seals them.
 
-Path safety: a LOOKUP/CREATE/REMOVE name is one component. Empty names, names with '/' or NUL
+Path safety: a LOOKUP/CREATE/REMOVE/RENAME name is one component. Empty names, names with '/' or NUL
 (absolute or multi-component paths), '.' and '..' are refused, and every resolved path must stay
 inside the export after symlinks are followed, so no name or symlink reaches outside it. A handle
 stands for such a resolved path, and every later use of it goes through `beneath.py`, which
@@ -24,7 +24,8 @@ from .framing import MAX_IO
 _ERRNO_STATUS = {errno.ENOENT: rpc.NOENT, errno.EACCES: rpc.ACCES, errno.EPERM: rpc.ACCES,
                  errno.EEXIST: rpc.EXIST, errno.ENOTDIR: rpc.NOTDIR, errno.EISDIR: rpc.ISDIR,
                  errno.EINVAL: rpc.INVAL, errno.EFBIG: rpc.FBIG, errno.ENAMETOOLONG: rpc.NAMETOOLONG,
-                 errno.ELOOP: rpc.ACCES, errno.ENXIO: rpc.INVAL}    # ENXIO: a FIFO with no reader
+                 errno.ELOOP: rpc.ACCES, errno.ENXIO: rpc.INVAL,     # ENXIO: a FIFO with no reader
+                 errno.ENOTEMPTY: rpc.EXIST}                       # RENAME over a non-empty directory
 MAX_FILE_SIZE = 1 << 40
 READDIR_BUDGET = 32 * 1024      # name bytes per READDIR reply, far below the frame limit
 
@@ -89,7 +90,8 @@ class FileLayer:
         self._unsynced: list[int] = []      # fds the current request must fsync before replying
         self._procs = {rpc.LOOKUP: self._lookup, rpc.GETATTR: self._getattr,
                        rpc.READDIR: self._readdir, rpc.READ: self._read, rpc.WRITE: self._write,
-                       rpc.CREATE: self._create, rpc.REMOVE: self._remove}
+                       rpc.CREATE: self._create, rpc.REMOVE: self._remove,
+                       rpc.RENAME: self._rename}
 
     # ---- entry point
 
@@ -163,6 +165,25 @@ class FileLayer:
         fh = self._handles.pop(path, None)
         if fh is not None:
             del self._paths[fh]
+
+    def _under(self, top: str) -> list[str]:
+        """The paths with handles at or below `top`."""
+        below = top + os.sep
+        return [path for path in self._handles if path == top or path.startswith(below)]
+
+    def _moved(self, src: str, dst: str) -> None:
+        """After a RENAME of `src` to `dst`: handles of `src` (and, for a directory, of everything
+        under it) now name the new path, as NFS handles survive a rename; handles of what `dst`
+        replaced go stale."""
+        if src == dst:
+            return
+        for path in self._under(dst):
+            self._forget(path)
+        for path in self._under(src):
+            fh = self._handles.pop(path)
+            new = dst + path[len(src):]
+            self._handles[new] = fh
+            self._paths[fh] = new
 
     def _inside(self, real: str) -> bool:
         return real == self.root or real.startswith(self.root + os.sep)
@@ -283,6 +304,27 @@ class FileLayer:
         self.fs.unlink(candidate)
         self._forget(candidate)
         self._fsync_dir(os.path.dirname(candidate))
+        return [rpc.REP_HEAD.pack(xid, rpc.OK)]
+
+    def _rename(self, xid: int, args) -> list:
+        """Atomically move one name to another, replacing what the second named: lets a client
+        write a file under a temporary name and only then put it in place (an interrupted upload
+        leaves the old file whole). Both names get every check a LOOKUP name gets; the names
+        themselves are renamed (a symlink is moved, not followed)."""
+        src, _, end = self._child(args)
+        dst, _, _ = self._child(args[end:])
+        st = self.fs.lstat(src)
+        try:
+            old = self.fs.lstat(dst)
+        except FileNotFoundError:
+            old = None
+        if old is not None and stat.S_ISREG(old.st_mode) and not os.path.samestat(st, old):
+            self.cache.invalidate(old)
+        self.fs.rename(src, dst)
+        self._moved(src, dst)
+        self._fsync_dir(os.path.dirname(src))
+        if os.path.dirname(dst) != os.path.dirname(src):
+            self._fsync_dir(os.path.dirname(dst))
         return [rpc.REP_HEAD.pack(xid, rpc.OK)]
 
     def _open_regular(self, path: str, flags: int, what: str, mode: int = 0o644) -> int:

@@ -10,9 +10,9 @@ import struct
 from dataclasses import dataclass
 
 # procedures
-LOOKUP, GETATTR, READDIR, READ, WRITE, CREATE, REMOVE, STATS = 1, 2, 3, 4, 5, 6, 7, 8
+LOOKUP, GETATTR, READDIR, READ, WRITE, CREATE, REMOVE, STATS, RENAME = 1, 2, 3, 4, 5, 6, 7, 8, 9
 PROC_NAMES = {LOOKUP: "LOOKUP", GETATTR: "GETATTR", READDIR: "READDIR", READ: "READ",
-              WRITE: "WRITE", CREATE: "CREATE", REMOVE: "REMOVE", STATS: "STATS"}
+              WRITE: "WRITE", CREATE: "CREATE", REMOVE: "REMOVE", STATS: "STATS", RENAME: "RENAME"}
 
 # statuses (errno values, as NFSv3 does)
 OK, NOENT, IO, ACCES, EXIST, NOTDIR, ISDIR, INVAL, FBIG, NAMETOOLONG, STALE, BADPROC = (
@@ -112,6 +112,11 @@ def req_create(xid: int, dir_fh: int, name: str) -> bytes:
 
 def req_remove(xid: int, dir_fh: int, name: str) -> bytes:
     return REQ_HEAD.pack(xid, REMOVE) + FH.pack(dir_fh) + pack_name(name)
+
+
+def req_rename(xid: int, from_dir_fh: int, from_name: str, to_dir_fh: int, to_name: str) -> bytes:
+    return (REQ_HEAD.pack(xid, RENAME) + FH.pack(from_dir_fh) + pack_name(from_name)
+            + FH.pack(to_dir_fh) + pack_name(to_name))
 
 
 def req_stats(xid: int) -> bytes:

@@ -231,3 +231,17 @@ def test_idle_session_is_closed_after_the_idle_timeout(start_server, export):
     _assert_closed_with(srv, idle.sock, "idle: nothing received or sent for 1 s")
     with Client(srv.address) as c:
         assert c.get("hello.txt") == b"hello, world\n"
+
+
+@pytest.mark.parametrize("src, dst, status", [
+    ("..", "x", rpc.INVAL), ("hello.txt", "../x", rpc.INVAL), ("hello.txt", "/tmp/x", rpc.INVAL),
+    ("leak", "x", rpc.ACCES), ("hello.txt", "leak", rpc.ACCES), ("hello.txt", "leakdir", rpc.ACCES),
+])
+def test_rename_with_names_that_leave_the_export_gets_error_replies(server, bystander, export, src,
+                                                                   dst, status):
+    with Client(server.address) as c:
+        with pytest.raises(rpc.RpcError) as err:
+            c.rename(rpc.ROOT_FH, src, rpc.ROOT_FH, dst)
+        assert err.value.status == status
+        assert c.get("hello.txt") == b"hello, world\n"    # nothing moved, the session goes on
+    assert (export / "leak").is_symlink() and (export / "leakdir").is_symlink()

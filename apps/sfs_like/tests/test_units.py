@@ -194,6 +194,8 @@ def test_directory_swapped_for_a_symlink_after_lookup_leads_nowhere(layer, tmp_p
         "READDIR": rpc.req_readdir(7, dir_fh, 0),
         "CREATE": rpc.req_create(8, dir_fh, "planted"),
         "REMOVE": rpc.req_remove(9, dir_fh, "f"),
+        "RENAME": rpc.req_rename(10, dir_fh, "f", rpc.ROOT_FH, "taken"),
+        "RENAME into": rpc.req_rename(11, rpc.ROOT_FH, "inner", dir_fh, "planted"),
     }
     for proc, request in requests.items():
         parts = layer.handle(request)
@@ -202,6 +204,7 @@ def test_directory_swapped_for_a_symlink_after_lookup_leads_nowhere(layer, tmp_p
         assert b"outside secret" not in b"".join(bytes(p) for p in parts), proc
     assert (outside / "f").read_bytes() == b"outside secret"        # not written, not removed
     assert sorted(p.name for p in outside.iterdir()) == ["f"]        # nothing planted
+    assert not (tmp_path / "export" / "taken").exists()
 
 
 def test_deferred_fsync_is_done_by_finish_and_a_failed_one_is_an_io_error(tmp_path, monkeypatch):

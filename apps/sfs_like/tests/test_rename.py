@@ -1,0 +1,137 @@
+"""RENAME, and the atomic `put` built on it: an interrupted upload never destroys the old file."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from apps.sfs_like import rpc
+from apps.sfs_like.client import Client
+from apps.sfs_like.filelayer import FileLayer
+
+
+@pytest.fixture
+def layer(tmp_path):
+    root = tmp_path / "export"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f").write_bytes(b"old contents")
+    (tmp_path / "secret").write_bytes(b"secret")
+    (root / "escape").symlink_to(tmp_path / "secret")
+    (root / "escdir").symlink_to(tmp_path)
+    return FileLayer(str(root), cache_bytes=1 << 20)
+
+
+def _ok(layer, request) -> memoryview:
+    reply = layer.handle(request)[0]
+    status = rpc.REP_HEAD.unpack_from(reply)[1]
+    assert status == rpc.OK, (status, bytes(reply[5:]))
+    return memoryview(reply)[5:]
+
+
+def _status(layer, request) -> tuple[int, bytes]:
+    reply = layer.handle(request)[0]
+    return rpc.REP_HEAD.unpack_from(reply)[1], bytes(reply[5:])
+
+
+def _read(layer, fh) -> bytes:
+    parts = layer.handle(rpc.req_read(99, fh, 0, 1 << 16))
+    assert rpc.REP_HEAD.unpack_from(parts[0])[1] == rpc.OK
+    return b"".join(bytes(p) for p in parts[1:])
+
+
+def test_rename_replaces_an_existing_file_and_moves_the_handle(layer, tmp_path):
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    old = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(2, d, "f")))[0]
+    assert _read(layer, old) == b"old contents"                  # now in the block cache
+    tmp = rpc.FH.unpack_from(_ok(layer, rpc.req_create(3, d, ".f.1.part")))[0]
+    _ok(layer, rpc.req_write_head(4, tmp, 0) + b"new")
+    _ok(layer, rpc.req_rename(5, d, ".f.1.part", d, "f"))
+    assert (tmp_path / "export" / "d" / "f").read_bytes() == b"new"
+    assert not (tmp_path / "export" / "d" / ".f.1.part").exists()
+    assert _read(layer, tmp) == b"new"                           # the handle followed its file
+    again = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(6, d, "f")))[0]
+    assert again == tmp and _read(layer, again) == b"new"
+    assert _status(layer, rpc.req_read(7, old, 0, 10))[0] == rpc.STALE   # the replaced file's
+    assert _status(layer, rpc.req_rename(8, d, "missing", d, "f"))[0] == rpc.NOENT
+
+
+def test_rename_moves_a_directory_with_the_handles_below_it(layer, tmp_path):
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    f = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(2, d, "f")))[0]
+    _ok(layer, rpc.req_rename(3, rpc.ROOT_FH, "d", rpc.ROOT_FH, "e"))
+    assert _read(layer, f) == b"old contents"
+    assert (tmp_path / "export" / "e" / "f").read_bytes() == b"old contents"
+    assert _status(layer, rpc.req_rename(4, rpc.ROOT_FH, "e", d, "inside"))[0] == rpc.INVAL
+
+
+@pytest.mark.parametrize("src, dst, status, text", [
+    ("..", "x", rpc.INVAL, b"'..' is refused"),
+    ("x", "..", rpc.INVAL, b"'..' is refused"),
+    (".", "x", rpc.INVAL, b"'.' is refused"),
+    ("/etc/passwd", "x", rpc.INVAL, b"not one path component"),
+    ("d", "/tmp/x", rpc.INVAL, b"not one path component"),
+    ("d", "a/b", rpc.INVAL, b"not one path component"),
+    ("d", "a\0b", rpc.INVAL, b"not one path component"),
+    ("d", "", rpc.INVAL, b"empty name"),
+    ("escape", "x", rpc.ACCES, b"symlink leading out of the export"),
+    ("d", "escape", rpc.ACCES, b"symlink leading out of the export"),
+    ("d", "escdir", rpc.ACCES, b"symlink leading out of the export"),
+])
+def test_rename_refuses_names_that_leave_the_directory_or_export(layer, tmp_path, src, dst, status, text):
+    before = sorted(os.listdir(tmp_path / "export")), sorted(os.listdir(tmp_path))
+    got, message = _status(layer, rpc.req_rename(1, rpc.ROOT_FH, src, rpc.ROOT_FH, dst))
+    assert got == status and text in message, (got, message)
+    assert (sorted(os.listdir(tmp_path / "export")), sorted(os.listdir(tmp_path))) == before
+    assert (tmp_path / "secret").read_bytes() == b"secret"
+    assert (tmp_path / "export" / "d" / "f").read_bytes() == b"old contents"
+
+
+def test_a_put_whose_connection_dies_leaves_the_old_file_whole(start_server, export):
+    srv = start_server(export, colors="on", workers=2)
+    original = os.urandom(300_000)
+    (export / "doc").write_bytes(original)
+    dying = Client(srv.address)
+    real_write = dying.write
+
+    def write_then_die(fh, offset, data):
+        real_write(fh, offset, data)          # one block arrives, then the client is gone
+        dying.sock.close()
+        raise ConnectionResetError("client killed mid-put")
+
+    dying.write = write_then_die
+    with pytest.raises(OSError):
+        dying.put("doc", os.urandom(600_000), block=64 * 1024)
+    assert (export / "doc").read_bytes() == original
+    with Client(srv.address) as c:                   # the server goes on serving
+        assert c.get("doc") == original
+        c.put("doc", b"replaced")
+        assert c.get("doc") == b"replaced"
+    assert (export / "doc").read_bytes() == b"replaced"
+
+
+def test_a_library_client_that_disconnects_mid_upload_leaves_the_old_file(start_server, export):
+    srv = start_server(export)
+    with Client(srv.address) as c:
+        fh = c.create(rpc.ROOT_FH, ".hello.txt.abc.part")
+        c.write(fh, 0, b"partial")
+    with Client(srv.address) as c:
+        assert c.get("hello.txt") == b"hello, world\n"
+
+
+def test_a_put_that_fails_locally_removes_its_temporary_file(start_server, export):
+    srv = start_server(export)
+    with Client(srv.address) as c:
+        real_write = c.write
+        calls = []
+
+        def write_then_fail(fh, offset, data):
+            calls.append(offset)
+            if len(calls) == 2:
+                raise OSError("local read failed")
+            return real_write(fh, offset, data)
+
+        c.write = write_then_fail
+        with pytest.raises(OSError, match="local read failed"):
+            c.put("hello.txt", os.urandom(200_000), block=64 * 1024)
+        assert sorted(name for name, _ in c.listdir()) == ["hello.txt", "sub"]
+        assert c.get("hello.txt") == b"hello, world\n"
