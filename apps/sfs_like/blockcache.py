@@ -1,8 +1,12 @@
 """A bounded LRU cache of file blocks, so serving a hot file costs no disk I/O, only crypto.
 
-Blocks are keyed by the file's identity *and version* (device, inode, mtime, size), so a file changed
-behind the server's back is re-read once its stat changes; writes made through the server also drop
-the file's blocks explicitly, because mtime granularity can hide two quick writes. Not thread-safe
+Blocks are keyed by the file's identity *and version* (device, inode, mtime, ctime, size), so a
+file changed behind the server's back is re-read once its stat changes; writes made through the
+server also drop the file's blocks explicitly, because mtime granularity can hide two quick writes.
+The ctime is there because mtime and size can be put back (`touch -r`, os.utime) after the contents
+changed, and because it alone changes on chmod/chown: a file whose permissions were revoked is
+opened afresh at its next READ, which then gets the error the open gets, instead of cached bytes.
+Nothing is held open between misses: each miss opens the file and closes it again. Not thread-safe
 on purpose: it belongs to the file layer, whose callbacks all run on one color.
 """
 from __future__ import annotations
@@ -43,7 +47,7 @@ class BlockCache:
 
     def _block(self, path: str, st: os.stat_result, idx: int) -> bytes:
         file_id = (st.st_dev, st.st_ino)
-        key = (file_id, st.st_mtime_ns, st.st_size, idx)
+        key = (file_id, st.st_mtime_ns, st.st_ctime_ns, st.st_size, idx)
         block = self._blocks.get(key)
         if block is not None:
             self._blocks.move_to_end(key)

@@ -348,3 +348,50 @@ def test_the_file_layer_never_serves_a_hidden_path(tmp_path):
             assert status == rpc.ACCES and b"not served" in message, (name, request[4])
     assert _status(layer, rpc.req_remove(3, rpc.ROOT_FH, "server.key"))[0] == rpc.ACCES
     assert key.read_bytes() == b"k" * 32
+
+
+def _read_all(layer, fh, size, block=64 * 1024):
+    out = b""
+    for offset in range(0, size, block):
+        parts = layer.handle(rpc.req_read(1, fh, offset, block))
+        assert rpc.REP_HEAD.unpack_from(parts[0])[1] == rpc.OK
+        out += bytes(parts[1])
+    return out
+
+
+def test_cached_blocks_are_dropped_when_contents_change_behind_a_restored_mtime(tmp_path):
+    """Contents replaced in place with size and mtime put back (os.utime): the ctime moved, so the
+    server serves the new bytes, not its cached ones."""
+    root = tmp_path / "export"
+    root.mkdir()
+    path = root / "f"
+    old, new = os.urandom(300_000), os.urandom(300_000)
+    path.write_bytes(old)
+    st = os.stat(path)
+    layer = FileLayer(str(root), cache_bytes=1 << 20)
+    fh = rpc.FH.unpack_from(layer.handle(rpc.req_lookup(1, rpc.ROOT_FH, "f"))[0], 5)[0]
+    assert _read_all(layer, fh, len(old)) == old
+    with open(path, "r+b") as f:
+        f.write(new)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(path).st_mtime_ns, os.stat(path).st_size) == (st.st_mtime_ns, st.st_size)
+    assert _read_all(layer, fh, len(new)) == new
+
+
+def test_a_chmod_makes_the_next_read_reopen_the_file(tmp_path):
+    """After chmod (say, 000) cached blocks are not served: the next READ opens the file again,
+    so a server not running as root answers ACCES (root, running the tests, may still open it)."""
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "f").write_bytes(b"x" * 1000)
+    layer = FileLayer(str(root), cache_bytes=1 << 20)
+    fh = rpc.FH.unpack_from(layer.handle(rpc.req_lookup(1, rpc.ROOT_FH, "f"))[0], 5)[0]
+    _read_all(layer, fh, 1000)
+    _read_all(layer, fh, 1000)
+    misses = layer.cache.misses
+    os.chmod(root / "f", 0o000)
+    opened = []
+    real_open = layer.fs.open
+    layer.fs.open = lambda *a: opened.append(a[0]) or real_open(*a)
+    assert _read_all(layer, fh, 1000) == b"x" * 1000
+    assert layer.cache.misses == misses + 1 and opened == [str(root / "f")]
