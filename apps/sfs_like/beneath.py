@@ -25,14 +25,16 @@ _WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 class Beneath:
     def __init__(self, root: str) -> None:
         self.root = root
+        # what every path below the root starts with: "/" itself for an export of "/", not "//"
+        self.prefix = root if root.endswith(os.sep) else root + os.sep
         self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def _parts(self, path: str) -> list[str]:
         if path == self.root:
             return []
-        if not path.startswith(self.root + os.sep):
+        if not path.startswith(self.prefix):
             raise PermissionError(errno.EACCES, "path outside the export", path)
-        return path[len(self.root) + 1:].split(os.sep)
+        return path[len(self.prefix):].split(os.sep)
 
     def _parent(self, parts: list[str]) -> int:
         """A descriptor of the directory holding parts[-1]; the caller closes it unless it is root_fd."""

@@ -186,7 +186,7 @@ class FileLayer:
             self._paths[fh] = new
 
     def _inside(self, real: str) -> bool:
-        return real == self.root or real.startswith(self.root + os.sep)
+        return real == self.root or real.startswith(self.fs.prefix)
 
     def _child(self, args, *, resolve: bool = True) -> tuple[str, str, int]:
         """(candidate path, resolved path, bytes consumed) for `dir_fh, name`, after every safety check."""

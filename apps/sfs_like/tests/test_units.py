@@ -395,3 +395,21 @@ def test_a_chmod_makes_the_next_read_reopen_the_file(tmp_path):
     layer.fs.open = lambda *a: opened.append(a[0]) or real_open(*a)
     assert _read_all(layer, fh, 1000) == b"x" * 1000
     assert layer.cache.misses == misses + 1 and opened == [str(root / "f")]
+
+
+def test_an_export_of_the_root_directory_serves_files_by_their_path(tmp_path):
+    """With export "/", the containment prefix is "/", not "//" (which refused every name)."""
+    real = os.path.realpath(tmp_path)
+    (tmp_path / "known").write_bytes(b"known bytes")
+    layer = FileLayer("/", cache_bytes=1 << 20)
+    fh = rpc.ROOT_FH
+    for name in real.strip("/").split("/") + ["known"]:
+        reply = layer.handle(rpc.req_lookup(1, fh, name))[0]
+        assert rpc.REP_HEAD.unpack_from(reply)[1] == rpc.OK, (name, bytes(reply[5:]))
+        dir_fh, fh = fh, rpc.FH.unpack_from(reply, 5)[0]
+    assert _read_all(layer, fh, 11) == b"known bytes"
+    assert _status(layer, rpc.req_create(2, dir_fh, "made"))[0] == rpc.OK
+    assert _status(layer, rpc.req_rename(3, dir_fh, "made", dir_fh, "moved"))[0] == rpc.OK
+    assert _status(layer, rpc.req_remove(4, dir_fh, "moved"))[0] == rpc.OK
+    assert sorted(os.listdir(tmp_path)) == ["known"]
+    assert _status(layer, rpc.req_lookup(5, rpc.ROOT_FH, ".."))[0] == rpc.INVAL
