@@ -226,6 +226,20 @@ def _temporary_name(name: str) -> str:
     return f".{stem}.{tag}.part"
 
 
+def int_in(lo: int, hi: int, limit: str = ""):
+    """An argparse type: a whole number in lo..hi, else a one-line usage error (not a traceback
+    from deep inside, e.g. struct.error for a negative READ size)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be {lo}..{hi}{limit}, not {n}")
+        return n
+    return parse
+
+
 _TYPE_MARK = {rpc.FT_FILE: "", rpc.FT_DIR: "/", rpc.FT_SYMLINK: "@", rpc.FT_OTHER: "?"}
 
 
@@ -251,7 +265,8 @@ def main(argv=None) -> int:
                                 description="SFS-like client: every reply's MAC and the server key are checked.")
     p.add_argument("server", help="HOST:PORT:FINGERPRINT, as the server printed it")
     p.add_argument("--suite", default="sfs2003", choices=("sfs2003", "modern"))
-    p.add_argument("--block", type=int, default=DEFAULT_BLOCK, help="READ size in bytes")
+    p.add_argument("--block", type=int_in(1, MAX_IO, " (the server's READ limit, 256 KiB)"),
+                   default=DEFAULT_BLOCK, help="READ size in bytes")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("ls").add_argument("path", nargs="?", default="")
     sub.add_parser("cat").add_argument("path")

@@ -66,6 +66,8 @@ class ServerAddress:
             port_n = int(port)
         except ValueError:
             raise ValueError(f"{text!r} is not host:port:fingerprint") from None
+        if not 1 <= port_n <= 65535:
+            raise ValueError(f"{text!r}: port {port_n} is out of range (1..65535)")
         if len(fp) != 32 or not all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in fp):
             raise ValueError(f"{fp!r} is not a 32-character base32 fingerprint")
         return cls(host, port_n, fp)

@@ -1,0 +1,43 @@
+"""The client's command line: what a user gets wrong ends in one line of error, never a traceback,
+and local files are handled as `cp` would."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+FP = "a" * 32
+
+
+def client(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "apps.sfs_like.client", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, **kw)
+
+
+def one_line_error(proc, says: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert says in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert [line for line in lines if "error" in line] == lines[-1:]   # (argparse's usage before it)
+
+
+@pytest.mark.parametrize("block, says", [
+    ("-5", "--block: must be 1..262144 (the server's READ limit, 256 KiB), not -5"),
+    ("0", "--block: must be 1..262144"),
+    ("262145", "--block: must be 1..262144"),
+    ("x", "--block: 'x' is not a whole number"),
+])
+def test_a_bad_block_size_is_a_usage_error(block, says):
+    proc = client("--block", block, f"127.0.0.1:1:{FP}", "cat", "f")
+    one_line_error(proc, says)
+    assert proc.returncode == 2
+
+
+def test_a_port_out_of_range_is_one_line_of_error():
+    proc = client(f"127.0.0.1:99999:{FP}", "ls")
+    one_line_error(proc, "port 99999 is out of range (1..65535)")
+    assert proc.returncode == 1
