@@ -243,6 +243,15 @@ def int_in(lo: int, hi: int, limit: str = ""):
 _TYPE_MARK = {rpc.FT_FILE: "", rpc.FT_DIR: "/", rpc.FT_SYMLINK: "@", rpc.FT_OTHER: "?"}
 
 
+def _local_target(remote: str, local: str | None) -> str:
+    """Where `get REMOTE [LOCAL]` writes, as cp decides: LOCAL, or REMOTE's base name inside LOCAL
+    when LOCAL is a directory (or in the current one when LOCAL is not given)."""
+    name = os.path.basename(remote.rstrip("/"))
+    if not local:
+        return name
+    return os.path.join(local, name) if os.path.isdir(local) else local
+
+
 def _download(pieces, local: str) -> None:
     """Write to a temporary file beside `local` and rename it into place when every piece has
     come: a failed `get` (no such file, a forged MAC, a lost connection) leaves `local` as it was,
@@ -289,8 +298,7 @@ def main(argv=None) -> int:
                     out.write(piece)
                 out.flush()
             elif args.cmd == "get":
-                local = args.local or os.path.basename(args.path.rstrip("/"))
-                _download(c.read_file(args.path, args.block), local)
+                _download(c.read_file(args.path, args.block), _local_target(args.path, args.local))
             elif args.cmd == "put":
                 with open(args.local, "rb") as f:
                     c.put(args.path or os.path.basename(args.local), f.read())

@@ -2,6 +2,7 @@
 and local files are handled as `cp` would."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -12,9 +13,10 @@ from .conftest import REPO
 FP = "a" * 32
 
 
-def client(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "apps.sfs_like.client", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, **kw)
+def client(*args, cwd=REPO, **kw):
+    return subprocess.run([sys.executable, "-m", "apps.sfs_like.client", *args], cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=60, **kw)
 
 
 def one_line_error(proc, says: str) -> None:
@@ -41,3 +43,15 @@ def test_a_port_out_of_range_is_one_line_of_error():
     proc = client(f"127.0.0.1:99999:{FP}", "ls")
     one_line_error(proc, "port 99999 is out of range (1..65535)")
     assert proc.returncode == 1
+
+
+def test_get_into_a_directory_copies_under_the_remote_base_name(start_server, export, tmp_path):
+    srv = start_server(export)
+    down = tmp_path / "down"
+    down.mkdir()
+    proc = client(srv.address, "get", "sub/inner.bin", str(down))
+    assert proc.returncode == 0, proc.stderr
+    assert (down / "inner.bin").read_bytes() == bytes(range(256)) * 10
+    assert sorted(p.name for p in down.iterdir()) == ["inner.bin"]      # no .part left beside it
+    proc = client(srv.address, "get", "hello.txt", cwd=down)           # no LOCAL: the cwd
+    assert proc.returncode == 0 and (down / "hello.txt").read_bytes() == b"hello, world\n"
