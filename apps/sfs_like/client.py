@@ -195,6 +195,9 @@ class Client:
         until the last step the old file is untouched, so a put that dies half way (killed, cut
         off) never leaves `path` truncated. On a failure it tries to remove the temporary file;
         if the connection itself is gone, the `.NAME.*.part` file stays behind."""
+        if path.endswith("/"):
+            raise ValueError(f"remote name {path!r} ends in '/': name the file to write "
+                             "(e.g. DIR/NAME)")
         dir_fh, name = self.parent_and_name(path)
         tmp = _temporary_name(name)
         fh = self.create(dir_fh, tmp)

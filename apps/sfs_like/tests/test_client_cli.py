@@ -55,3 +55,14 @@ def test_get_into_a_directory_copies_under_the_remote_base_name(start_server, ex
     assert sorted(p.name for p in down.iterdir()) == ["inner.bin"]      # no .part left beside it
     proc = client(srv.address, "get", "hello.txt", cwd=down)           # no LOCAL: the cwd
     assert proc.returncode == 0 and (down / "hello.txt").read_bytes() == b"hello, world\n"
+
+
+def test_put_to_a_name_ending_in_a_slash_is_refused(start_server, export, tmp_path):
+    srv = start_server(export)
+    local = tmp_path / "up.bin"
+    local.write_bytes(b"up")
+    for remote in ("x/", "sub/"):
+        proc = client(srv.address, "put", str(local), remote)
+        one_line_error(proc, f"remote name {remote!r} ends in '/'")
+    assert sorted(p.name for p in export.iterdir()) == ["hello.txt", "sub"]     # no file 'x'
+    assert sorted(p.name for p in (export / "sub").iterdir()) == ["inner.bin"]
