@@ -27,6 +27,10 @@ from .suites import AuthError
 DEFAULT_BLOCK = 64 * 1024
 
 
+class StdoutClosed(Exception):
+    """Whoever reads our standard output stopped (`cat FILE | head`): not an error of ours."""
+
+
 class ProtocolError(Exception):
     """The server broke the protocol (bad frame, bad MAC, closed mid-reply)."""
 
@@ -246,6 +250,26 @@ def int_in(lo: int, hi: int, limit: str = ""):
 _TYPE_MARK = {rpc.FT_FILE: "", rpc.FT_DIR: "/", rpc.FT_SYMLINK: "@", rpc.FT_OTHER: "?"}
 
 
+def _to_stdout(pieces) -> None:
+    """Write `pieces` to standard output; StdoutClosed when its reader has gone away (EPIPE
+    from a socket is the server's doing and stays an OSError)."""
+    out = sys.stdout.buffer
+    try:
+        for piece in pieces:
+            out.write(piece)
+        out.flush()
+    except BrokenPipeError:
+        raise StdoutClosed() from None
+
+
+def _stdout_gone() -> int:
+    """Exit quietly once stdout's reader left, as Python's documentation recommends: point stdout
+    at /dev/null so that the interpreter's own flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
+
+
 def _local_target(remote: str, local: str | None) -> str:
     """Where `get REMOTE [LOCAL]` writes, as cp decides: LOCAL, or REMOTE's base name inside LOCAL
     when LOCAL is a directory (or in the current one when LOCAL is not given)."""
@@ -293,13 +317,10 @@ def main(argv=None) -> int:
     try:
         with Client(args.server, args.suite) as c:
             if args.cmd == "ls":
-                for name, ftype in c.listdir(args.path):
-                    print(name + _TYPE_MARK.get(ftype, "?"))
+                _to_stdout(f"{name}{_TYPE_MARK.get(ftype, '?')}\n".encode("utf-8", "surrogateescape")
+                           for name, ftype in c.listdir(args.path))
             elif args.cmd == "cat":
-                out = sys.stdout.buffer
-                for piece in c.read_file(args.path, args.block):
-                    out.write(piece)
-                out.flush()
+                _to_stdout(c.read_file(args.path, args.block))
             elif args.cmd == "get":
                 _download(c.read_file(args.path, args.block), _local_target(args.path, args.local))
             elif args.cmd == "put":
@@ -307,6 +328,8 @@ def main(argv=None) -> int:
                     c.put(args.path or os.path.basename(args.local), f.read())
             elif args.cmd == "rm":
                 c.rm(args.path)
+    except StdoutClosed:
+        return _stdout_gone()
     except (rpc.RpcError, HandshakeError, ProtocolError, FrameError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -66,3 +66,16 @@ def test_put_to_a_name_ending_in_a_slash_is_refused(start_server, export, tmp_pa
         one_line_error(proc, f"remote name {remote!r} ends in '/'")
     assert sorted(p.name for p in export.iterdir()) == ["hello.txt", "sub"]     # no file 'x'
     assert sorted(p.name for p in (export / "sub").iterdir()) == ["inner.bin"]
+
+
+def test_cat_into_a_reader_that_stops_exits_quietly(start_server, export):
+    """`cat big | head -c10`: once head has gone, the client stops without an error message."""
+    (export / "big").write_bytes(os.urandom(3 << 20))
+    srv = start_server(export)
+    proc = subprocess.Popen([sys.executable, "-m", "apps.sfs_like.client", srv.address, "cat", "big"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()                                # the reader goes away, as head does
+    _, err = proc.communicate(timeout=60)
+    assert err == b""
+    assert proc.returncode == 1
