@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 
@@ -270,6 +271,12 @@ def _stdout_gone() -> int:
     return 1
 
 
+def _exit_on_signal(signum, frame) -> None:
+    """SIGTERM (and SIGHUP) unwind like an exception, so that a `get` in progress removes its
+    `.part` file (and a `put` its remote temporary file) on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def _local_target(remote: str, local: str | None) -> str:
     """Where `get REMOTE [LOCAL]` writes, as cp decides: LOCAL, or REMOTE's base name inside LOCAL
     when LOCAL is a directory (or in the current one when LOCAL is not given)."""
@@ -314,6 +321,8 @@ def main(argv=None) -> int:
     u.add_argument("path", nargs="?")
     sub.add_parser("rm").add_argument("path")
     args = p.parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
     try:
         with Client(args.server, args.suite) as c:
             if args.cmd == "ls":
@@ -330,6 +339,8 @@ def main(argv=None) -> int:
                 c.rm(args.path)
     except StdoutClosed:
         return _stdout_gone()
+    except KeyboardInterrupt:         # Ctrl-C: what was being written is removed already
+        return 128 + signal.SIGINT
     except (rpc.RpcError, HandshakeError, ProtocolError, FrameError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
