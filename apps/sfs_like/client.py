@@ -73,7 +73,7 @@ class Client:
     def _handshake(self):
         hs = ClientHandshake.start(self.suite)
         self.sock.sendall(frame(hs.hello))
-        channel, transcript = hs.finish(bytes(recv_frame(self.sock)), self.address.fingerprint)
+        channel, transcript = hs.finish(self._server_hello(), self.address.fingerprint)
         try:
             ready = channel.recv.open(bytes(recv_frame(self.sock)))
         except AuthError as exc:
@@ -81,6 +81,17 @@ class Client:
         if ready != READY + transcript:
             raise HandshakeError("server's READY does not match this session's transcript")
         return channel
+
+    def _server_hello(self) -> bytes:
+        """The server's first frame. A length beyond the limit means the peer is something else
+        (an HTTP server answers "HTTP/1.1 400...", read as a 1.2 GB length): say so."""
+        head = bytes(recv_exact(self.sock, HEADER_SIZE))
+        (length,) = LENGTH.unpack(head)
+        if length > MAX_FRAME:
+            what = " (an HTTP server?)" if head.startswith(b"HTTP") else ""
+            raise HandshakeError(f"{self.address.host}:{self.address.port} does not speak the "
+                                 f"SFS-like protocol{what}: its first bytes are {head!r}")
+        return bytes(recv_exact(self.sock, length))
 
     def close(self) -> None:
         self.sock.close()

@@ -137,3 +137,25 @@ def test_a_get_stopped_by_a_signal_leaves_no_part_file(tmp_path, signum):
     assert proc.returncode == 128 + signum
     assert b"Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_peer_that_does_not_speak_the_protocol_is_named_as_such():
+    """Pointed at an HTTP server, the client says so, not 'a 1213486160-byte frame'."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def http_server():
+        sock, _ = listener.accept()
+        with sock:
+            sock.recv(4096)
+            sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=http_server, daemon=True)
+    thread.start()
+    try:
+        proc = client(f"127.0.0.1:{port}:{FP}", "ls")
+    finally:
+        thread.join(timeout=30)
+        listener.close()
+    one_line_error(proc, f"127.0.0.1:{port} does not speak the SFS-like protocol (an HTTP server?)")
+    assert proc.returncode == 1
