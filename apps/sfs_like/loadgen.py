@@ -38,8 +38,8 @@ import threading
 import time
 
 from . import rpc
-from .client import Client, ProtocolError
-from .framing import HEADER_SIZE, LENGTH
+from .client import Client, ProtocolError, int_in
+from .framing import HEADER_SIZE, LENGTH, MAX_IO
 from .suites import SUITES
 
 
@@ -303,18 +303,50 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
     }
 
 
+def _seconds(positive: bool):
+    """An argparse type: seconds, > 0 (or >= 0 when `positive` is False)."""
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not (x > 0 if positive else x >= 0) or x != x or x == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {'positive' if positive else 'at least 0'} "
+                                             f"and finite, not {text}")
+        return x
+    return parse
+
+
+def _cpu_set(p: argparse.ArgumentParser, text: str) -> set[int]:
+    """--cpus as a set, checked against the CPUs this process may use (a usage error, not an
+    OSError traceback from sched_setaffinity)."""
+    if not text:
+        return set()
+    try:
+        cpus = {int(c) for c in text.split(",")}
+    except ValueError:
+        p.error(f"--cpus {text!r}: expected comma-separated CPU numbers, e.g. 0,1")
+    allowed = os.sched_getaffinity(0)
+    if not cpus <= allowed:
+        p.error(f"--cpus {text}: this process may only use CPUs {sorted(allowed)}")
+    return cpus
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.sfs_like.loadgen", description=__doc__.split("\n")[0])
     p.add_argument("server", help="HOST:PORT:FINGERPRINT")
     p.add_argument("--suite", default="sfs2003", choices=tuple(SUITES))
     p.add_argument("--path", default="big", help="file to read, relative to the export")
-    p.add_argument("--block", type=int, default=64 * 1024, help="READ size in bytes")
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--depth", type=int, default=2, help="READs each client keeps outstanding")
+    p.add_argument("--block", type=int_in(1, MAX_IO, " (the server's READ limit, 256 KiB)"),
+                   default=64 * 1024, help="READ size in bytes")
+    p.add_argument("--clients", type=int_in(1, 1024, " (the server serves at most 1024)"), default=4)
+    p.add_argument("--depth", type=int_in(1, rpc.MAX_OUTSTANDING,
+                                          " (the server disconnects a client with more unanswered)"),
+                   default=2, help="READs each client keeps outstanding")
     p.add_argument("--no-decrypt", action="store_true",
                    help="skip MAC check and decryption of replies (cheaper client; see module doc)")
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--duration", type=float, default=2.0)
+    p.add_argument("--warmup", type=_seconds(False), default=0.5)
+    p.add_argument("--duration", type=_seconds(True), default=2.0)
     p.add_argument("--cpus", default="", help="comma-separated CPUs for this process")
     p.add_argument("--batch", action="store_true",
                    help="run under the SCHED_BATCH policy: no wake-up preemption of the server "
@@ -324,8 +356,9 @@ def main(argv=None) -> int:
                         "of run_load, e.g. {\"block\": 8192}), answering one JSON line each: lets a "
                         "benchmark interleave many short trials without process start-up in them")
     args = p.parse_args(argv)
-    if args.cpus:
-        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    cpus = _cpu_set(p, args.cpus)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     if args.batch:          # before any thread starts: threads inherit the policy
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     defaults = dict(suite=args.suite, path=args.path, block=args.block, clients=args.clients,

@@ -22,6 +22,7 @@ STATUS_NAMES = {OK: "OK", NOENT: "NOENT", IO: "IO", ACCES: "ACCES", EXIST: "EXIS
                 NAMETOOLONG: "NAMETOOLONG", STALE: "STALE", BADPROC: "BADPROC"}
 
 ROOT_FH = 1
+MAX_OUTSTANDING = 64      # requests a client may have unanswered; the server disconnects beyond it
 FT_FILE, FT_DIR, FT_SYMLINK, FT_OTHER = 1, 2, 3, 4
 
 REQ_HEAD = struct.Struct(">IB")          # xid, proc

@@ -40,7 +40,7 @@ from .suites import SUITES, AuthError
 
 log = logging.getLogger("sfs_like.server")
 
-MAX_OUTSTANDING = 64          # requests a client may have unanswered before it is cut off
+MAX_OUTSTANDING = rpc.MAX_OUTSTANDING   # requests a client may have unanswered before it is cut off
 RECV_SIZE = 64 * 1024          # requests are small; a 256 KiB WRITE takes a few reads
 SENDMSG_MAX_PIECES = 64
 # Back-pressure: a connection whose unsent reply bytes exceed PAUSE_UNSENT is not read from until

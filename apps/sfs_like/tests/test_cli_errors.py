@@ -80,3 +80,26 @@ def test_a_key_inside_the_export_is_refused(folders, export, key, monkeypatch, c
 def test_a_key_beside_the_export_is_accepted(folders):
     args = parse_args(["--export", str(folders / "export"), "--key", str(folders / "export.key")])
     assert args.key == str(folders / "export.key")
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--cpus", "4096"], "--cpus 4096: this process may only use CPUs"),
+    (["--cpus", "a,b"], "expected comma-separated CPU numbers"),
+    (["--clients", "0"], "--clients: must be 1..1024"),
+    (["--block", "0"], "--block: must be 1..262144 (the server's READ limit, 256 KiB), not 0"),
+    (["--block", "-1"], "--block: must be 1..262144"),
+    (["--block", "1000000"], "--block: must be 1..262144 (the server's READ limit, 256 KiB)"),
+    (["--depth", "0"], "--depth: must be 1..64"),
+    (["--depth", "65"], "--depth: must be 1..64 (the server disconnects a client with more"),
+    (["--duration", "-1"], "--duration: must be positive and finite, not -1"),
+    (["--duration", "0"], "--duration: must be positive"),
+    (["--warmup", "-1"], "--warmup: must be at least 0"),
+    (["--duration", "nan"], "--duration: must be positive and finite"),
+])
+def test_bad_loadgen_arguments_are_refused_with_a_message(extra, says, capsys):
+    """Refused before any connection is made (the address below has nobody listening)."""
+    from apps.sfs_like import loadgen
+    with pytest.raises(SystemExit) as exit_:
+        loadgen.main([f"127.0.0.1:1:{'a' * 32}", *extra])
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
