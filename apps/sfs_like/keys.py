@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._crypto_import import X25519PrivateKey
 
 _FP_DOMAIN = b"sfs-like hostid v1"
+KEY_SIZE = 32
+log = logging.getLogger("sfs_like.keys")
 
 
 def fingerprint(public_key: bytes) -> str:
@@ -45,10 +49,32 @@ def load_or_create(path: str | os.PathLike) -> X25519PrivateKey:
             pass                                # another process was first: use its key
         finally:
             tmp.unlink(missing_ok=True)
-    raw = path.read_bytes()
-    if len(raw) != 32:
-        raise ValueError(f"{path}: expected a 32-byte raw X25519 private key, found {len(raw)} bytes")
-    return X25519PrivateKey.from_private_bytes(raw)
+    return X25519PrivateKey.from_private_bytes(_read_key(path))
+
+
+def _read_key(path: Path) -> bytes:
+    """The 32 bytes of an existing key file. Only a regular file is read, and never more than it
+    can hold (`--key /dev/zero` was read whole, until memory ran out); one that group or others
+    may read or write gets a warning, as ssh gives, since whoever reads it can impersonate the
+    server. Opened non-blocking, so a FIFO there cannot hang the start."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path}: not a regular file; the key file holds a 32-byte raw "
+                             "X25519 private key")
+        if st.st_size != KEY_SIZE:
+            raise ValueError(f"{path}: expected a 32-byte raw X25519 private key, found "
+                             f"{st.st_size} bytes")
+        raw = os.read(fd, KEY_SIZE + 1)
+    finally:
+        os.close(fd)
+    if len(raw) != KEY_SIZE:
+        raise ValueError(f"{path}: expected a 32-byte raw X25519 private key, read {len(raw)} bytes")
+    if st.st_mode & 0o077:
+        log.warning("key file %s has mode %04o: group or others may read or replace the "
+                    "server's private key; chmod 600 it", path, stat.S_IMODE(st.st_mode))
+    return raw
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
 """What a user gets wrong when starting the server ends in one clear line, never a traceback."""
+import os
 import socket
 import subprocess
 import sys
@@ -103,3 +104,33 @@ def test_bad_loadgen_arguments_are_refused_with_a_message(extra, says, capsys):
         loadgen.main([f"127.0.0.1:1:{'a' * 32}", *extra])
     assert exit_.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_a_key_that_is_not_a_regular_file_is_one_line_of_error(folders):
+    """/dev/zero was read whole (a MemoryError traceback); now only a regular file is read."""
+    for key in ("/dev/zero", str(folders)):
+        proc = _server(folders, "--key", key)
+        assert proc.returncode == 1
+        assert proc.stderr.strip() == (f"python -m apps.sfs_like.server: error: cannot start: "
+                                       f"{key}: not a regular file; the key file holds a 32-byte "
+                                       f"raw X25519 private key")
+
+
+def test_a_huge_key_file_is_refused_without_reading_it(folders):
+    with open(folders / "huge.key", "wb") as f:
+        f.truncate(1 << 40)                               # sparse: a terabyte, read it and die
+    proc = _server(folders, "--key", str(folders / "huge.key"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(f"expected a 32-byte raw X25519 private key, found "
+                                        f"{1 << 40} bytes")
+
+
+def test_a_key_file_others_may_read_gets_a_warning(folders, start_server):
+    key = folders / "open.key"
+    first = start_server(folders / "export", key=key)     # made here, 0600: no warning
+    first.stop()
+    assert "has mode" not in first.log()
+    os.chmod(key, 0o644)
+    srv = start_server(folders / "export", key=key)
+    assert f"key file {key} has mode 0644: group or others may read or replace" in srv.log()
+    assert srv.alive()
