@@ -70,8 +70,8 @@ class Durable(list):
 
 
 class FileLayer:
-    """`handle(request)` -> reply pieces. With `sync_later`, the fsyncs that make a WRITE, CREATE
-    or REMOVE durable are not done here but handed back in a `Durable` reply, for `finish()` to do
+    """`handle(request)` -> reply pieces. With `sync_later`, the fsyncs that make a WRITE, CREATE,
+    REMOVE or RENAME durable are not done here but handed back in a `Durable` reply, for `finish()` to do
     on another color: the file layer's own color never waits for the disk, so one client's WRITE
     does not hold up everybody's cached READs. Without it (the default), they are done at once."""
 

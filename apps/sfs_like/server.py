@@ -3,7 +3,7 @@
 Per request:  socket readable -> `_readable` (network layer, default color: recv and cut frames)
   -> `_crypto_in` (the connection's crypto color: handshake, or verify + decrypt)
   -> `_file_op` (the file layer's color: run the RPC, return plaintext reply pieces, e.g. a cached block)
-  -> `_crypto_out` (the connection's crypto color: the fsync a WRITE/CREATE/REMOVE needs before its
+  -> `_crypto_out` (the connection's crypto color: the fsync a WRITE/CREATE/REMOVE/RENAME needs before its
      reply, then encrypt + MAC, then a non-blocking send; what the kernel does not take waits for
      a writer callback of the same color).
 Which color each step gets is decided only by `colors.py`; `--colors off` makes them all the
