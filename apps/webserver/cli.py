@@ -154,9 +154,19 @@ def serve(args: argparse.Namespace) -> int:
         counts["workers_used"] = sum(1 for w in stats["workers"] if w["callbacks"])
         loop.close()
         if args.stats_file:
-            with open(args.stats_file, "w") as f:
-                json.dump(counts, f)
+            write_stats(args.stats_file, counts)
     return 0
+
+
+def write_stats(path: str, counts: dict) -> None:
+    """Write the run's counters; if the file can no longer be written (its folder was removed
+    while the server ran), say so in one line and print them to stderr rather than lose them."""
+    try:
+        with open(path, "w") as f:
+            json.dump(counts, f)
+    except OSError as exc:
+        print(f"webserver: cannot write --stats-file {path!r} ({exc.strerror}); the counters: "
+              f"{json.dumps(counts)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

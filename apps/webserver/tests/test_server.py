@@ -474,3 +474,22 @@ def test_ctrl_c_stops_the_server_as_cleanly_as_sigterm(docroot, tmp_path, colors
             proc.wait()
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr
     assert json.loads(stats.read_text())["requests"] == 0
+
+
+def test_a_stats_folder_removed_while_serving_costs_one_line_not_the_counters(docroot, tmp_path):
+    folder = tmp_path / "stats"
+    folder.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "apps.webserver", "--root", str(docroot),
+                             "--port", "0", "--stats-file", str(folder / "s.json")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("serving ")
+        folder.rmdir()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "cannot write --stats-file" in stderr and '"requests": 0' in stderr
