@@ -77,15 +77,30 @@ def stats_file_problem(path: str) -> str:
 
     Checked at start-up: the file is written only when the server stops, and a folder that does
     not exist would be found out then, with the counters of the whole run lost. (With --ncopy the
-    copies write path.0, path.1, ...: the same folder.)
+    copies write path.0, path.1, ...: the same folder.) Permission bits do not tell everything (a
+    read-only file system, /proc, a name ending in "/"), so the file is really opened: an existing
+    one for appending, which changes nothing, a new one created and removed again.
     """
+    if path.endswith(os.sep) or os.path.isdir(path):
+        return "is a folder"
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         return f"folder {folder!r} does not exist"
-    if os.path.isdir(path):
-        return "is a folder"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write in folder {folder!r}"
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            return "is not a regular file"
+        try:
+            open(path, "a").close()
+        except OSError as exc:
+            return f"cannot write it ({exc.strerror})"
+        return ""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        os.unlink(path)
+    except FileExistsError:
+        return ""                            # made meanwhile by someone else: it exists now
+    except OSError as exc:
+        return f"cannot create it in {folder!r} ({exc.strerror})"
     return ""
 
 

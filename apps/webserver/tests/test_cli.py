@@ -27,6 +27,9 @@ from apps.webserver.cli import parse_args, parse_cpus
     (["--root", ".", "--ncopy", "2", "--stats-file", "/nonexistent-colorloop/s.json"],
      "folder '/nonexistent-colorloop' does not exist"),
     (["--root", ".", "--stats-file", "."], "--stats-file '.': is a folder"),
+    (["--root", ".", "--stats-file", "/tmp/colorloop-no-such-folder/"], "is a folder"),
+    (["--root", ".", "--stats-file", "/proc/colorloop-stats.json"], "cannot create it in '/proc'"),
+    (["--root", ".", "--stats-file", "/dev/full"], "is not a regular file"),
 ])
 def test_bad_arguments_are_refused_with_a_message(argv, says, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -112,3 +115,20 @@ def test_bench_refuses_unknown_servers_and_cpu_counts_before_starting(argv, says
     proc = _run_module("apps.webserver.bench", *argv)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert says in proc.stderr and proc.stdout == ""
+
+
+def test_a_stats_file_that_cannot_be_written_is_refused_and_a_new_one_leaves_nothing(tmp_path, capsys):
+    read_only = tmp_path / "old.json"
+    read_only.write_text("{}")
+    read_only.chmod(0o444)
+    if os.access(read_only, os.W_OK):          # root may write any file: make it immutable instead
+        pytest.skip("cannot make a file unwritable for this user")
+    with pytest.raises(SystemExit):
+        parse_args(["--root", ".", "--stats-file", str(read_only)])
+    assert "cannot write it" in capsys.readouterr().err
+
+
+def test_a_good_new_stats_file_is_probed_without_being_left_behind(tmp_path):
+    target = tmp_path / "new.json"
+    parse_args(["--root", ".", "--stats-file", str(target)])
+    assert not target.exists()
