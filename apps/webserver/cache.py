@@ -162,13 +162,17 @@ class FileCache:
             st = os.stat(full)
             if stat.S_ISDIR(st.st_mode):
                 if relpath and not relpath.endswith("/"):
+                    if not self._within(full):
+                        return None
                     raise NeedsSlash(relpath)
                 full = os.path.join(full, INDEX)
                 st = os.stat(full)
         except ValueError:
             return None
         except OSError as exc:
-            return _missing_or_raise(exc)
+            # Only a name inside the root may get an answer other than 404: through a symlink
+            # leading out of it, a 301 or 403 would tell which paths exist out there.
+            return _missing_or_raise(exc) if self._within(full) else None
         if not stat.S_ISREG(st.st_mode):
             return None
         table = self._table()
@@ -180,6 +184,11 @@ class FileCache:
         if entry is not None:
             table.insert(full, entry, self.max_bytes)
         return entry
+
+    def _within(self, full: str) -> bool:
+        """Whether `full`, its symlinks followed, is the root or inside it."""
+        real = os.path.realpath(full)
+        return real == self.root or real.startswith(self._inside)
 
     def _load(self, full: str) -> CachedFile | None:
         real = os.path.realpath(full)

@@ -182,6 +182,21 @@ def test_a_symlink_re_pointed_out_of_the_root_is_not_followed(server_factory, tm
     assert status == 404 and b"S" not in body
 
 
+def test_a_symlink_out_of_the_root_tells_nothing_of_what_exists_there(server_factory, tmp_path):
+    """Through a link to a folder outside the root, a folder there and a name that is not there
+    both get 404: no 301 (or 403) marks which paths exist outside."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    (outside / "folder").mkdir(parents=True)
+    (outside / "folder" / "index.html").write_text("outside\n")
+    os.symlink(outside, root / "out")
+    server = server_factory(root)
+    for target in ("/out/folder", "/out/folder/", "/out/no-such-name", "/out"):
+        raw = f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        status, headers, body = exchange(server, raw)
+        assert status == 404 and "location" not in headers and b"outside" not in body, target
+
+
 def test_traversal_never_reaches_the_outside_file(server):
     for target in ["/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/escape.txt",
                    "//../secret.txt", "/sub/../../secret.txt", "/.%2e/secret.txt"]:
