@@ -17,6 +17,7 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import sys
 
 from . import rpc
@@ -290,25 +291,43 @@ def _exit_on_signal(signum, frame) -> None:
 
 def _local_target(remote: str, local: str | None) -> str:
     """Where `get REMOTE [LOCAL]` writes, as cp decides: LOCAL, or REMOTE's base name inside LOCAL
-    when LOCAL is a directory (or in the current one when LOCAL is not given)."""
+    when LOCAL is a directory (or in the current one when LOCAL is not given). LOCAL ending in '/'
+    must be an existing directory: NotADirectoryError, before anything is downloaded."""
     name = os.path.basename(remote.rstrip("/"))
     if not local:
         return name
-    return os.path.join(local, name) if os.path.isdir(local) else local
+    if os.path.isdir(local):
+        return os.path.join(local, name)
+    if local.endswith("/"):
+        raise NotADirectoryError(f"{local!r}: no such directory")
+    return local
 
 
 def _download(pieces, local: str) -> None:
-    """Write to a temporary file beside `local` and rename it into place when every piece has
-    come: a failed `get` (no such file, a forged MAC, a lost connection) leaves `local` as it was,
-    never empty or half written."""
-    folder, name = os.path.split(os.path.abspath(local))
+    """Write `pieces` to `local` as cp would. A regular file (or a new name) is written to a
+    temporary file beside it and renamed into place when every piece has come: a failed `get` (no
+    such file, a forged MAC, a lost connection) leaves `local` as it was, never empty or half
+    written. A symlink is followed: the temporary file and the rename happen at its target, so
+    the link stays a link. Anything else that exists (a character device, a FIFO, a socket) is
+    written straight into, never replaced: `get FILE /dev/null` must not remove /dev/null."""
+    try:
+        st = os.stat(local)                  # follows symlinks, /dev/stdout's included
+    except FileNotFoundError:
+        st = None
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        fd = os.open(local, os.O_WRONLY)     # a FIFO gets the stream; no temporary file
+        with os.fdopen(fd, "wb") as f:
+            for piece in pieces:
+                f.write(piece)
+        return
+    folder, name = os.path.split(os.path.realpath(local))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)     # the umask applies, as to open()
     try:
         with os.fdopen(fd, "wb") as f:
             for piece in pieces:
                 f.write(piece)
-        os.replace(tmp, local)
+        os.replace(tmp, os.path.join(folder, name))
     except BaseException:
         os.unlink(tmp)
         raise
@@ -335,6 +354,7 @@ def main(argv=None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
     try:
+        target = _local_target(args.path, args.local) if args.cmd == "get" else None
         with Client(args.server, args.suite) as c:
             if args.cmd == "ls":
                 _to_stdout(f"{name}{_TYPE_MARK.get(ftype, '?')}\n".encode("utf-8", "surrogateescape")
@@ -342,7 +362,7 @@ def main(argv=None) -> int:
             elif args.cmd == "cat":
                 _to_stdout(c.read_file(args.path, args.block))
             elif args.cmd == "get":
-                _download(c.read_file(args.path, args.block), _local_target(args.path, args.local))
+                _download(c.read_file(args.path, args.block), target)
             elif args.cmd == "put":
                 with open(args.local, "rb") as f:
                     c.put(args.path or os.path.basename(args.local), f.read())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -159,3 +160,48 @@ def test_a_peer_that_does_not_speak_the_protocol_is_named_as_such():
         listener.close()
     one_line_error(proc, f"127.0.0.1:{port} does not speak the SFS-like protocol (an HTTP server?)")
     assert proc.returncode == 1
+
+
+def test_get_onto_a_symlink_writes_its_target_and_keeps_the_link(start_server, export, tmp_path):
+    srv = start_server(export)
+    tmp_path = tmp_path / "local"          # (the export is in tmp_path too)
+    tmp_path.mkdir()
+    target = tmp_path / "real.txt"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    proc = client(srv.address, "get", "hello.txt", str(link))
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == b"hello, world\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]
+
+
+def test_get_onto_a_fifo_streams_into_it_and_keeps_it(start_server, export, tmp_path):
+    """A device, FIFO or socket is written into, never replaced (`get FILE /dev/null` as root
+    once replaced /dev/null with a regular file)."""
+    srv = start_server(export)
+    tmp_path = tmp_path / "local"
+    tmp_path.mkdir()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    proc = client(srv.address, "get", "sub/inner.bin", str(fifo))
+    reader.join(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert got == [bytes(range(256)) * 10]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["fifo"]            # no .part beside it
+
+
+def test_get_to_a_missing_directory_is_one_line_of_error_before_downloading(start_server, export,
+                                                                           tmp_path):
+    srv = start_server(export)
+    tmp_path = tmp_path / "local"
+    tmp_path.mkdir()
+    proc = client(srv.address, "get", "hello.txt", str(tmp_path / "nodir") + "/", cwd=tmp_path)
+    one_line_error(proc, "no such directory")
+    assert proc.returncode == 1
+    assert list(tmp_path.iterdir()) == []
