@@ -76,9 +76,10 @@ class FileLayer:
     does not hold up everybody's cached READs. Without it (the default), they are done at once."""
 
     def __init__(self, export: str, cache_bytes: int = 64 << 20, *, sync_later: bool = False,
-                 hidden: tuple = ()) -> None:
+                 hidden: tuple = (), hidden_ids: tuple = ()) -> None:
         self.root = os.path.realpath(export)
         self.hidden = frozenset(hidden)     # resolved paths never served (the server's key)
+        self.hidden_ids = frozenset(hidden_ids)     # (st_dev, st_ino) never served: a hard link
         if not os.path.isdir(self.root):
             raise NotADirectoryError(f"export {export!r} is not a directory")
         self.fs = Beneath(self.root)
@@ -208,9 +209,21 @@ class FileLayer:
         real = os.path.realpath(candidate) if resolve else candidate
         if not self._inside(real):
             raise rpc.RpcError(rpc.ACCES, f"{name!r} is a symlink leading out of the export")
-        if real in self.hidden or candidate in self.hidden:
+        if real in self.hidden or candidate in self.hidden or self._is_hidden_file(real):
             raise rpc.RpcError(rpc.ACCES, f"{name!r} is not served (the server's private key)")
         return candidate, real, end
+
+    def _is_hidden_file(self, path: str) -> bool:
+        """Whether `path` (not followed if a symlink) is a hidden file by identity: a hard link
+        to the key has another path but the same (st_dev, st_ino). Only names pay this lstat
+        (LOOKUP, CREATE, REMOVE, RENAME); a READ goes by a handle that passed it."""
+        if not self.hidden_ids:
+            return False
+        try:
+            st = os.lstat(path)
+        except OSError:             # no such file (a CREATE): the RPC itself reports the rest
+            return False
+        return (st.st_dev, st.st_ino) in self.hidden_ids
 
     # ---- procedures
 

@@ -63,6 +63,10 @@ def _read_key(path: Path) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"{path}: not a regular file; the key file holds a 32-byte raw "
                              "X25519 private key")
+        if st.st_nlink > 1:
+            raise ValueError(f"{path}: the key file has {st.st_nlink - 1} other hard link(s), one "
+                             "may be inside the export (where clients could read and replace it); "
+                             "make a private copy of the key and use that")
         if st.st_size != KEY_SIZE:
             raise ValueError(f"{path}: expected a 32-byte raw X25519 private key, found "
                              f"{st.st_size} bytes")

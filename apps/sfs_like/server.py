@@ -120,10 +120,13 @@ class Server:
         self.clock = clock            # monotonic seconds for every timeout (a test may pass a fake)
         self.colors = color_policy.policy(colors)
         self.file_color = self.colors.file()
-        # the key is never served, even if it was placed in the export after start-up checks
-        self.files = FileLayer(export, cache_bytes, sync_later=True,      # fsyncs on the crypto color
-                               hidden=(os.path.realpath(key_path),))
         self.key = load_or_create(key_path)
+        # the key is never served, even if it was placed (or hard-linked) in the export after the
+        # start-up checks: refused by path and by identity (device, inode)
+        key_st = os.stat(key_path)
+        self.files = FileLayer(export, cache_bytes, sync_later=True,      # fsyncs on the crypto color
+                               hidden=(os.path.realpath(key_path),),
+                               hidden_ids=((key_st.st_dev, key_st.st_ino),))
         self.public = self.key.public_key().public_bytes_raw()
         self.fingerprint = fingerprint(self.public)
         unknown = set(suites) - set(SUITES)

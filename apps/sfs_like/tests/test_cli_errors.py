@@ -134,3 +134,15 @@ def test_a_key_file_others_may_read_gets_a_warning(folders, start_server):
     srv = start_server(folders / "export", key=key)
     assert f"key file {key} has mode 0644: group or others may read or replace" in srv.log()
     assert srv.alive()
+
+
+def test_a_key_file_with_other_hard_links_is_refused(folders, start_server):
+    """A hard link to the key may sit inside the export, where clients could read and replace it."""
+    key = folders / "hard.key"
+    start_server(folders / "export", key=key).stop()          # made here, one link
+    os.link(key, folders / "export" / "k")
+    proc = _server(folders, "--key", str(key))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("python -m apps.sfs_like.server: error: cannot start: ")
+    assert "other hard link" in proc.stderr and "make a private copy" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -350,6 +350,27 @@ def test_the_file_layer_never_serves_a_hidden_path(tmp_path):
     assert key.read_bytes() == b"k" * 32
 
 
+def test_the_file_layer_never_serves_a_hard_link_to_a_hidden_file(tmp_path):
+    """A hard link to the key inside the export has another path: it is refused by identity."""
+    root = tmp_path / "export"
+    root.mkdir()
+    key = tmp_path / "server.key"
+    key.write_bytes(b"k" * 32)
+    os.link(key, root / "copy")
+    (root / "alias").symlink_to(root / "copy")
+    st = os.stat(key)
+    layer = FileLayer(str(root), cache_bytes=1 << 20, hidden=(str(key),),
+                      hidden_ids=((st.st_dev, st.st_ino),))
+    for name in ("copy", "alias"):
+        for request in (rpc.req_lookup(1, rpc.ROOT_FH, name), rpc.req_create(2, rpc.ROOT_FH, name),
+                        rpc.req_rename(3, rpc.ROOT_FH, name, rpc.ROOT_FH, "moved"),
+                        rpc.req_rename(4, rpc.ROOT_FH, "new", rpc.ROOT_FH, name)):
+            status, message = _status(layer, request)
+            assert status == rpc.ACCES and b"not served" in message, (name, request[4])
+    assert _status(layer, rpc.req_remove(5, rpc.ROOT_FH, "copy"))[0] == rpc.ACCES
+    assert key.read_bytes() == b"k" * 32 and (root / "copy").exists()
+
+
 def _read_all(layer, fh, size, block=64 * 1024):
     out = b""
     for offset in range(0, size, block):
