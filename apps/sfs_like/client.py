@@ -110,7 +110,16 @@ class Client:
         return self._xid
 
     def send_request(self, *parts) -> None:
-        self.sock.sendmsg(self.channel.send.seal(list(parts)))
+        """Send one sealed frame, all of it: with a timeout on the socket, sendmsg may send only a
+        part of it (a large WRITE into a small send buffer); the rest follows, not dropped."""
+        wire = [memoryview(p).cast("B") for p in self.channel.send.seal(list(parts))]
+        while wire:
+            sent = self.sock.sendmsg(wire)
+            while wire and sent >= len(wire[0]):
+                sent -= len(wire[0])
+                wire.pop(0)
+            if wire and sent:
+                wire[0] = wire[0][sent:]
 
     def recv_reply(self) -> bytes:
         body = recv_frame(self.sock)

@@ -229,3 +229,17 @@ def test_requests_then_half_close_get_all_replies(start_server, export, colors, 
         assert rpc.Attr.unpack(rpc.parse_reply(c.recv_reply(), 18)).size == len(data)
         assert c.sock.recv(10) == b""
     assert "Traceback" not in srv.log()
+
+
+@pytest.mark.parametrize("suite", ["sfs2003", "modern"])
+def test_a_put_through_a_small_send_buffer_sends_every_frame_whole(start_server, export, suite):
+    """With a timeout on the socket, sendmsg may send part of a large WRITE frame: the client sent
+    the rest never, the server timed the frame out and the put failed, leaving its .part file."""
+    srv = start_server(export, extra=("--frame-timeout", "3"))
+    data = os.urandom(2_000_000)
+    with Client(srv.address, suite) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        c.put("x.bin", data)
+        assert c.get("x.bin") == data
+    assert (export / "x.bin").read_bytes() == data
+    assert not [p.name for p in export.iterdir() if p.name.endswith(".part")]
