@@ -65,6 +65,8 @@ class Client:
         self.sock = socket.create_connection((self.address.host, self.address.port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._xid = 0
+        self._unanswered = 0      # requests sent whose replies were not read (an interrupted call)
+        self._torn = False        # a frame half sent or half read: the stream is out of step
         try:
             self.channel = self._handshake()
         except BaseException:
@@ -113,6 +115,7 @@ class Client:
         """Send one sealed frame, all of it: with a timeout on the socket, sendmsg may send only a
         part of it (a large WRITE into a small send buffer); the rest follows, not dropped."""
         wire = [memoryview(p).cast("B") for p in self.channel.send.seal(list(parts))]
+        self._torn = True
         while wire:
             sent = self.sock.sendmsg(wire)
             while wire and sent >= len(wire[0]):
@@ -120,9 +123,23 @@ class Client:
                 wire.pop(0)
             if wire and sent:
                 wire[0] = wire[0][sent:]
+        self._torn = False
+        self._unanswered += 1
+
+    def settle(self) -> None:
+        """Read and drop the replies to requests whose call was interrupted (a signal between
+        sending a WRITE and reading its reply), so the next reply read is the next call's.
+        ProtocolError if a frame was cut in half: then only a new connection is in step."""
+        if self._torn:
+            raise ProtocolError("a frame was interrupted half way: this connection is out of step")
+        while self._unanswered:
+            self.recv_reply()
 
     def recv_reply(self) -> bytes:
+        self._torn = True
         body = recv_frame(self.sock)
+        self._torn = False
+        self._unanswered = max(0, self._unanswered - 1)
         try:
             return self.channel.recv.open(bytes(body))
         except AuthError as exc:
@@ -233,11 +250,28 @@ class Client:
                 self.write(fh, offset, view[offset:offset + block])
             self.rename(dir_fh, tmp, dir_fh, name)
         except BaseException:
-            try:
-                self.remove(dir_fh, tmp)
-            except Exception:       # the connection may be what failed: keep the first error
-                pass
+            self._remove_quietly(dir_fh, tmp)
             raise
+
+    def _remove_quietly(self, dir_fh: int, name: str) -> None:
+        """Cleanup after a failed put: REMOVE `name`, keeping the put's own error. The replies of
+        an interrupted call are read first (else the REMOVE would read the WRITE's reply, fail
+        on the xid and be lost); if this connection is out of step or gone, a new one does it
+        (file handles are the server's, not the connection's)."""
+        try:
+            self.settle()
+            self.remove(dir_fh, name)
+            return
+        except rpc.RpcError:    # the server answered this REMOVE (NOENT, ...): nothing to retry
+            return
+        except Exception:
+            pass
+        try:
+            timeout = self.sock.gettimeout()
+            with Client(self.address, self.suite, timeout=min(timeout or 10.0, 10.0)) as fresh:
+                fresh.remove(dir_fh, name)
+        except Exception:       # the server may be what failed: keep the first error
+            pass
 
     def listdir(self, path: str = "") -> list[tuple[str, int]]:
         return self.readdir(self.walk(path))

@@ -243,3 +243,34 @@ def test_a_put_through_a_small_send_buffer_sends_every_frame_whole(start_server,
         assert c.get("x.bin") == data
     assert (export / "x.bin").read_bytes() == data
     assert not [p.name for p in export.iterdir() if p.name.endswith(".part")]
+
+
+@pytest.mark.parametrize("torn", [False, True])
+def test_a_put_interrupted_between_a_write_and_its_reply_removes_its_part_file(start_server, export,
+                                                                                 torn):
+    """A signal (KeyboardInterrupt, or SystemExit from the client's SIGTERM handler) after a WRITE
+    was sent and before its reply was read: the cleanup REMOVE read the WRITE's reply, failed on
+    the xid, and the .part file stayed. Now the stale reply is read first (or, with a frame read
+    half way, a new connection removes it)."""
+    srv = start_server(export)
+    with Client(srv.address) as c:
+        real = c.recv_reply
+        calls = []
+
+        def interrupted():
+            calls.append(1)
+            if len(calls) == 2:                    # the first WRITE's reply (the CREATE's was 1st)
+                if torn:
+                    c.sock.recv(3)                 # a signal in the middle of reading the frame
+                    c._torn = True
+                raise KeyboardInterrupt
+            return real()
+
+        c.recv_reply = interrupted
+        with pytest.raises(KeyboardInterrupt):
+            c.put("x.bin", os.urandom(600_000))
+        assert len(calls) == (2 if torn else 4)    # the stale WRITE reply, then the REMOVE's
+        if not torn:
+            c.recv_reply = real
+            assert [name for name, _ in c.listdir()] == ["hello.txt", "sub"]   # still in step
+    assert sorted(p.name for p in export.iterdir()) == ["hello.txt", "sub"]
