@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import socket
 import struct
 import sys
@@ -635,6 +636,11 @@ def main(argv=None) -> int:
         except OSError as exc:
             raise SystemExit(f"python -m apps.sfs_like.server: error: cannot listen on "
                              f"{args.host}:{args.port}: {exc.strerror or exc}") from None
+        # SIGTERM stops the server as Ctrl-C does: status 0, no traceback (it used to die of the
+        # signal, status -15). Both are installed before the address is printed: whoever waits for
+        # that line may signal at once (a Ctrl-C between the print and loop.run() was a traceback).
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, loop.stop)
         print(server.address(), flush=True)
         log.info("serving %s at %s, colors %s, %d workers, suites %s", server.files.root,
                  server.address(), args.colors, args.workers, ",".join(sorted(suites)))

@@ -1,5 +1,6 @@
 """What a user gets wrong when starting the server ends in one clear line, never a traceback."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -146,3 +147,15 @@ def test_a_key_file_with_other_hard_links_is_refused(folders, start_server):
     assert proc.stderr.strip().startswith("python -m apps.sfs_like.server: error: cannot start: ")
     assert "other hard link" in proc.stderr and "make a private copy" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_server_stops_cleanly_on_sigterm_as_on_ctrl_c(folders, signum):
+    proc = subprocess.Popen([sys.executable, "-m", "apps.sfs_like.server", "--export",
+                             str(folders / "export"), "--key", str(folders / "key")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline()                       # listening, handlers installed
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err
