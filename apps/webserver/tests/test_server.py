@@ -476,35 +476,34 @@ def test_root_slash_serves_absolute_paths_and_still_refuses_traversal(server_fac
 @pytest.mark.parametrize("colors", ["off", "on"])
 def test_ctrl_c_stops_the_server_as_cleanly_as_sigterm(docroot, tmp_path, colors):
     stats = tmp_path / "stats.json"
+    returncode, stderr = serve_then_signal(docroot, signal.SIGINT, "--colors", colors,
+                                           "--stats-file", str(stats))
+    assert returncode == 0 and "Traceback" not in stderr, stderr
+    assert json.loads(stats.read_text())["requests"] == 0
+
+
+def serve_then_signal(docroot, signum, *args, meanwhile=lambda: None) -> tuple[int, str]:
+    """Start the server (CLI), wait until it serves, run `meanwhile()`, send `signum`: its exit
+    status and stderr."""
     proc = subprocess.Popen([sys.executable, "-m", "apps.webserver", "--root", str(docroot),
-                             "--port", "0", "--colors", colors, "--stats-file", str(stats)],
+                             "--port", "0", *args],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("serving ")
-        proc.send_signal(signal.SIGINT)
+        meanwhile()
+        proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
-    assert json.loads(stats.read_text())["requests"] == 0
+    return proc.returncode, stderr
 
 
 def test_a_stats_folder_removed_while_serving_costs_one_line_not_the_counters(docroot, tmp_path):
     folder = tmp_path / "stats"
     folder.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "apps.webserver", "--root", str(docroot),
-                             "--port", "0", "--stats-file", str(folder / "s.json")],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().startswith("serving ")
-        folder.rmdir()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    returncode, stderr = serve_then_signal(docroot, signal.SIGTERM, "--stats-file",
+                                           str(folder / "s.json"), meanwhile=folder.rmdir)
+    assert returncode == 0 and "Traceback" not in stderr, stderr
     assert "cannot write --stats-file" in stderr and '"requests": 0' in stderr
