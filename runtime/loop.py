@@ -317,6 +317,9 @@ class Loop:
         task = self.spawn(coro, color)
         task.add_done_callback(lambda _: self.stop())
         self.run()
+        if not task.done():      # another stop() ended the run first
+            task.cancel()
+            raise RuntimeError("the loop stopped before the coroutine finished")
         return task.result()
 
     # -- running and stopping -------------------------------------------------------------------
@@ -345,6 +348,9 @@ class Loop:
                 os.sched_setaffinity(0, saved_affinity)
             if own_sigint:
                 self._restore_signal(signal.SIGINT)
+            # The stop() that ended this run is spent: only one called between runs carries over
+            # to the next, else every later run() would stop at once, its timers never firing.
+            self._stopping = False
             self._loop_thread = None
         if self._fatal is not None:
             fatal, self._fatal = self._fatal, None

@@ -409,3 +409,30 @@ def test_a_busy_color_runs_a_bounded_streak_then_yields_to_the_others():
     assert runs[0] == ("a", STREAK + 1) and runs[1] == ("b", STREAK + 1)   # streaks, then a turn
     assert max(n for _, n in runs) == STREAK + 1
     assert len(runs) == 6                                 # a, b, a, b, a, b: nobody starves
+
+
+def test_a_loop_runs_again_after_stop_and_its_timers_fire():
+    """The stop() that ended one run does not end the next: a second run() waits for its timer,
+    and run_until_complete works twice (it hung the second time)."""
+    with runtime.Loop(workers=2) as loop:
+        fired = []
+        for run in range(3):
+            loop.call_later(0.02, fired.append, run)
+            loop.call_later(0.04, loop.stop)
+            loop.run()
+        assert fired == [0, 1, 2]
+
+        async def after(delay, value):
+            await runtime.sleep(delay)
+            return value
+        assert loop.run_until_complete(after(0.02, "first")) == "first"
+        assert loop.run_until_complete(after(0.02, "second")) == "second"
+
+
+def test_a_stop_between_runs_carries_over_to_the_next():
+    with runtime.Loop(workers=1) as loop:
+        ran = []
+        loop.call_soon(ran.append, 1)
+        loop.stop()
+        loop.run()                   # drains what was queued, then returns at once
+        assert ran == [1]
