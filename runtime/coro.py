@@ -65,7 +65,12 @@ class Future:
         fn(self)
 
     def result(self, timeout: float | None = None):
-        """The value, or raise the exception. Blocks up to `timeout` if called from a plain thread."""
+        """The value, or raise the exception. Blocks up to `timeout` if called from a plain thread;
+        on a loop's own threads it never blocks (InvalidStateError if not done): waiting there
+        could stop the very callbacks that would complete it."""
+        if not self._done.is_set() and getattr(_context.local, "loop", None) is not None:
+            raise InvalidStateError("the future is not done: await it instead of calling "
+                                    "result() on a loop thread")
         if not self._done.wait(timeout):
             raise TimeoutError("the future is not done")
         if self._exception is not None:
@@ -98,20 +103,26 @@ class Task(Future):
         loop.call_soon(self._step, None, None, color=color)
 
     def cancel(self) -> bool:
-        """Throw CancelledError into the coroutine at its current await. False if already done."""
+        """Throw CancelledError into the coroutine at its current await (or at its first step,
+        if it has not started). False if already done."""
         if self.done():
             return False
         self._cancel_requested = True
         waiting = self._waiting_on
-        if waiting is not None and not waiting.done():
-            self._loop.call_soon(self._step, None, CancelledError(), color=self.color)
+        if waiting is not None:
+            self._loop.call_soon(self._step, None, None, waiting, color=self.color)
         return True
 
-    def _step(self, value, exc) -> None:
-        if self.done():
+    def _step(self, value, exc, resumes: Future | None = None) -> None:
+        """One step of the coroutine: resume the await on `resumes` (None: the first step) with
+        `value` or `exc`. An await is resumed once: by its future's wake-up or by a cancel(),
+        whichever runs first; the other finds it resumed already and does nothing. A requested
+        cancellation is delivered at the first step that runs, whatever it was to deliver."""
+        if self.done() or resumes is not self._waiting_on:
             return
-        if exc is None and self._cancel_requested and self._waiting_on is None:
-            exc = CancelledError()
+        if self._cancel_requested:
+            self._cancel_requested = False
+            value, exc = None, CancelledError()
         self._waiting_on = None
         try:
             awaited = self._coro.send(value) if exc is None else self._coro.throw(exc)
@@ -128,6 +139,9 @@ class Task(Future):
             return
         self._waiting_on = awaited
         awaited.add_done_callback(self._wake)
+        if self._cancel_requested:
+            # cancel() ran during this step, when there was no await yet to interrupt
+            self._loop.call_soon(self._step, None, None, awaited, color=self.color)
 
     def _wake(self, awaited: Future) -> None:
         if self._waiting_on is not awaited:
@@ -136,7 +150,7 @@ class Task(Future):
             value, exc = awaited.result(), None
         except BaseException as failure:
             value, exc = None, failure
-        self._loop.call_soon(self._step, value, exc, color=self.color)
+        self._loop.call_soon(self._step, value, exc, awaited, color=self.color)
 
     def __repr__(self):
         state = "done" if self.done() else "pending"

@@ -149,3 +149,93 @@ def test_future_set_from_a_plain_thread_resumes_the_task():
         assert loop.run_until_complete(waiter(), color=7) == "from thread"
     with pytest.raises(runtime.InvalidStateError):
         fut.set_result("twice")
+
+
+def test_cancel_right_after_the_awaited_future_completes_is_not_lost():
+    """cancel() returned True, so the task must end cancelled, even when the future it awaits was
+    completed just before (its wake-up already queued with the value)."""
+    loop = runtime.Loop(workers=2)
+    fut = runtime.Future()
+    outcome = []
+
+    async def waiter():
+        try:
+            return await fut
+        except runtime.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    async def main():
+        task = loop.spawn(waiter(), color=7)
+        await runtime.call_in_color(7, lambda: None)      # the waiter is at its await now
+        said = await runtime.call_in_color(7, lambda: (fut.set_result(1), task.cancel())[1])
+        try:
+            await task
+        except runtime.CancelledError:
+            return said, "task cancelled"
+        return said, "task finished"
+
+    try:
+        assert loop.run_until_complete(main()) == (True, "task cancelled")
+    finally:
+        loop.close()
+    assert outcome == ["cancelled"]
+
+
+def test_a_cancel_the_coroutine_survives_is_delivered_once():
+    loop = runtime.Loop(workers=1)
+    first, second = runtime.Future(), runtime.Future()
+
+    async def stubborn():
+        try:
+            await first
+        except runtime.CancelledError:
+            pass
+        return await second          # a cancellation already handled must not strike again
+
+    async def main():
+        task = loop.spawn(stubborn())
+        await runtime.sleep(0.01)
+        task.cancel()
+        await runtime.sleep(0.01)
+        second.set_result("kept going")
+        return await task
+
+    try:
+        assert loop.run_until_complete(main()) == "kept going"
+    finally:
+        loop.close()
+
+
+def test_result_on_a_loop_thread_refuses_instead_of_freezing_the_loop():
+    loop = runtime.Loop(workers=2)
+
+    async def slow():
+        await runtime.sleep(0.05)
+        return "slow"
+
+    async def main():
+        task = loop.spawn(slow())
+        with pytest.raises(runtime.InvalidStateError, match="await it"):
+            task.result()
+        return await task
+
+    try:
+        assert loop.run_until_complete(main()) == "slow"
+    finally:
+        loop.close()
+
+
+def test_run_until_complete_stopped_early_says_so():
+    loop = runtime.Loop(workers=1)
+    never = runtime.Future()
+
+    async def forever():
+        await never
+
+    loop.call_later(0.02, loop.stop)
+    try:
+        with pytest.raises(RuntimeError, match="stopped before the coroutine finished"):
+            loop.run_until_complete(forever())
+    finally:
+        loop.close()
