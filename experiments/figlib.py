@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -44,11 +45,18 @@ def figures_dir() -> Path:
 
 
 def read_csv(name: str, folder: Path | None = None) -> pd.DataFrame | None:
-    """The CSV `name` from the results folder, or None when that experiment has not run yet."""
+    """The CSV `name` from the results folder, or None when that experiment has not run yet (or
+    its file is empty: a step killed before it wrote anything), said on stderr so that a figure
+    drawn without its data is never a silent surprise."""
     path = (folder or results_dir()) / f"{name}.csv"
     if not path.exists():
+        print(f"note: {path} is missing (its step has not run): read as no data", file=sys.stderr)
         return None
-    df = pd.read_csv(path, dtype={"python": str})     # "3.11" must not become the float 3.11
+    try:
+        df = pd.read_csv(path, dtype={"python": str})  # "3.11" must not become the float 3.11
+    except pd.errors.EmptyDataError:
+        print(f"note: {path} is empty: treated as missing (run that step again)", file=sys.stderr)
+        return None
     if "mode" in df.columns:                           # the benchmarks write off/on
         df["mode"] = df["mode"].replace(MODE_NAMES)
     return df if len(df) else None

@@ -67,3 +67,12 @@ def test_blocksize_crossover_is_interpolated_between_measured_blocks():
     assert sfs_blocksize.crossover([(8, 32e-6, 60e-6), (64, 256e-6, 60e-6)]) == pytest.approx(15, rel=0.05)
     assert sfs_blocksize.crossover([(8, 1e-6, 60e-6), (64, 2e-6, 60e-6)]) is None
     assert sfs_blocksize.crossover([(8, 90e-6, 60e-6), (64, 300e-6, 60e-6)]) == 8
+
+
+def test_a_missing_or_empty_csv_reads_as_no_data_and_says_so(tmp_path, capsys):
+    from experiments import figlib
+    assert figlib.read_csv("sched_compare", tmp_path) is None
+    assert "sched_compare.csv is missing" in capsys.readouterr().err
+    (tmp_path / "sched_compare.csv").write_text("")
+    assert figlib.read_csv("sched_compare", tmp_path) is None     # not pandas' EmptyDataError
+    assert "sched_compare.csv is empty" in capsys.readouterr().err
