@@ -162,7 +162,7 @@ class FileCache:
             st = os.stat(full)
             if stat.S_ISDIR(st.st_mode):
                 if relpath and not relpath.endswith("/"):
-                    if not self._within(full):
+                    if self._resolved_inside(full) is None:
                         return None
                     raise NeedsSlash(relpath)
                 full = os.path.join(full, INDEX)
@@ -172,7 +172,7 @@ class FileCache:
         except OSError as exc:
             # Only a name inside the root may get an answer other than 404: through a symlink
             # leading out of it, a 301 or 403 would tell which paths exist out there.
-            return _missing_or_raise(exc) if self._within(full) else None
+            return _missing_or_raise(exc) if self._resolved_inside(full) is not None else None
         if not stat.S_ISREG(st.st_mode):
             return None
         table = self._table()
@@ -185,14 +185,14 @@ class FileCache:
             table.insert(full, entry, self.max_bytes)
         return entry
 
-    def _within(self, full: str) -> bool:
-        """Whether `full`, its symlinks followed, is the root or inside it."""
-        real = os.path.realpath(full)
-        return real == self.root or real.startswith(self._inside)
+    def _resolved_inside(self, path: str) -> str | None:
+        """`path` with its symlinks followed, if that is the root or inside it; else None."""
+        real = os.path.realpath(path)
+        return real if real == self.root or real.startswith(self._inside) else None
 
     def _load(self, full: str) -> CachedFile | None:
-        real = os.path.realpath(full)
-        if not real.startswith(self._inside):
+        real = self._resolved_inside(full)
+        if real is None:
             return None                      # a symbolic link that leads out of the root
         try:
             # O_NONBLOCK: if the name became a FIFO since the stat, opening it must not wait
@@ -225,8 +225,8 @@ class FileCache:
         were built: same device and inode, still a regular file. One replaced since (a new
         version renamed over it) is a 503: the client's retry gets the new one.
         """
-        real = os.path.realpath(entry.path)
-        if not real.startswith(self._inside):
+        real = self._resolved_inside(entry.path)
+        if real is None:
             return -1
         try:
             fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
