@@ -175,10 +175,8 @@ def test_cancel_right_after_the_awaited_future_completes_is_not_lost():
             return said, "task cancelled"
         return said, "task finished"
 
-    try:
+    with loop:
         assert loop.run_until_complete(main()) == (True, "task cancelled")
-    finally:
-        loop.close()
     assert outcome == ["cancelled"]
 
 
@@ -201,10 +199,8 @@ def test_a_cancel_the_coroutine_survives_is_delivered_once():
         second.set_result("kept going")
         return await task
 
-    try:
+    with loop:
         assert loop.run_until_complete(main()) == "kept going"
-    finally:
-        loop.close()
 
 
 def test_result_on_a_loop_thread_refuses_instead_of_freezing_the_loop():
@@ -220,10 +216,8 @@ def test_result_on_a_loop_thread_refuses_instead_of_freezing_the_loop():
             task.result()
         return await task
 
-    try:
+    with loop:
         assert loop.run_until_complete(main()) == "slow"
-    finally:
-        loop.close()
 
 
 def test_run_until_complete_stopped_early_says_so():
@@ -234,8 +228,6 @@ def test_run_until_complete_stopped_early_says_so():
         await never
 
     loop.call_later(0.02, loop.stop)
-    try:
+    with loop:
         with pytest.raises(RuntimeError, match="stopped before the coroutine finished"):
             loop.run_until_complete(forever())
-    finally:
-        loop.close()
