@@ -11,7 +11,7 @@ QUICK      ?=
 export QUICK
 
 # Debian packages the artifact needs, installed only when missing (as root, or through sudo).
-APT_PACKAGES := wrk nginx apache2 curl
+APT_PACKAGES := wrk nginx apache2 curl linux-perf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup apt venv test bench reproduce clean
@@ -21,7 +21,7 @@ help:
 	@echo "make test        run the test suite"
 	@echo "make setup       only the set-up: missing Debian packages, then .venv"
 	@echo "make bench       only the benchmarks (runtime, SFS, web), each writing its CSV"
-	@echo "make fig-NAME    one experiment and its figure; NAME: sfs web blocksize lines callbacks sched gil model"
+	@echo "make fig-NAME    one experiment and its figure; NAME: sfs web blocksize lines callbacks sched gil gilsplit model"
 	@echo "make figs-redraw redraw every figure from the CSVs there; make claims: the claims table"
 	@echo "make notebooks   execute notebooks/ into artifact/notebooks-executed/"
 	@echo "make freethreaded, test-freethreaded, test-freethreaded-stress: the CPython 3.13t track"

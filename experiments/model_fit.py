@@ -6,7 +6,9 @@ Every parameter is measured, at one CPU, per application and configuration (mode
            machine's other tenants); the 1-CPU points therefore calibrate and are marked so
   held_s   the share of it that holds the GIL, in the proportion measured by the profiles
            (server CPU outside crypto / outside socket calls / outside the GIL-releasing call)
-  free_s   the rest (cipher+MAC, hash, socket calls): runs in parallel
+  free_s   the rest (cipher+MAC, hash, socket calls): runs in parallel, less the part of each
+           such call that still holds the GIL (arguments, its output buffer, the cache misses
+           after it), measured with perf uprobes where they can be placed (experiments.gil_split)
   wake     what waking a thread on another CPU costs the waker, and how long until it runs
            (experiments.gil_handoff, measured apart): the GIL's hand-offs and idle workers' wake-ups
   switch_s the extra interpreter work of a thread that takes the GIL from a thread on another CPU
@@ -182,6 +184,20 @@ def _load_switch_cost(switch_s):
     return gil_handoff.switch_cost()
 
 
+def _load_held_in_call(table):
+    if table is not None:
+        return table
+    from experiments import gil_split
+
+    return gil_split.held_in_call_table()
+
+
+def held_part(table: dict, python: str, call: str, timed_s: float) -> float:
+    """Of a call timed whole at `timed_s`, the seconds that hold the GIL (gil_split; 0 where
+    unmeasured), never more than the call."""
+    return min(max(0.0, table.get((python, call), 0.0)), max(0.0, timed_s))
+
+
 def dispatch_cost(df: pd.DataFrame | None) -> float:
     """Seconds per default-color callback on one worker (runtime_dispatch.csv), or 0."""
     if df is None or "impl" not in df.columns:
@@ -198,15 +214,17 @@ def _truthy(series: pd.Series) -> bool:
 
 
 def sfs_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None = None,
-              switch_s: float | None = None) -> list[Case]:
+              switch_s: float | None = None, held_in_call: dict | None = None) -> list[Case]:
     """Per suite, block and mode, from that mode's 1-CPU rows: the read's wall time at 1 CPU split
     as server CPU outside the crypto and send calls (GIL held) against the crypto calls' and the
-    send calls' time (both release the GIL; a 64 KiB sendmsg is most of a READ's non-crypto time);
-    the client's cost from its measured CPU use per read."""
+    send calls' time (both release the GIL; a 64 KiB sendmsg is most of a READ's non-crypto time),
+    less the part of the reply's seal that holds the GIL (gil_split); the client's cost from its
+    measured CPU use per read."""
     if df is None or "mode" not in df.columns:
         return []
     table = _load_wake_costs(wake_costs)
     switch_s = _load_switch_cost(switch_s)
+    held_in_call = _load_held_in_call(held_in_call)
     if dispatch_s is None:
         from experiments import figlib
         dispatch_s = dispatch_cost(figlib.read_csv("runtime_dispatch"))
@@ -224,6 +242,8 @@ def sfs_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float | None
             other, crypto = _median(one, "other_s_per_read"), _median(one, "crypto_s_per_read")
             if other is None or crypto is None:
                 continue
+            sealed_held = held_part(held_in_call, str(python), f"seal/{suite}/{int(block)}k", crypto)
+            other, crypto = other + sealed_held, crypto - sealed_held
             send = _median(one, "send_s_per_read")
             if send is not None:                 # the send calls release the GIL too
                 other, crypto = max(0.0, other - send), crypto + send
@@ -339,13 +359,15 @@ def _client_cost_from_ncopy(sub: pd.DataFrame, server_s: float) -> tuple[float, 
 
 
 def runtime_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float = 0.0,
-                  switch_s: float | None = None) -> list[Case]:
+                  switch_s: float | None = None, held_in_call: dict | None = None) -> list[Case]:
     """Per workload and colors: 1 / ops-per-s at 1 worker, split by the GIL-releasing call's
-    measured time; the GIL-held part is at least one callback's dispatch (runtime_dispatch)."""
+    measured time less the part of it that holds the GIL (gil_split); the GIL-held part is at
+    least one callback's dispatch (runtime_dispatch)."""
     if df is None or "workload" not in df.columns:
         return []
     table = _load_wake_costs(wake_costs)
     switch_s = _load_switch_cost(switch_s)
+    held_in_call = _load_held_in_call(held_in_call)
     cases = []
     for (python, workload), sub in df.groupby(["python", "workload"]):
         for colors, csub in sub.groupby("colors"):
@@ -355,6 +377,7 @@ def runtime_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float = 
             if rate1 is None or free_cpu is None:
                 continue
             service = 1.0 / rate1
+            free_cpu -= held_part(held_in_call, str(python), f"speedup/{workload}", free_cpu)
             free = min(free_cpu, service)
             held = max(service - free, min(dispatch_s, service))
             free = service - held
@@ -367,13 +390,18 @@ def runtime_cases(df: pd.DataFrame | None, wake_costs=None, dispatch_s: float = 
     return cases
 
 
-def handoff_cases(points: list[dict], wake_costs=None, switch_s: float | None = None) -> list[Case]:
-    """experiments.gil_handoff's two looping threads: h and f measured alone, the 1-thread rate
-    calibrates them, the 2-thread rate checks the model's GIL with the measured wake-up costs."""
+def handoff_cases(points: list[dict], wake_costs=None, switch_s: float | None = None,
+                  held_in_call: dict | None = None) -> list[Case]:
+    """experiments.gil_handoff's two looping threads: h and f measured alone (f less the part of
+    the sha256 call that holds the GIL, gil_split), the 1-thread rate calibrates them, the
+    2-thread rate checks the model's GIL with the measured wake-up costs."""
     table = _load_wake_costs(wake_costs)
     switch_s = _load_switch_cost(switch_s)
+    held_in_call = _load_held_in_call(held_in_call)
     cases = []
     for p in points:
+        moved = held_part(held_in_call, p["python"], f"handoff/sha256_{p.get('free_kib', 16)}k",
+                          p["free_s"])
         measured = []
         for threads, values in sorted(p["rates"].items()):
             values = sorted(values)
@@ -383,7 +411,8 @@ def handoff_cases(points: list[dict], wake_costs=None, switch_s: float | None = 
         cases.append(Case(
             app="runtime", python=p["python"],
             config=f"GIL hand-off, {p['held_s'] * 1e6:.0f} us held, {p['free_s'] * 1e6:.0f} us free",
-            mode="distinct", held_s=p["held_s"], free_s=p["free_s"], clients=16, unit="ops/s",
+            mode="distinct", held_s=p["held_s"] + moved, free_s=p["free_s"] - moved, clients=16,
+            unit="ops/s",
             **_wake(table, switch_s), baseline="", group="gil_handoff", measured=measured, calibration_cpus={1}))
     return cases
 

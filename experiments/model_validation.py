@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import figlib, gil_handoff, model_fit, sfs_throughput
+from experiments import figlib, gil_handoff, gil_split, model_fit, sfs_throughput
 
 NAME = "model_validation"
 PREDICTIONS = "model_predictions"
-SOURCES = ("sfs_throughput", "web_throughput", "runtime_speedup", "gil_handoff")
+SOURCES = ("sfs_throughput", "web_throughput", "runtime_speedup", "gil_handoff", "gil_split")
 GOAL_PCT = 15.0
 APP_MARKERS = {"sfs": "o", "web": "s", "runtime": "^"}
 APP_COLORS = {"sfs": "#1f77b4", "web": "#2ca02c", "runtime": "#9467bd"}
@@ -36,14 +36,16 @@ def all_cases(results: Path | None = None) -> dict[str, list]:
     table = gil_handoff.wake_costs(results)
     switch = gil_handoff.switch_cost(results)
     dispatch = model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))
+    held = gil_split.held_in_call_table(results)
     return {
         "sfs_throughput": model_fit.sfs_cases(figlib.read_csv("sfs_throughput", results), table,
-                                              dispatch, switch),
+                                              dispatch, switch, held),
         "web_throughput": model_fit.web_cases(figlib.read_csv("web_throughput", results), table,
                                               switch),
         "runtime_speedup": model_fit.runtime_cases(figlib.read_csv("runtime_speedup", results), table,
-                                                   dispatch, switch),
-        "gil_handoff": model_fit.handoff_cases(gil_handoff.handoff_points(results), table, switch),
+                                                   dispatch, switch, held),
+        "gil_handoff": model_fit.handoff_cases(gil_handoff.handoff_points(results), table, switch,
+                                               held),
     }
 
 
@@ -58,7 +60,8 @@ def headline_cases(results: Path | None = None) -> list:
         block = sfs_throughput.headline_block(sfs, sfs_throughput.HEADLINE_SUITE)
         if block is not None:
             sub = sfs[(sfs["suite"] == sfs_throughput.HEADLINE_SUITE) & (sfs["block_kib"] == block)]
-            out.extend(model_fit.sfs_cases(sub, wake, dispatch, switch))
+            out.extend(model_fit.sfs_cases(sub, wake, dispatch, switch,
+                                           gil_split.held_in_call_table(results)))
     web = model_fit.web_cases(figlib.read_csv("web_throughput", results), wake, switch)
     out.extend(web)
     if web and not any(c.python.endswith("t") for c in web):

@@ -26,6 +26,7 @@ STEPS = [
     ("blocksize", "experiments.sfs_blocksize", "SFS block-size sweep (from the SFS CSV)"),
     ("web", "experiments.web_throughput", "web server vs CPUs: colorloop, N-copy, nginx, Apache, aiohttp"),
     ("gil", "experiments.gil_handoff", "model input: what a cross-CPU wake-up costs"),
+    ("gilsplit", "experiments.gil_split", "model input: the GIL-held part of each GIL-releasing call"),
     ("model", "experiments.model_validation", "model: validation per point, prediction 1..16 CPUs"),
 ]
 

@@ -1,12 +1,13 @@
 # Experiments, figures, notebooks and the claims table (experiments/, notebooks/, artifact/).
 #   make fig-NAME          one experiment: measure, write artifact/results/<csv>, draw artifact/figures/<png,pdf>
-#                          NAME: sfs web blocksize lines callbacks sched gil model (gil: a model input, no figure)
+#                          NAME: sfs web blocksize lines callbacks sched gil gilsplit model (gil, gilsplit: model
+#                          inputs, no figure)
 #   make figs-redraw       redraw every figure from the CSVs already there (measures nothing)
 #   make reproduce-all     every experiment, the notebooks, then the claims table (QUICK=1: the short version)
 #   make notebooks         execute notebooks/ into artifact/notebooks-executed/
 #   make claims            print the claims table from the CSVs already there
 #   make test-experiments  the experiments' own tests (model, figures, notebooks on synthetic CSVs)
-EXP_FIGS := sfs web blocksize lines callbacks sched gil model
+EXP_FIGS := sfs web blocksize lines callbacks sched gil gilsplit model
 EXP_MOD_sfs       := sfs_throughput
 EXP_MOD_web       := web_throughput
 EXP_MOD_blocksize := sfs_blocksize
@@ -14,6 +15,7 @@ EXP_MOD_lines     := lines_changed
 EXP_MOD_callbacks := callback_cost
 EXP_MOD_sched     := sched_compare
 EXP_MOD_gil       := gil_handoff
+EXP_MOD_gilsplit  := gil_split
 EXP_MOD_model     := model_validation
 
 .PHONY: $(addprefix fig-,$(EXP_FIGS)) figs-redraw reproduce-all notebooks claims test-experiments

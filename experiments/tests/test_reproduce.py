@@ -1,5 +1,5 @@
 """The reproduce driver: runs its steps as processes, keeps going past a failure, ends with claims."""
-from experiments import reproduce
+from experiments import common, reproduce
 
 
 def test_plot_only_run_redraws_and_prints_the_claims(synthetic_results, tmp_path, capfd):
@@ -24,3 +24,13 @@ def test_a_failing_step_is_reported_and_the_run_goes_on(synthetic_results, monke
     parts = dict(part.split(" ", 1) for part in summary[len("steps: "):].split(", "))
     assert parts["broken"].endswith("FAILED") and not parts["lines"].endswith("FAILED")
     assert "claims met" in out
+
+
+def test_every_step_has_a_make_target_and_a_row_in_the_artifact_readme():
+    makefile = (common.REPO / "mk" / "experiments.mk").read_text()
+    targets = next(line for line in makefile.splitlines() if line.startswith("EXP_FIGS :=")).split()[2:]
+    readme = (common.REPO / "artifact" / "README.md").read_text()
+    for step, module, _ in reproduce.STEPS:
+        assert step in targets, f"make fig-{step} is missing"
+        assert f"EXP_MOD_{step}" in makefile and module.split(".")[-1] in makefile
+        assert f"| {step} | `{module}` |" in readme, f"artifact/README.md's step table lacks {step}"
