@@ -7,6 +7,7 @@ redrawn from `artifact/results/` alone, and the tests can draw every figure from
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -46,16 +47,26 @@ def figures_dir() -> Path:
 
 def read_csv(name: str, folder: Path | None = None) -> pd.DataFrame | None:
     """The CSV `name` from the results folder, or None when that experiment has not run yet (or
-    its file is empty: a step killed before it wrote anything), said on stderr so that a figure
-    drawn without its data is never a silent surprise."""
+    its file is empty or unreadable: a step killed before it wrote anything), said on stderr so
+    that a figure drawn without its data is never a silent surprise. A last line cut short is
+    left out, also with a note, rather than read as a row of half a measurement."""
     path = (folder or results_dir()) / f"{name}.csv"
     if not path.exists():
         print(f"note: {path} is missing (its step has not run): read as no data", file=sys.stderr)
         return None
+    text = path.read_text(errors="replace")
+    if text and not text.endswith("\n"):
+        print(f"note: {path} ends in a line cut short (its step stopped while writing): that line "
+              "is left out", file=sys.stderr)
+        text = text[: text.rfind("\n") + 1]
     try:
-        df = pd.read_csv(path, dtype={"python": str})  # "3.11" must not become the float 3.11
+        df = pd.read_csv(io.StringIO(text), dtype={"python": str})  # "3.11" must stay a string
     except pd.errors.EmptyDataError:
         print(f"note: {path} is empty: treated as missing (run that step again)", file=sys.stderr)
+        return None
+    except pd.errors.ParserError as exc:
+        print(f"note: {path} cannot be read ({str(exc).strip()}): treated as missing (run that "
+              "step again)", file=sys.stderr)
         return None
     if "mode" in df.columns:                           # the benchmarks write off/on
         df["mode"] = df["mode"].replace(MODE_NAMES)

@@ -76,3 +76,14 @@ def test_a_missing_or_empty_csv_reads_as_no_data_and_says_so(tmp_path, capsys):
     (tmp_path / "sched_compare.csv").write_text("")
     assert figlib.read_csv("sched_compare", tmp_path) is None     # not pandas' EmptyDataError
     assert "sched_compare.csv is empty" in capsys.readouterr().err
+
+
+def test_a_csv_cut_short_loses_only_its_last_line_and_says_so(tmp_path, capsys):
+    from experiments import figlib
+    (tmp_path / "sched_compare.csv").write_text('python,load,ops_per_s\n3.11,uniform,100.5\n3.11,"unif')
+    df = figlib.read_csv("sched_compare", tmp_path)
+    assert df is not None and list(df["ops_per_s"]) == [100.5] and list(df["python"]) == ["3.11"]
+    assert "cut short" in capsys.readouterr().err
+    (tmp_path / "sched_compare.csv").write_text('python,load\n3.11,"a\n')    # unterminated quote
+    assert figlib.read_csv("sched_compare", tmp_path) is None
+    assert "cannot be read" in capsys.readouterr().err
