@@ -16,17 +16,18 @@ import time
 
 from experiments import common
 
-# (step, module, what it does). Order: cheap first; SFS before the sweep that reuses its CSV;
-# the model after every CSV it validates against.
+# (step, module, what it does). Order: the model's inputs (gil, gilsplit) first, since most figures
+# draw the model beside the measurements; the steps that only model (blocksize, model) after every
+# CSV they read.
 STEPS = [
+    ("gil", "experiments.gil_handoff", "model input: what a cross-CPU wake-up costs"),
+    ("gilsplit", "experiments.gil_split", "model input: the GIL-held part of each GIL-releasing call"),
     ("lines", "experiments.lines_changed", "count the lines that color the SFS crypto"),
     ("callbacks", "experiments.callback_cost", "callback cost vs asyncio; runtime speedup (3.11, 3.13t if built)"),
     ("sched", "experiments.sched_compare", "hash placement vs work stealing on skewed colors"),
     ("sfs", "experiments.sfs_throughput", "SFS-like server: throughput vs CPUs, all block sizes"),
-    ("blocksize", "experiments.sfs_blocksize", "SFS block-size sweep (from the SFS CSV)"),
     ("web", "experiments.web_throughput", "web server vs CPUs: colorloop, N-copy, nginx, Apache, aiohttp"),
-    ("gil", "experiments.gil_handoff", "model input: what a cross-CPU wake-up costs"),
-    ("gilsplit", "experiments.gil_split", "model input: the GIL-held part of each GIL-releasing call"),
+    ("blocksize", "experiments.sfs_blocksize", "SFS block-size sweep (from the SFS CSV, with the model's column)"),
     ("model", "experiments.model_validation", "model: validation per point, prediction 1..16 CPUs"),
 ]
 

@@ -34,3 +34,13 @@ def test_every_step_has_a_make_target_and_a_row_in_the_artifact_readme():
         assert step in targets, f"make fig-{step} is missing"
         assert f"EXP_MOD_{step}" in makefile and module.split(".")[-1] in makefile
         assert f"| {step} | `{module}` |" in readme, f"artifact/README.md's step table lacks {step}"
+
+
+def test_steps_that_model_run_after_the_model_inputs_of_the_same_run():
+    order = [step for step, _, _ in reproduce.STEPS]
+    for modelling in ("callbacks", "sfs", "web", "blocksize", "model"):     # their figures draw the model
+        for source in ("gil", "gilsplit"):
+            assert order.index(source) < order.index(modelling), (source, modelling)
+    for modelling in ("blocksize", "model"):
+        for source in ("sfs", "web", "callbacks"):
+            assert order.index(source) < order.index(modelling), (source, modelling)
