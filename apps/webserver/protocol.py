@@ -12,6 +12,7 @@ Being free of sockets and of the event loop makes this the part the fuzzing test
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
@@ -353,8 +354,8 @@ class HttpSession:
             since = parsedate_to_datetime(self._if_modified_since.decode("latin-1"))
         except (TypeError, ValueError, IndexError, OverflowError):
             return False                     # an unparsable date is ignored, as RFC 9110 says
-        if since.tzinfo is None:
-            return False
+        if since.tzinfo is None:             # asctime's form names no zone; every HTTP date is GMT
+            since = since.replace(tzinfo=timezone.utc)
         return entry.mtime_s <= since.timestamp()
 
 

@@ -2,7 +2,8 @@
 import errno
 import os
 import time
-from email.utils import formatdate
+from datetime import timedelta
+from email.utils import formatdate, parsedate_to_datetime
 from unittest import mock
 
 import pytest
@@ -113,6 +114,19 @@ def test_if_none_match_and_if_modified_since_give_304(cache):
     _, replies = run(cache, raw)
     assert [r[0] for r in replies] == [304, 304, 200, 200, 200]
     assert replies[0][1]["etag"] == etag and replies[0][2] == b""
+
+
+def test_if_modified_since_accepts_all_three_http_date_forms(cache):
+    """RFC 9110 5.6.7: IMF-fixdate, the obsolete RFC 850 form and asctime's, all in GMT."""
+    _, [(_, h, _)] = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    when = parsedate_to_datetime(h["last-modified"])
+    forms = [when.strftime("%a, %d %b %Y %H:%M:%S GMT"), when.strftime("%A, %d-%b-%y %H:%M:%S GMT"),
+             when.strftime("%a %b ") + f"{when.day:2d}" + when.strftime(" %H:%M:%S %Y")]
+    earlier = when - timedelta(days=1)
+    forms.append(earlier.strftime("%a %b ") + f"{earlier.day:2d}" + earlier.strftime(" %H:%M:%S %Y"))
+    raw = "".join(f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {f}\r\n\r\n" for f in forms)
+    _, replies = run(cache, raw.encode())
+    assert [r[0] for r in replies] == [304, 304, 304, 200]
 
 
 @pytest.mark.parametrize("date", [
