@@ -68,12 +68,9 @@ def _speedup(workload: str):
 
 
 def _seal(suite: str, kib: int):
-    """One READ reply as the SFS server seals it: a short reply header and the block, with the
-    server's malloc settings (without them, a 256 KiB reply's buffers go back to the kernel at
-    every free and fault in again: apps/sfs_like/heap.py)."""
-    from apps.sfs_like import heap, suites
-
-    heap.keep_freed_memory()
+    """One READ reply as the SFS server seals it: a short reply header and the block. (Measured
+    in a process with the server's malloc settings: see `uses_server_heap`.)"""
+    from apps.sfs_like import suites
 
     spec = suites.SUITES[suite]
     channel = suites.make_channel(suite, os.urandom(spec.key_bytes), os.urandom(spec.key_bytes))
@@ -101,6 +98,13 @@ def calls() -> dict:
     return table
 
 
+def uses_server_heap(name: str) -> bool:
+    """The seals run in a child with the SFS server's malloc settings, as in the server (without
+    them a 256 KiB reply's buffers go back to the kernel at every free and fault in again:
+    apps/sfs_like/heap.py); the other calls with glibc's defaults, as in their benchmarks."""
+    return name.startswith("seal/")
+
+
 def measured_calls() -> list[str]:
     """What the model uses, in the order they are measured."""
     names = [f"speedup/{w}" for w in SPEEDUP_WORKLOADS] + [f"handoff/sha256_{k}k" for k in HANDOFF_KIB]
@@ -112,12 +116,16 @@ def measured_calls() -> list[str]:
     return names
 
 
-def child(names: list[str], trials: int, seconds: float) -> list[dict]:
+def child(names: list[str], trials: int, seconds: float, server_heap: bool = False) -> list[dict]:
     """In the probed process: per trial and call, loop the call for about `seconds` between two
     clock readings taken on the clock perf stamps its events with (CLOCK_MONOTONIC, `perf record
     -k mono`). Trials go round all calls, so a noisy moment spoils one trial of each, not all of
     one."""
     os.sched_setaffinity(0, common.allowed_cpus()[:1])     # one CPU: no migrations in a loop
+    if server_heap:
+        from apps.sfs_like import heap
+
+        heap.keep_freed_memory()
     made = {name: calls()[name]() for name in names}
     sizes = {}
     for name, call in made.items():             # warm-up, and how many calls fill `seconds`
@@ -185,13 +193,14 @@ class Probes:
     def __exit__(self, *exc) -> None:
         subprocess.run(["perf", "probe", "-q", "-d", f"{self.group}:*"], capture_output=True)
 
-    def record(self, names: list[str], trials: int, seconds: float, workdir: Path) -> tuple[list, str]:
+    def record(self, names: list[str], trials: int, seconds: float, server_heap: bool,
+               workdir: Path) -> tuple[list, str]:
         """Run the child under perf; its loops and the events as `perf script` text."""
         data = workdir / "perf.data"
         cmd = ["perf", "record", "-q", "-k", "mono", "-o", str(data),
                "-e", self.events[0], "-e", self.events[1], "--",
                sys.executable, "-m", "experiments.gil_split", "--child", json.dumps(
-                   {"names": names, "trials": trials, "seconds": seconds})]
+                   {"names": names, "trials": trials, "seconds": seconds, "server_heap": server_heap})]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=common.REPO)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
         if proc.returncode != 0 or not lines:
@@ -252,21 +261,27 @@ def held_in_call(row: dict, baseline: dict) -> float:
 
 def measure_calls(names: list[str], trials: int, seconds: float) -> list[dict]:
     """One row per call and trial: the split, and held_in_call_s against the baseline's loop of
-    the same trial."""
-    names = [BASELINE] + [n for n in names if n != BASELINE]
+    the same trial and process (one process for the seals, with the server's malloc settings,
+    one for the rest)."""
+    rows = []
     with Probes() as probes, tempfile.TemporaryDirectory(prefix="gil_split_") as tmp:
-        loops, text = probes.record(names, trials, seconds, Path(tmp))
-    events = parse_events(text, loops[0]["tid"]) if loops else []
-    if not events:
-        raise ProbesUnavailable(f"the probes on {interpreter_binary()} saw no GIL release")
-    rows, base = [], {}
-    for loop in loops:
-        row = {"python": common.python_label(), "call": loop["call"], "trial": loop["trial"],
-               "calls": loop["n"], **split(events, loop["t0"], loop["t1"], loop["n"])}
-        base.setdefault(loop["trial"], row)
-        row["held_in_call_s"] = held_in_call(row, base[loop["trial"]])
-        row["status"] = "measured"
-        rows.append(row)
+        for server_heap in (False, True):
+            group = [n for n in names if n != BASELINE and uses_server_heap(n) == server_heap]
+            if not group and server_heap:
+                continue
+            loops, text = probes.record([BASELINE] + group, trials, seconds, server_heap, Path(tmp))
+            events = parse_events(text, loops[0]["tid"]) if loops else []
+            if not events:
+                raise ProbesUnavailable(f"the probes on {interpreter_binary()} saw no GIL release")
+            base = {}
+            for loop in loops:
+                row = {"python": common.python_label(), "call": loop["call"], "trial": loop["trial"],
+                       "server_heap": server_heap, "calls": loop["n"],
+                       **split(events, loop["t0"], loop["t1"], loop["n"])}
+                base.setdefault(loop["trial"], row)
+                row["held_in_call_s"] = held_in_call(row, base[loop["trial"]])
+                row["status"] = "measured"
+                rows.append(row)
     return rows
 
 
@@ -281,7 +296,7 @@ def measure(reuse: bool = False) -> None:
     else:
         trials, seconds = (1, 0.04) if common.quick() else (3, 0.1)
         print(f"timing the GIL's releases in {len(names) + 1} calls x {trials} trials under perf "
-              f"uprobes (about {int(len(names) * trials * seconds * 3 + 5)} s)", flush=True)
+              f"uprobes (about {int(len(names) * trials * seconds * 1.5 + 4)} s)", flush=True)
         try:
             rows = measure_calls(names, trials, seconds)
         except ProbesUnavailable as exc:
@@ -321,7 +336,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         job = json.loads(args.child)
-        print(json.dumps(child(job["names"], int(job["trials"]), float(job["seconds"]))), flush=True)
+        print(json.dumps(child(job["names"], int(job["trials"]), float(job["seconds"]),
+                               bool(job.get("server_heap")))), flush=True)
     elif not args.plot_only:
         measure(reuse=args.reuse)
 
