@@ -95,7 +95,7 @@ class Connection:
         self.accepted_at = now
         self.last_active = now        # last time bytes were received from or sent to the peer
         self.partial_since = None     # when the frame now arriving started (None: no partial frame)
-        self.received = 0             # frames read (network color)
+        self.received = 0             # frames read, the hello included (network color)
         self.replied = 0              # replies sealed (crypto color)
         self.reads = 0
         self.read_bytes = 0
@@ -267,7 +267,10 @@ class Server:
             conn.partial_since = self.clock()
         for body in frames:
             conn.received += 1
-            if conn.received - conn.replied > MAX_OUTSTANDING:
+            # Requests unanswered: every frame but the first (the hello, whose answer is not
+            # counted in `replied`) less the replies sealed. Counting the hello too cut off a
+            # client with exactly MAX_OUTSTANDING requests in flight, which PROTOCOL.md allows.
+            if conn.received - 1 - conn.replied > MAX_OUTSTANDING:
                 self._close(conn, f"more than {MAX_OUTSTANDING} requests outstanding")
                 return
             self.loop.call_soon(self._crypto_in, conn, body, color=conn.color)

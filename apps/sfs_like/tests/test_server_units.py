@@ -302,3 +302,41 @@ def test_a_slow_but_steady_reader_is_not_closed_as_idle(tmp_path, export):
     for _ in range(3):                                  # 9 s without reading a byte: the last
         loop.advance(3.0)                               # read is seen 3 s late, then 5 s idle
     assert reader.conn.closing
+
+
+def test_64_pipelined_requests_are_answered_the_65th_closes_the_connection(tmp_path, export, caplog):
+    """PROTOCOL.md: at most 64 requests unanswered, more closes the connection. The client's hello
+    was counted as one of them, so 64 pipelined requests were cut off (`loadgen --depth 64`
+    always failed). Each burst is read in one recv, before any of it is answered."""
+    loop, server = make_server(tmp_path, export)
+    limit = rpc.MAX_OUTSTANDING
+
+    def burst(s: Session, first_xid: int, n: int) -> None:
+        s.sock.sendall(b"".join(s.sealed(rpc.req_getattr(xid, rpc.ROOT_FH))
+                                for xid in range(first_xid, first_xid + n)))
+        readable, args = loop.readers[s.conn.fd]
+        readable(*args)                            # all n frames, nothing answered yet
+
+    full = Session(loop, server)
+    for first in (1, 1 + limit):                   # twice: it counts unanswered requests only
+        burst(full, first, limit)
+        assert not full.conn.closing, caplog.text
+        replies = _pump(loop, {full: limit})[full]
+        assert [rpc.REP_HEAD.unpack_from(r) for r in replies] == [
+            (xid, rpc.OK) for xid in range(first, first + limit)]
+
+    over = Session(loop, server)
+    with caplog.at_level(logging.WARNING, "sfs_like.server"):
+        burst(over, 1, limit + 1)
+    assert over.conn.closing
+    assert f"closing: more than {limit} requests outstanding" in caplog.text
+    loop.run_ready()
+    assert over.sock.recv(1 << 20) == b""          # closed, none of the requests answered
+
+    other = Session(loop, server)                  # everyone else is still served
+    other.sock.sendall(other.sealed(rpc.req_getattr(7, rpc.ROOT_FH)))
+    (reply,) = _pump(loop, {other: 1})[other]
+    assert rpc.REP_HEAD.unpack_from(reply) == (7, rpc.OK)
+    burst(full, 200, 1)
+    (reply,) = _pump(loop, {full: 1})[full]
+    assert rpc.REP_HEAD.unpack_from(reply) == (200, rpc.OK)

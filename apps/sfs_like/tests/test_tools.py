@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from apps.sfs_like import colors
+from apps.sfs_like import colors, rpc
 from apps.sfs_like.client import Client
 from apps.sfs_like.count_color_diff import count
 from apps.sfs_like.loadgen import run_load
@@ -27,6 +27,19 @@ def test_loadgen_reads_and_reports_server_counters(start_server, export):
         assert r["server_colors"] == "on" and r["server_workers"] == 2
         assert r["server_loop_errors"] == 0
     assert "Traceback" not in srv.log()
+
+
+def test_loadgen_at_the_largest_depth_it_accepts_is_served(start_server, export):
+    """`--depth` goes up to rpc.MAX_OUTSTANDING, documented as the server's pipelining limit, and
+    the server must serve that many: at 64 the server cut every client off (it counted the
+    hello as a request), so only --depth 63 worked."""
+    (export / "big").write_bytes(os.urandom(1 << 20))
+    srv = start_server(export, colors="on", workers=2)
+    for decrypt in (True, False):
+        r = run_load(srv.address, path="big", block=8 * 1024, clients=1, depth=rpc.MAX_OUTSTANDING,
+                     decrypt=decrypt, warmup=0.05, duration=0.2)
+        assert r["server_reads"] > 0
+    assert "requests outstanding" not in srv.log()
 
 
 def test_loadgen_cli_runs_as_a_batch_task_when_asked(start_server, export):
