@@ -275,8 +275,12 @@ class FileLayer:
         return [rpc.READ_REPLY_HEAD.pack(xid, rpc.OK, 1 if end >= size else 0), data]
 
     def _write(self, xid: int, args) -> list:
+        """Write the rest of the request at `offset`. The data is bounded like a READ's count
+        (PROTOCOL.md: <= MAX_IO): the frame limit alone leaves room for 1 KiB more."""
         fh, offset = rpc.WRITE_HEAD.unpack_from(args, 0)
         data = args[rpc.WRITE_HEAD.size:]
+        if len(data) > MAX_IO:
+            raise rpc.RpcError(rpc.INVAL, f"WRITE of {len(data)} bytes, the limit is {MAX_IO}")
         if offset + len(data) > MAX_FILE_SIZE:
             raise rpc.RpcError(rpc.FBIG, "write beyond the 1 TiB file size limit")
         path = self._path(fh)

@@ -10,7 +10,7 @@ import pytest
 
 from apps.sfs_like import rpc
 from apps.sfs_like.client import Client, ProtocolError, recv_exact, recv_frame
-from apps.sfs_like.framing import HEADER_SIZE, LENGTH, MAX_FRAME, frame
+from apps.sfs_like.framing import HEADER_SIZE, LENGTH, MAX_FRAME, MAX_IO, frame
 from apps.sfs_like.handshake import FingerprintMismatch, HandshakeError
 from apps.sfs_like.keys import ServerAddress
 
@@ -77,6 +77,23 @@ def test_names_that_leave_the_export_get_error_replies(server, bystander, name, 
             assert err.value.status == status and text in err.value.message
         assert c.get("alias") == b"hello, world\n"        # a symlink inside the export is fine
         assert c.get("hello.txt") == b"hello, world\n"    # and the session goes on
+
+
+@pytest.mark.parametrize("size", [MAX_IO + 1, 263_100])
+def test_a_write_over_the_limit_gets_an_error_reply_and_changes_nothing(server, bystander, export,
+                                                                      size):
+    """WRITE data is <= 256 KiB (PROTOCOL.md), as a READ count is; a larger WRITE still fits in a
+    frame (MAX_FRAME has 1 KiB to spare) and was written, with status OK."""
+    with Client(server.address) as c:
+        fh = c.create(rpc.ROOT_FH, "w.bin")
+        first = os.urandom(MAX_IO)
+        assert c.write(fh, 0, first) == MAX_IO                   # the limit itself is fine
+        with pytest.raises(rpc.RpcError) as err:
+            c.write(fh, 0, b"x" * size)
+        assert err.value.status == rpc.INVAL
+        assert err.value.message == f"WRITE of {size} bytes, the limit is {MAX_IO}"
+        assert (export / "w.bin").read_bytes() == first         # unchanged
+        assert c.get("w.bin") == first                          # and the session goes on
 
 
 def test_symlink_escape_through_a_path(server, bystander):
