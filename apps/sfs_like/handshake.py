@@ -77,6 +77,8 @@ def refusal(reason: str) -> bytes:
 def server_respond(static_key: X25519PrivateKey, static_pub: bytes, hello: bytes,
                    allowed_suites) -> tuple[bytes, Channel, bytes]:
     """Answer a client hello: (server hello to send, channel, transcript). Raises HandshakeError."""
+    if not hello:
+        raise HandshakeError("empty client hello")
     if not hello.startswith(MAGIC):
         raise HandshakeError(f"bad magic {hello[:8]!r} (garbage before the handshake?)")
     rest = hello[len(MAGIC):]

@@ -379,8 +379,10 @@ class Server:
             reply, channel, transcript = server_respond(self.key, self.public, hello, self.suites)
         except (HandshakeError, ValueError) as exc:
             self.rejected += 1
-            if hello.startswith(b"SFSLIKE1"):
-                self._send(conn, [frame(refusal(str(exc)))])
+            # PROTOCOL.md promises the refusal for any malformed hello, so it goes out even when
+            # the magic is wrong and the peer may be no SFS client: one short frame, sent without
+            # waiting for the peer (what the kernel does not take is dropped by the close).
+            self._send(conn, [frame(refusal(str(exc)))])
             self._request_close(conn, f"handshake failed: {exc}")
             return
         conn.channel = channel

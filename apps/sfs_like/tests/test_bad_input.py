@@ -10,8 +10,9 @@ import pytest
 
 from apps.sfs_like import rpc
 from apps.sfs_like.client import Client, ProtocolError, recv_exact, recv_frame
-from apps.sfs_like.framing import HEADER_SIZE, LENGTH, MAX_FRAME, MAX_IO, frame
-from apps.sfs_like.handshake import FingerprintMismatch, HandshakeError
+from apps.sfs_like.framing import (HEADER_SIZE, LENGTH, MAX_FRAME, MAX_HANDSHAKE_FRAME, MAX_IO,
+                                   frame)
+from apps.sfs_like.handshake import MAGIC, FingerprintMismatch, HandshakeError
 from apps.sfs_like.keys import ServerAddress
 
 FRAME_TIMEOUT = 1.0
@@ -110,6 +111,22 @@ def test_garbage_before_handshake(server, bystander):
     s = _connect(server)
     s.sendall(frame(b"NOTSFS!!" + os.urandom(40)))
     _assert_closed_with(server, s, "bad magic")
+
+
+@pytest.mark.parametrize("hello, reason", [
+    (b"NOTSFS!!" + bytes(40), "bad magic b'NOTSFS!!'"),
+    (b"", "empty client hello"),
+    (MAGIC + b"\x07sfs2003" + bytes(31), "malformed client hello"),      # (was refused already)
+], ids=["bad-magic", "empty", "short"])
+def test_a_malformed_hello_gets_the_documented_refusal_then_the_close(server, bystander, hello,
+                                                                     reason):
+    """PROTOCOL.md: a malformed hello is answered `SFSLIKE1 0x01 <reason>`, then closed. A hello
+    with bad magic, or an empty one, was closed with no refusal at all."""
+    s = _connect(server)
+    s.sendall(frame(hello))
+    refusal = bytes(recv_frame(s, MAX_HANDSHAKE_FRAME))
+    assert refusal.startswith(MAGIC + b"\x01" + reason.encode()), refusal
+    _assert_closed_with(server, s, f"handshake failed: {reason}")
 
 
 def test_refused_suite_gets_a_reason(server, bystander):
