@@ -109,7 +109,9 @@ class _ModernRecv:
         try:
             plain = self._aead.decrypt(self.seq.to_bytes(12, "big"), body, LENGTH.pack(len(body)))
         except InvalidTag as exc:
-            raise AuthError(f"bad tag on frame {self.seq} (forged, replayed or reordered)") from exc
+            # The Poly1305 tag is this suite's MAC: the same words as sfs2003's, so one log line
+            # (PROTOCOL.md's) means a failed frame whatever the suite.
+            raise AuthError(f"bad MAC on frame {self.seq} (forged, replayed or reordered)") from exc
         self.seq += 1
         return plain
 

@@ -16,6 +16,7 @@ from apps.sfs_like.client import recv_frame
 from apps.sfs_like.framing import frame
 from apps.sfs_like.handshake import READY, ClientHandshake
 from apps.sfs_like.server import Server
+from apps.sfs_like.suites import SUITES
 
 from .fakeloop import FakeLoop
 
@@ -340,3 +341,20 @@ def test_64_pipelined_requests_are_answered_the_65th_closes_the_connection(tmp_p
     burst(full, 200, 1)
     (reply,) = _pump(loop, {full: 1})[full]
     assert rpc.REP_HEAD.unpack_from(reply) == (200, rpc.OK)
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_a_forged_frame_is_logged_as_a_bad_mac_in_either_suite(tmp_path, export, caplog, suite):
+    """PROTOCOL.md: a frame whose MAC fails closes the connection and the server logs `bad MAC on
+    frame <seq>`. The modern suite logged `bad tag on frame <seq>` (its MAC is the Poly1305 tag)."""
+    loop, server = make_server(tmp_path, export)
+    s = Session(loop, server, suite)
+    s.sock.sendall(s.sealed(rpc.req_getattr(1, rpc.ROOT_FH)))
+    (reply,) = _pump(loop, {s: 1})[s]
+    forged = bytearray(s.sealed(rpc.req_getattr(2, rpc.ROOT_FH)))
+    forged[-1] ^= 0x40
+    s.sock.sendall(forged)
+    with caplog.at_level(logging.WARNING, "sfs_like.server"):
+        loop.poll()
+    assert s.conn.closing
+    assert "closing: bad MAC on frame 1 (forged, replayed or reordered)" in caplog.text
