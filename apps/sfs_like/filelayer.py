@@ -137,13 +137,15 @@ class FileLayer:
             return [rpc.rep_error(xid, rpc.BADPROC, f"unknown procedure {proc}")]
         try:
             return fn(xid, memoryview(request)[rpc.REQ_HEAD.size:])
+        except rpc.MalformedRequest as exc:
+            return [rpc.rep_malformed(xid, proc, exc.message)]
         except rpc.RpcError as exc:
             return [rpc.rep_error(xid, exc.status, exc.message)]
         except OSError as exc:
             status = _ERRNO_STATUS.get(exc.errno, rpc.IO)
             return [rpc.rep_error(xid, status, os.strerror(exc.errno) if exc.errno else str(exc))]
         except Exception as exc:  # malformed arguments (struct.error, ...) must not kill the server
-            return [rpc.rep_error(xid, rpc.INVAL, f"malformed {rpc.PROC_NAMES[proc]} arguments: {exc}")]
+            return [rpc.rep_malformed(xid, proc, str(exc))]
 
     # ---- handles and names
 
@@ -189,10 +191,13 @@ class FileLayer:
     def _inside(self, real: str) -> bool:
         return real == self.root or real.startswith(self.fs.prefix)
 
-    def _child(self, args, *, resolve: bool = True) -> tuple[str, str, int]:
-        """(candidate path, resolved path, bytes consumed) for `dir_fh, name`, after every safety check."""
+    def _child(self, args, *, resolve: bool = True, last: bool = True) -> tuple[str, str, int]:
+        """(candidate path, resolved path, bytes consumed) for `dir_fh, name`, after every safety
+        check. With `last` (the pair ends the arguments), bytes after the name are malformed."""
         (dir_fh,) = rpc.FH.unpack_from(args, 0)
         name, end = rpc.unpack_name(args, rpc.FH.size)
+        if last:
+            rpc.check_end(args, end)
         if not name:
             raise rpc.RpcError(rpc.INVAL, "empty name")
         if "/" in name or "\0" in name:
@@ -233,11 +238,11 @@ class FileLayer:
         return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.FH.pack(self._handle_for(real)) + _attr(st)]
 
     def _getattr(self, xid: int, args) -> list:
-        (fh,) = rpc.FH.unpack_from(args, 0)
+        (fh,) = rpc.unpack_args(rpc.FH, args)
         return [rpc.REP_HEAD.pack(xid, rpc.OK) + _attr(self.fs.lstat(self._path(fh)))]
 
     def _readdir(self, xid: int, args) -> list:
-        fh, cookie = rpc.READDIR_ARGS.unpack_from(args, 0)
+        fh, cookie = rpc.unpack_args(rpc.READDIR_ARGS, args)
         dir_fd = self.fs.open(self._path(fh), os.O_RDONLY | os.O_DIRECTORY)
         try:
             names = sorted(os.listdir(dir_fd))
@@ -261,7 +266,7 @@ class FileLayer:
         return [rpc.REP_HEAD.pack(xid, rpc.OK) + body]
 
     def _read(self, xid: int, args) -> list:
-        fh, offset, count = rpc.READ_ARGS.unpack_from(args, 0)
+        fh, offset, count = rpc.unpack_args(rpc.READ_ARGS, args)
         if count > MAX_IO:
             raise rpc.RpcError(rpc.INVAL, f"READ of {count} bytes, the limit is {MAX_IO}")
         path = self._path(fh)
@@ -328,7 +333,7 @@ class FileLayer:
         write a file under a temporary name and only then put it in place (an interrupted upload
         leaves the old file whole). Both names get every check a LOOKUP name gets; the names
         themselves are renamed (a symlink is moved, not followed)."""
-        src, _, end = self._child(args)
+        src, _, end = self._child(args, last=False)
         dst, _, _ = self._child(args[end:])
         st = self.fs.lstat(src)
         try:

@@ -85,6 +85,21 @@ def unpack_name(data, offset: int) -> tuple[str, int]:
         raise MalformedRequest("name is not UTF-8") from None
 
 
+def unpack_args(layout: struct.Struct, data) -> tuple:
+    """Arguments of fixed size that must be all of `data`: MalformedRequest if they are cut short
+    or followed by more bytes, which a server must not half understand."""
+    if len(data) < layout.size:
+        raise MalformedRequest(f"{len(data)} bytes of arguments, expected {layout.size}")
+    check_end(data, layout.size)
+    return layout.unpack(data)
+
+
+def check_end(data, offset: int) -> None:
+    """MalformedRequest if `data` goes on past `offset`, where its arguments end."""
+    if len(data) > offset:
+        raise MalformedRequest(f"{len(data) - offset} trailing bytes")
+
+
 # ---- requests (client side builds them, server side parses them in the file layer)
 
 def req_lookup(xid: int, dir_fh: int, name: str) -> bytes:
@@ -128,6 +143,11 @@ def req_stats(xid: int) -> bytes:
 
 def rep_error(xid: int, status: int, message: str) -> bytes:
     return REP_HEAD.pack(xid, status) + message.encode("utf-8", "replace")[:1024]
+
+
+def rep_malformed(xid: int, proc: int, message: str) -> bytes:
+    """The INVAL reply to a request whose arguments do not fit `proc`'s layout (PROTOCOL.md)."""
+    return rep_error(xid, INVAL, f"malformed {PROC_NAMES[proc]} arguments: {message}")
 
 
 def parse_reply(data: bytes, xid: int) -> memoryview:

@@ -544,7 +544,13 @@ class Server:
         return out
 
     def _stats_reply(self, request: bytes) -> bytes:
+        """STATS takes no arguments: bytes after the header are malformed, as for every other
+        procedure (the file layer checks theirs; STATS never reaches it)."""
         (xid,) = rpc.U32.unpack_from(request, 0)
+        try:
+            rpc.check_end(request, rpc.REQ_HEAD.size)
+        except rpc.MalformedRequest as exc:
+            return rpc.rep_malformed(xid, rpc.STATS, exc.message)
         return rpc.REP_HEAD.pack(xid, rpc.OK) + json.dumps(self.stats()).encode()
 
 

@@ -97,6 +97,23 @@ def test_a_write_over_the_limit_gets_an_error_reply_and_changes_nothing(server, 
         assert c.get("w.bin") == first                          # and the session goes on
 
 
+@pytest.mark.parametrize("proc", ["LOOKUP", "STATS"])
+def test_trailing_bytes_after_the_arguments_get_an_error_reply(server, bystander, proc):
+    """A LOOKUP with bytes after the name succeeded, as did every procedure's arguments with
+    bytes after them. Now: INVAL naming the procedure, and the connection is still usable.
+    STATS is answered by the crypto layer, not the file layer: it is checked there."""
+    with Client(server.address) as c:
+        xid = c.next_xid()
+        request = {"LOOKUP": rpc.req_lookup(xid, rpc.ROOT_FH, "hello.txt"),
+                   "STATS": rpc.req_stats(xid)}[proc]
+        with pytest.raises(rpc.RpcError) as err:
+            c.call(xid, request + b"\0\0\0\0\0")
+        assert err.value.status == rpc.INVAL
+        assert err.value.message == f"malformed {proc} arguments: 5 trailing bytes"
+        assert c.get("hello.txt") == b"hello, world\n"    # the session goes on
+        assert c.stats()["connections"] >= 2
+
+
 def test_symlink_escape_through_a_path(server, bystander):
     with Client(server.address) as c:
         with pytest.raises(rpc.RpcError) as err:

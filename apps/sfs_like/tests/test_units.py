@@ -157,6 +157,33 @@ def test_file_layer_rejects_malformed_and_stale(layer):
     assert _status(layer, rpc.req_read(1, rpc.ROOT_FH, 0, 10))[0] == rpc.ISDIR
 
 
+_EVERY_REQUEST_BUT_WRITE = [
+    ("LOOKUP", rpc.req_lookup(1, rpc.ROOT_FH, "d")),
+    ("GETATTR", rpc.req_getattr(1, rpc.ROOT_FH)),
+    ("READDIR", rpc.req_readdir(1, rpc.ROOT_FH, 0)),
+    ("READ", rpc.req_read(1, rpc.ROOT_FH + 1, 0, 4)),
+    ("CREATE", rpc.req_create(1, rpc.ROOT_FH, "new")),
+    ("REMOVE", rpc.req_remove(1, rpc.ROOT_FH, "inner")),
+    ("RENAME", rpc.req_rename(1, rpc.ROOT_FH, "inner", rpc.ROOT_FH, "moved")),
+]
+
+
+@pytest.mark.parametrize("proc, request_", _EVERY_REQUEST_BUT_WRITE,
+                         ids=[proc for proc, _ in _EVERY_REQUEST_BUT_WRITE])
+def test_arguments_followed_by_trailing_bytes_are_malformed(layer, tmp_path, proc, request_):
+    """Arguments must end where their layout ends: a LOOKUP with bytes after the name succeeded,
+    and so did every procedure but WRITE (whose data is the rest of the request). Now all of
+    them get INVAL naming the procedure, and do nothing."""
+    root = tmp_path / "export"
+    _status(layer, rpc.req_lookup(0, rpc.ROOT_FH, "d"))          # fh 2, for the READ
+    before = sorted(p.name for p in root.iterdir())
+    assert _status(layer, request_ + b"xyz") == (
+        rpc.INVAL, f"malformed {proc} arguments: 3 trailing bytes".encode())
+    assert sorted(p.name for p in root.iterdir()) == before      # nothing created, removed, moved
+    short = _status(layer, request_[:-1])
+    assert short[0] == rpc.INVAL and short[1].startswith(f"malformed {proc} arguments: ".encode())
+
+
 def test_file_swapped_for_a_symlink_after_lookup_is_not_followed(layer, tmp_path):
     reply = layer.handle(rpc.req_lookup(1, rpc.ROOT_FH, "d"))[0]
     dir_fh = rpc.FH.unpack_from(reply, 5)[0]
