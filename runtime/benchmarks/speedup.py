@@ -17,7 +17,8 @@ takes to wake a thread sleeping for the GIL on another CPU (about 12 us of the w
 workers gain little (1.1-1.3x), while over 256 KiB (about 65 us) they gain 1.8x, as sha256 does
 over 64 KiB (about 35 us). The runtime adds about 2.4 us of GIL-held work per
 callback; replacing its bookkeeping with a bare call changed the 2-worker ratio by under 0.1x.
-Two more things hold the 64 KiB case back (measured 2026-11-27; the model has neither): with two
+Two more things hold the 64 KiB case back (measured 2026-11-27; the model has the second,
+measured by experiments.gil_split, not the first): with two
 workers on two CPUs the runtime's GIL-held work between one call and the next grows from 1.3-1.8
 us (median, one worker) to 3.8-4.4 us, more than the 1.5 us a bare loop loses per GIL hand-off,
 since the scheduler's shared state must cross caches too (tools/diagnostics/callback_gaps.py); and
