@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -167,27 +168,33 @@ def interpreter_binary() -> Path:
     return Path(sys.executable).resolve()
 
 
+GROUP_PREFIX = "colorloop_"
+
+
 class Probes:
-    """Two uprobes in a group of their own (named after this process, so two runs never share
-    one), removed again on exit."""
+    """Two uprobes named after this process (perf wants event names unique across groups, so the
+    pid is in both the group's and the events' names: two runs at once never collide), removed
+    again on exit. Probes left by a run that was killed outright are removed first."""
 
     def __init__(self) -> None:
-        self.group = f"colorloop_{os.getpid()}"
-        self.events = (f"{self.group}:save", f"{self.group}:restore")
+        pid = os.getpid()
+        self.group = f"{GROUP_PREFIX}{pid}"
+        self.events = (f"{self.group}:save_{pid}", f"{self.group}:restore_{pid}")
 
     def __enter__(self) -> "Probes":
         if shutil.which("perf") is None:
             raise ProbesUnavailable("perf not installed (Debian: linux-perf)")
         if os.geteuid() != 0:
             raise ProbesUnavailable("placing uprobes needs root")
+        remove_stale_probes()
         binary = interpreter_binary()
-        proc = subprocess.run(["perf", "probe", "-q", "-x", str(binary),
+        proc = subprocess.run(["perf", "probe", "-x", str(binary),
                                "-a", f"{self.events[0]}=PyEval_SaveThread",
                                "-a", f"{self.events[1]}=PyEval_RestoreThread"],
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            first = (proc.stderr.strip().splitlines() or ["no message"])[0]
-            raise ProbesUnavailable(f"perf probe on {binary} failed: {first}")
+            self.__exit__()
+            raise ProbesUnavailable(f"perf probe on {binary} failed: {_perf_error(proc.stderr)}")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -201,16 +208,55 @@ class Probes:
                "-e", self.events[0], "-e", self.events[1], "--",
                sys.executable, "-m", "experiments.gil_split", "--child", json.dumps(
                    {"names": names, "trials": trials, "seconds": seconds, "server_heap": server_heap})]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=common.REPO)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
+        # perf and the child in a process group of their own: an interrupted run takes both down
+        # (killing perf alone would leave the child looping for seconds)
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=common.REPO, start_new_session=True) as proc:
+            try:
+                out, err = proc.communicate()
+            except BaseException:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+        lines = [ln for ln in out.splitlines() if ln.startswith("[")]
         if proc.returncode != 0 or not lines:
-            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise ProbesUnavailable(f"perf record failed: {last}")
+            raise ProbesUnavailable(f"perf record failed: {_perf_error(err)}")
         script = subprocess.run(["perf", "script", "-i", str(data), "-F", "tid,time,event", "--ns"],
                                 capture_output=True, text=True)
         if script.returncode != 0:
             raise ProbesUnavailable(f"perf script failed: {script.stderr.strip()[:200]}")
         return json.loads(lines[-1]), script.stdout
+
+
+def _perf_error(stderr: str) -> str:
+    """perf's own reason: its 'Error:' line if it printed one, else its last line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error")]
+    return (errors or lines or ["no message"])[0 if errors else -1][:300]
+
+
+def remove_stale_probes() -> list[str]:
+    """Delete the probe groups of runs whose process is gone (killed before it could clean up);
+    returns the groups removed."""
+    listed = subprocess.run(["perf", "probe", "-l"], capture_output=True, text=True).stdout
+    stale = set()
+    for line in listed.splitlines():
+        group = line.strip().split(":", 1)[0]
+        pid = group[len(GROUP_PREFIX):]
+        if group.startswith(GROUP_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            stale.add(group)
+    for group in sorted(stale):
+        subprocess.run(["perf", "probe", "-q", "-d", f"{group}:*"], capture_output=True)
+    return sorted(stale)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def parse_events(text: str, tid: int) -> list[tuple[float, str]]:
@@ -225,7 +271,8 @@ def parse_events(text: str, tid: int) -> list[tuple[float, str]]:
             stamp = float(fields[1].rstrip(":"))
         except ValueError:
             continue
-        kind = fields[2].rstrip(":").rsplit(":", 1)[-1]
+        event = fields[2].rstrip(":").rsplit(":", 1)[-1]          # save_<pid> or restore_<pid>
+        kind = event.split("_", 1)[0]
         if kind in ("save", "restore"):
             events.append((stamp, kind))
     events.sort()
@@ -328,7 +375,20 @@ def held_in_call_table(results: Path | None = None, rows: list[dict] | None = No
     return {(str(python), str(call)): float(v) for (python, call), v in medians.items()}
 
 
+def unmeasured_reason(results: Path | None = None) -> str:
+    """Why gil_split.csv has no measured row: its own status, or that it is missing."""
+    from experiments import figlib
+
+    df = figlib.read_csv(NAME, results)
+    if df is None or "status" not in df.columns:
+        return "its CSV is missing; make fig-gilsplit"
+    return str(df["status"].iloc[0])
+
+
 def main(argv=None) -> None:
+    # SIGTERM (a `timeout`, a killed make) unwinds like Ctrl-C, so the probes and the temporary
+    # perf data are removed on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--plot-only", action="store_true", help="(no figure: a model input table)")

@@ -11,6 +11,7 @@ speedups, modelled (dashed) beside measured points and the paper's 4-CPU results
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -144,6 +145,11 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     figlib.speedup_axis(ax_pred)
     figlib.style_legend(ax_pred, fontsize=6.5, loc="lower right")
     ax_pred.set_title("prediction, 1..16 CPUs (dashed = modelled)", fontsize=10)
+    if rows and not gil_split.held_in_call_table(results):
+        note = ("GIL-held part of GIL-releasing calls not measured (gil_split: "
+                f"{gil_split.unmeasured_reason(results)}): whole calls counted as GIL-free")
+        print(f"note: {note}", file=sys.stderr)
+        notes.append(note)
     notes.append(figlib.MODEL_NOTE)
     footer = figlib.machine_footer([figlib.read_machine(s, results) for s in SOURCES], notes)
     return figlib.finish(fig, NAME, footer, figures)

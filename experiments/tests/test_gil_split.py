@@ -1,7 +1,10 @@
 """The GIL-held part of GIL-releasing calls: reading perf's events, and what the model does with it."""
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -9,12 +12,12 @@ import pytest
 from experiments import common, gil_split, model_fit
 
 PERF_TEXT = """\
-   77 100.000000100: colorloop_5:save:
-   99 100.000000150: colorloop_5:save:
-   77 100.000001100: colorloop_5:restore:
-   77 100.000003100: colorloop_5:save:
-   77 100.000007100: colorloop_5:restore:
-   77 100.000009000: colorloop_5:save:
+   77 100.000000100: colorloop_5:save_5:
+   99 100.000000150: colorloop_5:save_5:
+   77 100.000001100: colorloop_5:restore_5:
+   77 100.000003100: colorloop_5:save_5:
+   77 100.000007100: colorloop_5:restore_5:
+   77 100.000009000: colorloop_5:save_5:
 garbage line
 """
 
@@ -36,6 +39,13 @@ def test_time_between_release_and_retake_is_gil_free_the_rest_held():
     assert got["held_s_per_call"] == pytest.approx((9e-6 - free) / 2, rel=1e-6)
     assert got["releases_per_call"] == 1.0        # the saves at 3.1 and 9.0 us
     assert got["loop_s_per_call"] == pytest.approx(4.5e-6, rel=1e-6)
+
+
+def test_perfs_own_error_line_is_what_the_csv_says():
+    stderr = "Warning: something\nError: event \"save\" already exists.\n  Hint: use -f\n"
+    assert gil_split._perf_error(stderr) == 'Error: event "save" already exists.'
+    assert gil_split._perf_error("only a line\n") == "only a line"
+    assert gil_split._perf_error("") == "no message"
 
 
 def test_held_in_call_subtracts_a_bare_release_per_release():
@@ -126,3 +136,68 @@ def test_without_perf_the_csv_says_why_and_the_model_uses_whole_calls(tmp_path, 
     assert set(df["call"]) == set(gil_split.measured_calls())
     assert df["status"].str.contains("perf not installed").all()
     assert gil_split.held_in_call_table(tmp_path) == {}
+
+
+def _groups() -> str:
+    return subprocess.run(["perf", "probe", "-l"], capture_output=True, text=True).stdout
+
+
+def _place(group: str, pid: int) -> None:
+    subprocess.run(["perf", "probe", "-q", "-x", str(gil_split.interpreter_binary()),
+                    "-a", f"{group}:save_{pid}=PyEval_SaveThread"], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(not _probes_usable(), reason="needs perf, root and a GIL")
+def test_a_run_beside_another_and_after_a_killed_one_still_measures():
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        _place(f"colorloop_{dead.pid}", dead.pid)        # left by a run killed outright
+        _place(f"colorloop_{alive.pid}", alive.pid)      # a run going on at the same time
+        rows = gil_split.measure_calls(["sha256_1k"], trials=1, seconds=0.01)
+        assert {r["call"] for r in rows} == {gil_split.BASELINE, "sha256_1k"}
+        listed = _groups()
+        assert f"colorloop_{dead.pid}:" not in listed
+        assert f"colorloop_{alive.pid}:" in listed
+    finally:
+        alive.kill()
+        subprocess.run(["perf", "probe", "-q", "-d", f"colorloop_{alive.pid}:*"], capture_output=True)
+        subprocess.run(["perf", "probe", "-q", "-d", f"colorloop_{dead.pid}:*"], capture_output=True)
+
+
+@pytest.mark.skipif(not _probes_usable(), reason="needs perf, root and a GIL")
+def test_sigterm_mid_run_removes_the_probes_and_the_perf_data(tmp_path):
+    script = ("import sys; from pathlib import Path; from experiments import common, gil_split; "
+              f"common.RESULTS = Path({str(tmp_path / 'results')!r}); gil_split.main([])")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=common.REPO,
+                            env={**os.environ, "TMPDIR": str(scratch)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while f"colorloop_{proc.pid}:" not in _groups():      # wait until its probes are placed
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert f"colorloop_{proc.pid}:" not in _groups()
+    assert list(scratch.iterdir()) == []                     # no perf.data left behind
+    assert not (tmp_path / "results" / "gil_split.csv").exists()
+
+
+def test_the_model_figure_says_when_the_split_was_not_measured(synthetic_results, capsys):
+    from experiments import model_validation
+
+    model_validation.plot()
+    assert "GIL-held part of GIL-releasing calls not measured" in capsys.readouterr().err
+    pd.DataFrame([{"python": "3.11", "call": "speedup/sha256", "status": "unavailable: needs root"}]
+                 ).to_csv(synthetic_results / "gil_split.csv", index=False)
+    model_validation.plot()
+    assert "unavailable: needs root" in capsys.readouterr().err
+    pd.DataFrame([{"python": "3.11", "call": "speedup/sha256", "trial": 0, "held_in_call_s": 1e-6,
+                   "status": "measured"}]).to_csv(synthetic_results / "gil_split.csv", index=False)
+    model_validation.plot()
+    assert "not measured" not in capsys.readouterr().err
