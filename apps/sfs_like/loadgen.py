@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import select
 import socket
@@ -38,9 +39,137 @@ import threading
 import time
 
 from . import rpc
-from .client import Client, ProtocolError, int_in
+from .client import Client, ProtocolError
 from .framing import HEADER_SIZE, LENGTH, MAX_IO
 from .suites import SUITES
+
+
+class _Whole:
+    """A whole number in lo..hi; `limit` says where the bounds come from."""
+
+    def __init__(self, lo: int, hi: int, limit: str = "") -> None:
+        self.lo, self.hi, self.limit = lo, hi, limit
+
+    def check(self, value) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number {self.lo}..{self.hi}{self.limit}, not {value!r}")
+        if not self.lo <= value <= self.hi:
+            raise ValueError(f"must be {self.lo}..{self.hi}{self.limit}, not {value}")
+        return value
+
+    def parse(self, text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        return _for_argparse(self.check, n)
+
+
+class _Seconds:
+    """A number of seconds, finite and > 0 (or >= 0 when `positive` is False)."""
+
+    def __init__(self, positive: bool) -> None:
+        self.positive = positive
+        self.bound = "positive" if positive else "at least 0"
+
+    def check(self, value) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number of seconds, {self.bound} and finite, not {value!r}")
+        try:
+            x = float(value)
+        except OverflowError:               # a JSON integer too big for a float
+            x = math.inf
+        if not (x > 0 if self.positive else x >= 0) or not math.isfinite(x):
+            raise ValueError(f"must be {self.bound} and finite, not {x:g}")
+        return x
+
+    def parse(self, text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        return _for_argparse(self.check, x)
+
+
+class _OneOf:
+    def __init__(self, choices: tuple) -> None:
+        self.choices = choices
+
+    def check(self, value) -> str:
+        if not isinstance(value, str) or value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}, not {value!r}")
+        return value
+
+
+class _Text:
+    def check(self, value) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, not {value!r}")
+        return value
+
+
+class _Flag:
+    def check(self, value) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, not {value!r}")
+        return value
+
+
+def _for_argparse(check, value):
+    """Run a rule's check for argparse, whose usage error wants an ArgumentTypeError."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# The rules for run_load's settings, in one place: the command line's types use them, and so does
+# every JSON line of `--serve` (which once ran whatever it was given: a negative duration
+# "measured" for 0.4 ms, depth 0 waited 30 s for replies never asked for, block 0 divided by zero).
+SETTINGS = {
+    "suite": _OneOf(tuple(SUITES)),
+    "path": _Text(),
+    "block": _Whole(1, MAX_IO, " (the server's READ limit, 256 KiB)"),
+    "clients": _Whole(1, 1024, " (the server serves at most 1024)"),
+    "depth": _Whole(1, rpc.MAX_OUTSTANDING, " (the server disconnects a client with more unanswered)"),
+    "decrypt": _Flag(),
+    "warmup": _Seconds(positive=False),
+    "duration": _Seconds(positive=True),
+}
+
+
+def check_settings(settings: dict) -> dict:
+    """Check run_load keyword settings against SETTINGS; a ValueError names the first bad one
+    and what it may be."""
+    for name, value in settings.items():
+        if name not in SETTINGS:
+            raise ValueError(f"unknown setting {name!r}; the settings are {', '.join(SETTINGS)}")
+        try:
+            SETTINGS[name].check(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return settings
+
+
+def serve_one(address: str, defaults: dict, line: str) -> dict:
+    """One `--serve` request: a JSON object of settings over `defaults`, checked as the command
+    line checks them, then measured. Any failure is the reply's "error", so a driver sees it and
+    the next line is served."""
+    try:
+        settings = json.loads(line)
+    except ValueError as exc:
+        return {"error": f"not a line of JSON: {exc}"}
+    if not isinstance(settings, dict):
+        return {"error": f"expected a JSON object of settings, e.g. {{\"block\": 8192}}, "
+                         f"not {line.strip()!r}"}
+    try:
+        check_settings(settings)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    try:
+        return run_load(address, **{**defaults, **settings})
+    except Exception as exc:       # reported to the driver, which decides what to do
+        return {"error": repr(exc)}
 
 
 def _open_file(client: Client, path: str, block: int) -> tuple[int, int]:
@@ -303,20 +432,6 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
     }
 
 
-def _seconds(positive: bool):
-    """An argparse type: seconds, > 0 (or >= 0 when `positive` is False)."""
-    def parse(text: str) -> float:
-        try:
-            x = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        if not (x > 0 if positive else x >= 0) or x != x or x == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be {'positive' if positive else 'at least 0'} "
-                                             f"and finite, not {text}")
-        return x
-    return parse
-
-
 def _cpu_set(p: argparse.ArgumentParser, text: str) -> set[int]:
     """--cpus as a set, checked against the CPUs this process may use (a usage error, not an
     OSError traceback from sched_setaffinity)."""
@@ -335,25 +450,24 @@ def _cpu_set(p: argparse.ArgumentParser, text: str) -> set[int]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.sfs_like.loadgen", description=__doc__.split("\n")[0])
     p.add_argument("server", help="HOST:PORT:FINGERPRINT")
-    p.add_argument("--suite", default="sfs2003", choices=tuple(SUITES))
+    p.add_argument("--suite", default="sfs2003", choices=SETTINGS["suite"].choices)
     p.add_argument("--path", default="big", help="file to read, relative to the export")
-    p.add_argument("--block", type=int_in(1, MAX_IO, " (the server's READ limit, 256 KiB)"),
-                   default=64 * 1024, help="READ size in bytes")
-    p.add_argument("--clients", type=int_in(1, 1024, " (the server serves at most 1024)"), default=4)
-    p.add_argument("--depth", type=int_in(1, rpc.MAX_OUTSTANDING,
-                                          " (the server disconnects a client with more unanswered)"),
-                   default=2, help="READs each client keeps outstanding")
+    p.add_argument("--block", type=SETTINGS["block"].parse, default=64 * 1024, help="READ size in bytes")
+    p.add_argument("--clients", type=SETTINGS["clients"].parse, default=4)
+    p.add_argument("--depth", type=SETTINGS["depth"].parse, default=2,
+                   help="READs each client keeps outstanding")
     p.add_argument("--no-decrypt", action="store_true",
                    help="skip MAC check and decryption of replies (cheaper client; see module doc)")
-    p.add_argument("--warmup", type=_seconds(False), default=0.5)
-    p.add_argument("--duration", type=_seconds(True), default=2.0)
+    p.add_argument("--warmup", type=SETTINGS["warmup"].parse, default=0.5)
+    p.add_argument("--duration", type=SETTINGS["duration"].parse, default=2.0)
     p.add_argument("--cpus", default="", help="comma-separated CPUs for this process")
     p.add_argument("--batch", action="store_true",
                    help="run under the SCHED_BATCH policy: no wake-up preemption of the server "
                         "when sharing its CPUs (see module doc)")
     p.add_argument("--serve", action="store_true",
                    help="stay up and run one measurement per JSON line on stdin (keyword arguments "
-                        "of run_load, e.g. {\"block\": 8192}), answering one JSON line each: lets a "
+                        "of run_load, e.g. {\"block\": 8192}, checked as on the command line), "
+                        "answering one JSON line each ({\"error\": ...} for a bad one): lets a "
                         "benchmark interleave many short trials without process start-up in them")
     args = p.parse_args(argv)
     cpus = _cpu_set(p, args.cpus)
@@ -366,13 +480,8 @@ def main(argv=None) -> int:
                     duration=args.duration)
     if args.serve:
         for line in sys.stdin:
-            if not line.strip():
-                continue
-            try:
-                result = run_load(args.server, **{**defaults, **json.loads(line)})
-            except Exception as exc:       # reported to the driver, which decides what to do
-                result = {"error": repr(exc)}
-            print(json.dumps(result), flush=True)
+            if line.strip():
+                print(json.dumps(serve_one(args.server, defaults, line)), flush=True)
         return 0
     try:
         result = run_load(args.server, **defaults)

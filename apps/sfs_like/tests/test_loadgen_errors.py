@@ -1,0 +1,85 @@
+"""The load generator's mistakes and failures end in a clear message, on every path into it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+NOBODY = f"127.0.0.1:1:{'a' * 32}"          # nobody listens on port 1: reaching it is an error too
+
+BLOCK_RULE = "must be 1..262144 (the server's READ limit, 256 KiB)"
+DEPTH_RULE = "must be 1..64 (the server disconnects a client with more unanswered)"
+
+# Each JSON line the tester sent to `loadgen --serve`, and what its reply must say instead.
+BAD_LINES = [
+    ('{"duration": -1}', "duration: must be positive and finite, not -1"),
+    ('{"duration": NaN}', "duration: must be positive and finite, not nan"),
+    ('{"duration": Infinity}', "duration: must be positive and finite, not inf"),
+    ('{"warmup": -0.5}', "warmup: must be at least 0 and finite, not -0.5"),
+    ('{"clients": 0}', "clients: must be 1..1024 (the server serves at most 1024), not 0"),
+    ('{"block": 0}', f"block: {BLOCK_RULE}, not 0"),
+    ('{"block": 1000000}', f"block: {BLOCK_RULE}, not 1000000"),
+    ('{"depth": 500}', f"depth: {DEPTH_RULE}, not 500"),
+    ('{"depth": 0}', f"depth: {DEPTH_RULE}, not 0"),
+    # wrong types
+    ('{"block": 8192.0}', "block: must be a whole number 1..262144"),
+    ('{"block": "8192"}', "block: must be a whole number 1..262144"),
+    ('{"clients": true}', "clients: must be a whole number 1..1024"),
+    ('{"duration": "2"}', "duration: must be a number of seconds, positive and finite, not '2'"),
+    ('{"decrypt": 1}', "decrypt: must be true or false, not 1"),
+    ('{"suite": "rot13"}', "suite: must be one of sfs2003, modern, not 'rot13'"),
+    ('{"path": 7}', "path: must be a string, not 7"),
+    # unknown keys and lines that are not settings at all
+    ('{"blocks": 8192}', "unknown setting 'blocks'; the settings are suite, path, block, clients, "
+                         "depth, decrypt, warmup, duration"),
+    ('{"address": "10.0.0.1:1:x"}', "unknown setting 'address'"),
+    ('[8192]', "expected a JSON object of settings"),
+    ('block=8192', "not a line of JSON"),
+]
+
+
+@pytest.mark.parametrize("line, says", BAD_LINES)
+def test_serve_refuses_a_bad_setting_before_connecting(line, says):
+    """The reply names the setting and what it may be; nothing is run (nobody listens at NOBODY,
+    so a line that got as far as connecting would say 'Connection refused' instead)."""
+    from apps.sfs_like.loadgen import serve_one
+    reply = serve_one(NOBODY, {"duration": 0.1}, line)
+    assert set(reply) == {"error"}
+    assert says in reply["error"]
+
+
+@pytest.mark.parametrize("flag, value, setting", [("--block", "0", "block"),
+                                                  ("--depth", "500", "depth"),
+                                                  ("--duration", "-1", "duration")])
+def test_serve_and_the_command_line_say_the_same(flag, value, setting, capsys):
+    """One set of rules: the --serve reply is the command line's usage error, word for word."""
+    from apps.sfs_like.loadgen import main, serve_one
+    with pytest.raises(SystemExit):
+        main([NOBODY, flag, value])
+    usage = capsys.readouterr().err.strip().splitlines()[-1]
+    reply = serve_one(NOBODY, {}, json.dumps({setting: json.loads(value)}))
+    assert usage.endswith(f"argument {flag}: " + reply["error"].removeprefix(f"{setting}: "))
+
+
+def test_serve_answers_each_bad_line_and_goes_on_serving(start_server, export):
+    """The tester's lines, through a real `loadgen --serve` process and a real server: each gets
+    its error reply at once (none is measured, none waits 30 s), and the next good line is served."""
+    (export / "big").write_bytes(os.urandom(1 << 20))
+    srv = start_server(export)
+    lines = [line for line, _ in BAD_LINES] + ['{"block": 65536, "clients": 2, "duration": 0.1}']
+    proc = subprocess.run([sys.executable, "-m", "apps.sfs_like.loadgen", srv.address, "--serve",
+                           "--no-decrypt", "--warmup", "0.02"],
+                          input="\n".join(lines) + "\n", cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    replies = [json.loads(r) for r in proc.stdout.splitlines()]
+    assert len(replies) == len(lines)
+    for (line, says), reply in zip(BAD_LINES, replies):
+        assert says in reply.get("error", ""), (line, reply)
+    assert replies[-1]["block"] == 65536 and replies[-1]["server_reads"] > 0
+    assert "Traceback" not in proc.stderr
