@@ -366,6 +366,11 @@ class Skimmer(threading.Thread):
                 return done                                  # nothing more can be in flight
 
 
+def _describe(exc: BaseException) -> str:
+    """An exception as one line: its message, or its type when it has none (e.g. a bare OSError)."""
+    return str(exc) or type(exc).__name__
+
+
 def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: int = 64 * 1024,
              clients: int = 4, depth: int = 2, decrypt: bool = False, warmup: float = 0.5,
              duration: float = 2.0) -> dict:
@@ -387,24 +392,31 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
     failed = [t.error for t in threads if t.error is not None]
     if failed:
         raise RuntimeError(f"load client failed during set-up: {failed[0]!r}") from failed[0]
-    with Client(address, suite) as control:
-        # The windows are measurement time, not synchronisation; a client that fails ends them.
-        failure.wait(warmup)         # let caches and queues settle
-        stats0, bytes0, t0 = control.stats(), sum(t.bytes for t in threads), time.perf_counter()
-        for t in threads:
-            t.max_gap, t.last_reply = 0.0, time.perf_counter()
-        cpu0 = os.times()
-        failure.wait(duration)       # the measured window
-        stats1, bytes1, t1 = control.stats(), sum(t.bytes for t in threads), time.perf_counter()
-        max_gap = max(max(t.max_gap, t1 - t.last_reply) for t in threads)
-        cpu1 = os.times()
+    lost = None                      # the control connection's failure, if it failed
+    try:
+        with Client(address, suite) as control:
+            # The windows are measurement time, not synchronisation; a client that fails ends them.
+            failure.wait(warmup)         # let caches and queues settle
+            stats0, bytes0, t0 = control.stats(), sum(t.bytes for t in threads), time.perf_counter()
+            for t in threads:
+                t.max_gap, t.last_reply = 0.0, time.perf_counter()
+            cpu0 = os.times()
+            failure.wait(duration)       # the measured window
+            stats1, bytes1, t1 = control.stats(), sum(t.bytes for t in threads), time.perf_counter()
+            max_gap = max(max(t.max_gap, t1 - t.last_reply) for t in threads)
+            cpu1 = os.times()
+    except (ProtocolError, OSError) as exc:
+        # A server that goes away mid-run fails the load threads and then the control connection's
+        # STATS; that one escaped as a traceback. Report it below, with the load threads' error.
+        lost = exc
     for t in threads:
         t.stop = True
     for t in threads:
         t.join(timeout=30)
-    failed = [t.error for t in threads if t.error is not None]
+    failed = [t.error for t in threads if t.error is not None] + ([lost] if lost else [])
     if failed:
-        raise RuntimeError(f"load client failed: {failed[0]!r}") from failed[0]
+        raise RuntimeError(f"load failed after {sum(t.replies for t in threads)} READs had "
+                           f"completed: {_describe(failed[0])}") from failed[0]
     elapsed = t1 - t0
     reads = stats1["reads"] - stats0["reads"]
     per_read = (lambda key: (stats1[key] - stats0[key]) / reads if reads else float("nan"))

@@ -83,3 +83,42 @@ def test_serve_answers_each_bad_line_and_goes_on_serving(start_server, export):
         assert says in reply.get("error", ""), (line, reply)
     assert replies[-1]["block"] == 65536 and replies[-1]["server_reads"] > 0
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("decrypt", [[], ["--no-decrypt"]])
+def test_a_server_killed_mid_run_is_one_line_of_error(start_server, export, decrypt):
+    """Killed once the load is flowing, the server took the load generator down with a traceback
+    (the control connection's STATS saw the closed connection). Now: one line, status 1, saying
+    what happened and how many READs had completed."""
+    import re
+
+    from apps.sfs_like.client import Client
+    (export / "big").write_bytes(os.urandom(1 << 20))
+    srv = start_server(export)
+    clients, depth = 2, 2
+    load = subprocess.Popen([sys.executable, "-m", "apps.sfs_like.loadgen", srv.address, *decrypt,
+                             "--clients", str(clients), "--depth", str(depth), "--block", "8192",
+                             "--warmup", "0.05", "--duration", "60"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with Client(srv.address, "sfs2003") as probe:
+            while probe.stats()["reads"] < 20:     # the load is flowing
+                assert load.poll() is None, load.communicate()
+        srv.proc.kill()
+        srv.proc.wait(timeout=20)
+        out, err = load.communicate(timeout=60)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.communicate()
+    assert load.returncode == 1
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    said = re.fullmatch(r"python -m apps\.sfs_like\.loadgen: error: load failed after (\d+) READs "
+                        r"had completed: (.+)", err.strip())
+    assert said, err
+    # A client asks for a READ only when one of its own has been answered, so 20 served means at
+    # least 20 - clients * depth answered.
+    assert int(said.group(1)) >= 20 - clients * depth
+    assert "closed the connection" in said.group(2) or "reset" in said.group(2)
+    assert out == ""
