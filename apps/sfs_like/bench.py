@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,11 @@ SCHEDULER = "steal"
 CLIENT_SCHED = ("batch", "normal")   # the load generator's scheduling policy (loadgen --batch)
 
 
+class BenchError(RuntimeError):
+    """The benchmark cannot go on: a few lines saying which configuration failed and why, printed
+    by main() without a traceback (the servers and the temporary folder are cleaned up first)."""
+
+
 class ServerProc:
     """One server configuration, started once and measured in every trial."""
 
@@ -70,8 +76,30 @@ class ServerProc:
         if not line:
             self._log.flush()
             tail = Path(self._log.name).read_text()[-2000:]
-            raise RuntimeError(f"server {self.suite}/{self.mode}/{self.k} did not start:\n{tail}")
+            raise BenchError(f"server {self.suite}/{self.mode}/{self.k} did not start:\n{tail}")
         self.address = line
+
+    def fate(self, lines: int = 5) -> str:
+        """What became of the server, for an error message: its exit status (or that it still runs)
+        and the last lines of its log. A server that just dropped its connections may still be
+        exiting, so its exit is waited for, briefly."""
+        try:
+            status = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            said = "the server is still running"
+        else:
+            if status < 0:
+                try:
+                    said = f"the server was killed by {signal.Signals(-status).name}"
+                except ValueError:
+                    said = f"the server was killed by signal {-status}"
+            else:
+                said = f"the server exited with status {status}"
+        self._log.flush()
+        tail = [t for t in Path(self._log.name).read_text(errors="replace").splitlines() if t.strip()]
+        if not tail:
+            return said + "; its log is empty"
+        return said + "; the end of its log:\n" + "\n".join("    " + t for t in tail[-lines:])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -176,6 +204,7 @@ def run_benchmark(quick: bool, client_sched: str = "batch") -> list[dict]:
             stack.callback(loads[cfg].stop)
         steps = p["trials"] * sum(len(p["blocks"][s]) * (1 + 2 * len(ks)) for s in p["blocks"])
         bar = tqdm(total=steps, desc="sfs bench", unit="run")
+        stack.callback(bar.close)                   # an error message goes below the bar, not into it
         rng = random.Random(2003)
         for trial in range(p["trials"]):
             for suite, blocks in p["blocks"].items():
@@ -195,7 +224,14 @@ def run_benchmark(quick: bool, client_sched: str = "batch") -> list[dict]:
                     rng.shuffle(order)          # no configuration always runs first or last
                     results = {}
                     for cfg in order:
-                        results[cfg] = loads[cfg].run(block, p["warmup"], p["duration"])
+                        try:
+                            results[cfg] = loads[cfg].run(block, p["warmup"], p["duration"])
+                        except RuntimeError as exc:
+                            # Say which run failed and what became of its server (the loadgen's
+                            # own error, e.g. Connection refused, names neither).
+                            raise BenchError(f"trial {trial}, {suite} {kib} KiB READs, colors "
+                                             f"{cfg[1]}, {cfg[2]} CPU{'s' if cfg[2] > 1 else ''}: {exc}; "
+                                             f"{servers[cfg].fate()}") from None
                         bar.update()
                     base = results[(suite, "off", 1)]["mb_per_s"]
                     for cfg in [c for c in configs if c[0] == suite]:
@@ -280,7 +316,10 @@ def main(argv=None) -> int:
     ap.add_argument("--client-sched", choices=CLIENT_SCHED, default="batch",
                     help="the load generator's scheduling policy (default batch: loadgen --batch)")
     args = ap.parse_args(argv)
-    rows = run_benchmark(args.quick or quick_env(), args.client_sched)
+    try:
+        rows = run_benchmark(args.quick or quick_env(), args.client_sched)
+    except BenchError as exc:
+        raise SystemExit(f"python -m apps.sfs_like.bench: error: {exc}") from None
     print_table(summarise(rows))
     for line in goals(rows):
         print(line)

@@ -169,7 +169,7 @@ def serve_one(address: str, defaults: dict, line: str) -> dict:
     try:
         return run_load(address, **{**defaults, **settings})
     except Exception as exc:       # reported to the driver, which decides what to do
-        return {"error": repr(exc)}
+        return {"error": f"{type(exc).__name__}: {_describe(exc)}"}
 
 
 def _open_file(client: Client, path: str, block: int) -> tuple[int, int]:
