@@ -15,7 +15,10 @@ they are the whole of the paper's guarantee:
 Placement (libasync-smp): a color with no state hashes to a home worker (`hash(color) % workers`),
 so the default color 0 always lives on worker 0, the event-loop thread. With work stealing, an
 idle worker takes one whole color out of another worker's ready queue and becomes its owner; a
-color that is running is never stolen, so stealing cannot break either rule.
+color that is running is never stolen, so stealing cannot break either rule. The default color
+is never stolen either: an unchanged program, all of it on color 0, must run on the loop thread
+exactly as in a single-threaded loop (signal handlers, thread-local state, `main_thread()`
+checks), whichever scheduler is chosen.
 
 One lock guards all of it. Under the GIL a finer scheme buys nothing, and on the free-threaded
 build a callback worth running in parallel is much longer than the few dictionary and deque
@@ -28,6 +31,8 @@ import threading
 import time
 from collections import deque
 
+from .callbacks import DEFAULT_COLOR
+
 HASH = "hash"
 STEAL = "steal"
 POLICIES = (HASH, STEAL)
@@ -37,9 +42,12 @@ STREAK = 16         # callbacks a color may run in a row while other colors wait
 
 
 class ColorState:
-    """One color's FIFO and its place: owner, running, or sitting in the owner's ready queue."""
+    """One color's FIFO and its place: owner, running, or sitting in the owner's ready queue.
 
-    __slots__ = ("color", "pending", "owner", "running", "queued")
+    `stealable` is False only for the default color, which never leaves the loop thread.
+    """
+
+    __slots__ = ("color", "pending", "owner", "running", "queued", "stealable")
 
     def __init__(self, color, owner: int):
         self.color = color
@@ -47,6 +55,7 @@ class ColorState:
         self.owner = owner
         self.running = False
         self.queued = False
+        self.stealable = owner != 0 or color != DEFAULT_COLOR
 
 
 class WorkerStats:
@@ -115,7 +124,7 @@ class Scheduler:
                 if self._idle[owner]:
                     self._idle[owner] = False
                     wake = owner
-                elif self.policy == STEAL:
+                elif self.policy == STEAL and state.stealable:
                     wake = self._claim_idle_thief(owner)
         if wake is not None:
             self._wakers[wake]()
@@ -175,8 +184,13 @@ class Scheduler:
         if any(s.pending[0]._seq <= self._limit for s in self._ready[w]):
             return True
         if self.policy == STEAL:
-            return any(self._ready[v] for v in range(self.workers) if v != w)
+            return any(self._has_stealable(v) for v in range(self.workers) if v != w)
         return False
+
+    def _has_stealable(self, v: int) -> bool:
+        # Only one color is not stealable, so of two queued colors at least one is.
+        ready = self._ready[v]
+        return len(ready) > 1 or (len(ready) == 1 and ready[0].stealable)
 
     @property
     def frozen(self) -> bool:
@@ -206,12 +220,17 @@ class Scheduler:
         return None
 
     def _steal(self, thief: int):
-        """Take the oldest waiting color of the most loaded other worker, and own it from now on."""
-        victim = max((v for v in range(self.workers) if v != thief),
+        """Take the oldest stealable color of the most loaded other worker, and own it from now on.
+
+        The default color, if it waits at the head of the loop thread's queue, is passed over.
+        """
+        victim = max((v for v in range(self.workers) if v != thief and self._has_stealable(v)),
                      key=lambda v: len(self._ready[v]), default=None)
-        if victim is None or not self._ready[victim]:
+        if victim is None:
             return None
-        state = self._ready[victim].popleft()
+        ready = self._ready[victim]
+        state = ready[0] if ready[0].stealable else ready[1]
+        ready.remove(state)
         state.queued = False
         if state.pending[0]._seq > self._limit:
             self._parked.append(state)

@@ -136,6 +136,73 @@ def test_default_color_program_behaves_as_single_threaded():
     assert stats4["workers"][0]["callbacks"] > 0
 
 
+@pytest.mark.parametrize("scheduler", ["hash", "steal"])
+def test_default_color_stays_on_the_loop_thread_under_either_scheduler(scheduler):
+    """An unchanged program (four chains of color-0 callbacks) with idle workers around: stealing
+    may move other colors, never color 0, so every step runs on the loop thread, in FIFO order,
+    and what only the main thread may do (here: add a signal handler) works from any of them."""
+    chains, steps = 4, 500
+    trace, refused = [], []
+
+    with runtime.Loop(workers=2, scheduler=scheduler) as loop:
+        def step(chain, i):
+            trace.append((chain, i, threading.current_thread().name))
+            if i == steps // 2:
+                try:
+                    loop.add_signal_handler(signal.SIGUSR1, print)
+                    loop.remove_signal_handler(signal.SIGUSR1)
+                except RuntimeError as exc:
+                    refused.append(exc)
+            if i + 1 < steps:
+                loop.call_soon(step, chain, i + 1)
+            elif chain == chains - 1:
+                loop.stop()
+
+        for chain in range(chains):
+            loop.call_soon(step, chain, 0)
+        loop.run()
+        stats = loop.stats()
+    main = threading.main_thread().name
+    assert refused == []
+    assert trace == [(c, i, main) for i in range(steps) for c in range(chains)]
+    assert stats["steals"] == 0
+    assert all(w["callbacks"] == 0 for w in stats["workers"][1:])
+
+
+def test_stealing_passes_over_the_default_color_and_takes_the_next():
+    """The loop thread is busy in color 2's callback while colors 0 and 4 (both at home on it)
+    wait in its queue, 0 first: the idle worker must take color 4, which releases color 2, and
+    leave color 0 to the loop thread. (Worker 1 is kept busy on its own color 1 until the queue
+    is set up, so that neither worker can take the other's first callback.)"""
+    main = threading.main_thread().name
+    set_up, released, ran = threading.Event(), threading.Event(), {}
+
+    def gate():
+        ran[1] = threading.current_thread().name
+        assert set_up.wait(5)
+
+    def hold():
+        ran[2] = threading.current_thread().name
+        loop.call_soon(record, 0)
+        loop.call_soon(record, 4, color=4)
+        set_up.set()
+        released.wait(5)
+        loop.stop()
+
+    def record(color):
+        ran[color] = threading.current_thread().name
+        if color == 4:
+            released.set()
+
+    with runtime.Loop(workers=2, scheduler="steal") as loop:
+        loop.call_soon(gate, color=1)
+        loop.call_soon(hold, color=2)
+        loop.run()
+        steals = loop.stats()["steals"]
+    assert ran == {1: "colorloop-worker-1", 2: main, 0: main, 4: "colorloop-worker-1"}
+    assert steals == 1
+
+
 def test_timers_fire_in_deadline_order_and_cancel_works():
     fired, done = [], threading.Event()
     with runtime.Loop(workers=2) as loop:
