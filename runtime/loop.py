@@ -278,16 +278,29 @@ class Loop:
         return True
 
     def _install_signal(self, signum: int) -> None:
+        """Point Python's signal wake-up fd at the loop thread's pipe while the loop handles any
+        signal, and handle `signum`. If the handler is refused (SIGKILL, a bad number), the
+        wake-up fd is put back as it was: left pointing at this loop's pipe, a signal arriving
+        after close() would write its byte into whatever file reused the pipe's fd number."""
+        if signum in self._old_signal_handlers:
+            return
         if self._old_wakeup_fd is None:
             self._old_wakeup_fd = signal.set_wakeup_fd(self._pollers[0].wake_w,
                                                        warn_on_full_buffer=False)
-        if signum not in self._old_signal_handlers:
+        try:
             self._old_signal_handlers[signum] = signal.signal(signum, self._on_signal)
+        except BaseException:
+            self._restore_wakeup_fd()
+            raise
 
     def _restore_signal(self, signum: int) -> None:
         old = self._old_signal_handlers.pop(signum, None)
         if old is not None:
             signal.signal(signum, old)
+        self._restore_wakeup_fd()
+
+    def _restore_wakeup_fd(self) -> None:
+        """Give the wake-up fd back to whoever had it, once this loop handles no signal."""
         if not self._old_signal_handlers and self._old_wakeup_fd is not None:
             signal.set_wakeup_fd(self._old_wakeup_fd)
             self._old_wakeup_fd = None
@@ -376,6 +389,9 @@ class Loop:
             raise RuntimeError("cannot close a running loop; stop() it first")
         for signum in list(self._signal_handlers):
             self.remove_signal_handler(signum)
+        for signum in list(self._old_signal_handlers):   # any other this loop took over
+            self._restore_signal(signum)
+        self._restore_wakeup_fd()      # the wake-up pipe closes now: never leave it to signals
         self._closed = True
         for poller in self._pollers:
             poller.close()

@@ -311,6 +311,55 @@ def test_signal_is_delivered_as_a_colored_callback():
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
 
 
+@pytest.mark.parametrize("signum", [signal.SIGKILL, 1000], ids=["SIGKILL", "out-of-range"])
+def test_a_refused_signal_handler_leaves_the_wakeup_fd_as_it_was(signum):
+    r, w = os.pipe2(os.O_NONBLOCK)
+    previous = signal.set_wakeup_fd(w)
+    try:
+        loop = runtime.Loop(workers=1)
+        with pytest.raises((OSError, ValueError)):
+            loop.add_signal_handler(signum, print)
+        assert signal.set_wakeup_fd(w) == w        # still the program's own, not the loop's pipe
+        loop.close()
+        assert signal.set_wakeup_fd(w) == w
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(r)
+        os.close(w)
+
+
+def test_after_close_a_signal_writes_nothing_into_a_file_that_reused_the_loops_fds(tmp_path):
+    """The tester's case: a refused handler, close(), then files get the freed fd numbers and a
+    signal arrives. Its wake-up byte must go where the wake-up fd pointed before the loop."""
+    r, w = os.pipe2(os.O_NONBLOCK)
+    previous = signal.set_wakeup_fd(w)
+    old_usr1 = signal.getsignal(signal.SIGUSR1)
+    files = []
+    try:
+        loop = runtime.Loop(workers=1)
+        loop_fds = {loop._pollers[0].wake_r, loop._pollers[0].wake_w}
+        with pytest.raises(OSError):
+            loop.add_signal_handler(signal.SIGKILL, print)
+        loop.close()
+        files = [open(tmp_path / f"f{i}", "wb", buffering=0) for i in range(6)]
+        assert loop_fds <= {f.fileno() for f in files}     # the pipe's numbers were reused
+        got = []
+        signal.signal(signal.SIGUSR1, lambda *a: got.append(a[0]))
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+        assert got == [signal.SIGUSR1]
+        for f in files:
+            f.close()
+        assert [(tmp_path / f"f{i}").read_bytes() for i in range(6)] == [b""] * 6
+        assert os.read(r, 16) == bytes([signal.SIGUSR1])
+    finally:
+        for f in files:
+            f.close()
+        signal.signal(signal.SIGUSR1, old_usr1)
+        signal.set_wakeup_fd(previous)
+        os.close(r)
+        os.close(w)
+
+
 def test_raising_callback_is_reported_and_the_loop_goes_on():
     reports, after, done = [], [], threading.Event()
     with runtime.Loop(workers=2, on_error=reports.append) as loop:
