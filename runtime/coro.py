@@ -8,6 +8,13 @@ any thread) schedules the next step on the task's color.
 
 Neither asyncio, Trio nor Twisted has this serialisation key: there, two coroutines either share one
 thread or share nothing.
+
+A coroutine's exception is the task's outcome, raised again to whoever awaits the task or calls
+`result()`. As in asyncio, one that nobody ever retrieved (`await`, `result()`, `exception()`) is
+not lost: it is reported to the loop's `on_error`, and counted, when the task is garbage-collected.
+SystemExit and KeyboardInterrupt are not outcomes to hand on but requests to stop: a step that
+raises one ends the task with it and then raises it on, so the loop stops exactly as when a plain
+callback raises it.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ class Future:
         self._done = threading.Event()
         self._result = None
         self._exception: BaseException | None = None
+        self._retrieved = False      # result() or exception() was called (awaiting calls result())
         self._callbacks: list | None = []
 
     def done(self) -> bool:
@@ -73,6 +81,7 @@ class Future:
                                     "result() on a loop thread")
         if not self._done.wait(timeout):
             raise TimeoutError("the future is not done")
+        self._retrieved = True
         if self._exception is not None:
             raise self._exception
         return self._result
@@ -80,6 +89,7 @@ class Future:
     def exception(self):
         if not self.done():
             raise InvalidStateError("the future is not done")
+        self._retrieved = True
         return self._exception
 
     def __await__(self):
@@ -100,6 +110,7 @@ class Task(Future):
         self.color = color
         self._waiting_on: Future | None = None
         self._cancel_requested = False
+        self._failed_on = 0          # the worker whose step raised, for a report at collection
         loop.call_soon(self._step, None, None, color=color)
 
     def cancel(self) -> bool:
@@ -130,7 +141,13 @@ class Task(Future):
             self.set_result(stop.value)
             return
         except BaseException as failure:       # the task's outcome, re-raised to who awaits it
+            self._failed_on = _context.local.worker or 0
             self.set_exception(failure)
+            if not isinstance(failure, Exception):
+                # SystemExit, KeyboardInterrupt: stop the loop as a callback raising it does
+                # (reported, loop stopped, run() raises it); so it needs no report when collected.
+                self._retrieved = True
+                raise
             return
         if not isinstance(awaited, Future):
             self._loop.call_soon(self._step, None, TypeError(
@@ -152,9 +169,28 @@ class Task(Future):
             value, exc = None, failure
         self._loop.call_soon(self._step, value, exc, awaited, color=self.color)
 
+    def __del__(self):
+        """asyncio's "Task exception was never retrieved": report a failure nobody looked at.
+
+        CancelledError is not a failure to report: someone asked for it. Runs on whichever thread
+        collects the task, as asyncio's does.
+        """
+        exc = getattr(self, "_exception", None)         # None too if __init__ refused the coro
+        if exc is None or self._retrieved or isinstance(exc, CancelledError):
+            return
+        try:
+            self._loop._report(self.color, f"task {_name(self._coro)} (its exception was never "
+                               "retrieved)", exc, self._failed_on)
+        except Exception:       # at interpreter exit, or a loop gone half-way: nothing to do
+            pass
+
     def __repr__(self):
         state = "done" if self.done() else "pending"
-        return f"<Task {getattr(self._coro, '__qualname__', self._coro)} color={self.color!r} {state}>"
+        return f"<Task {_name(self._coro)} color={self.color!r} {state}>"
+
+
+def _name(coro) -> str:
+    return getattr(coro, "__qualname__", None) or repr(coro)
 
 
 # -- awaitables for coroutines running on a loop -------------------------------------------------

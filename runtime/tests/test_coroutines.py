@@ -1,4 +1,5 @@
 """`async def` on a color: every step runs as a callback of the task's color."""
+import gc
 import socket
 import threading
 
@@ -231,3 +232,64 @@ def test_run_until_complete_stopped_early_says_so():
     with loop:
         with pytest.raises(RuntimeError, match="stopped before the coroutine finished"):
             loop.run_until_complete(forever())
+
+
+def test_a_task_exception_nobody_retrieved_is_reported_when_the_task_is_collected():
+    """Four failed tasks: one awaited, one asked for exception(), one cancelled, and one nobody
+    looks at. Only the last is reported (once, with its color), and counted in stats."""
+    reports = []
+    gate, never = runtime.Future(), runtime.Future()
+
+    async def failing(message):
+        if message == "lost":
+            gate.set_result(None)
+        raise ValueError(message)
+
+    async def waits():
+        await never
+
+    async def main():
+        loop.spawn(failing("lost"), color="f")          # nobody keeps it
+        try:
+            await loop.spawn(failing("awaited"), color="g")
+        except ValueError:
+            pass
+        await gate
+        loop.spawn(waits(), color="h").cancel()         # ends in CancelledError: not reported
+        return loop.spawn(failing("asked"), color="i")  # its step is queued: stop() drains it
+
+    loop = runtime.Loop(workers=2, on_error=reports.append)
+    with loop:
+        asked = loop.run_until_complete(main())
+        assert isinstance(asked.exception(), ValueError)
+        del asked
+        gc.collect()
+        assert [(r.color, str(r.exception)) for r in reports] == [("f", "lost")]
+        assert "failing" in reports[0].callback and "never retrieved" in reports[0].callback
+        assert "ValueError: lost" in reports[0].traceback
+        assert loop.stats()["errors"] == 1
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+def test_system_exit_in_a_task_stops_the_loop_as_from_a_callback(exc_type):
+    reports, never = [], runtime.Future()
+
+    async def exits():
+        await runtime.sleep(0)
+        raise exc_type(3)
+
+    async def main():
+        await never
+
+    loop = runtime.Loop(workers=2, on_error=reports.append)
+    with loop:
+        task = loop.spawn(exits(), color="x")
+        loop.call_later(10, loop.stop)          # a failure, not a hang, if the task can't stop it
+        with pytest.raises(exc_type):
+            loop.run_until_complete(main())
+        assert isinstance(task.exception(), exc_type)
+        del task
+        gc.collect()
+        # reported once, by the step that raised it, as a callback's would be; not again
+        assert [(r.color, type(r.exception)) for r in reports] == [("x", exc_type)]
+        assert loop.stats()["errors"] == 1
