@@ -12,8 +12,9 @@ they are the whole of the paper's guarantee:
   exactly one ready queue, or idle; so two callbacks of one color never overlap;
 * a color's callbacks leave its FIFO in the order they entered it, whichever worker runs them.
 
-Placement (libasync-smp): a color with no state hashes to a home worker (`hash(color) % workers`),
-so the default color 0 always lives on worker 0, the event-loop thread. With work stealing, an
+Placement (libasync-smp): a color with no state hashes to a home worker (`stable_hash(color) %
+workers`: an int is its own hash), so the default color 0 always lives on worker 0, the event-loop
+thread, and a color's home is the same in every run of the program. With work stealing, an
 idle worker takes one whole color out of another worker's ready queue and becomes its owner; a
 color that is running is never stolen, so stealing cannot break either rule. The default color
 is never stolen either: an unchanged program, all of it on color 0, must run on the loop thread
@@ -29,6 +30,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import zlib
 from collections import deque
 
 from .callbacks import DEFAULT_COLOR
@@ -39,6 +41,30 @@ POLICIES = (HASH, STEAL)
 
 _NO_LIMIT = float("inf")
 STREAK = 16         # callbacks a color may run in a row while other colors wait on the same worker
+
+
+def stable_hash(color) -> int:
+    """hash(color), except that str and bytes (also inside tuples) hash the same in every process.
+
+    Python randomises hash() of str and bytes per process (PYTHONHASHSEED), so with hash() which
+    string colors share a worker, the loop thread among them, changed from run to run, and so did
+    whether a long callback stalled the loop thread's timers. An int is its own hash (color k goes
+    to worker k % workers). Other types keep hash(): stable for numbers, not for objects hashed by
+    id. Called when an idle color gets work, so it stays cheap: a CRC of a short string.
+    """
+    kind = type(color)
+    if kind is int:
+        return color
+    if kind is str:
+        return zlib.crc32(color.encode("utf-8", "surrogatepass"))
+    if kind is bytes:
+        return zlib.crc32(color)
+    if kind is tuple:
+        h = 0x345678
+        for item in color:
+            h = (h * 1000003 + stable_hash(item)) & 0xFFFFFFFFFFFF
+        return h
+    return hash(color)
 
 
 class ColorState:
@@ -94,7 +120,7 @@ class Scheduler:
 
     # -- placement ----------------------------------------------------------------------------
     def home(self, color) -> int:
-        return hash(color) % self.workers
+        return stable_hash(color) % self.workers
 
     def set_waker(self, worker: int, wake) -> None:
         """`wake()` must make worker `worker` return from its idle wait soon."""

@@ -1,5 +1,6 @@
 """Behaviour of the loop: parallelism, default-color equivalence, timers, fds, signals, failures."""
 import errno
+import json
 import os
 import signal
 import socket
@@ -201,6 +202,36 @@ def test_stealing_passes_over_the_default_color_and_takes_the_next():
         steals = loop.stats()["steals"]
     assert ran == {1: "colorloop-worker-1", 2: main, 0: main, 4: "colorloop-worker-1"}
     assert steals == 1
+
+
+def test_string_colors_land_on_the_same_workers_whatever_the_hash_seed():
+    """Python randomises hash() of str and bytes per process; a color's worker must not follow it,
+    or whether a long callback shares the loop thread with the timers changes from run to run."""
+    program = textwrap.dedent("""
+        import json, threading, runtime
+        colors = ["alpha", "beta", "gamma", "delta", "conn-1", "conn-2", b"raw", ("conn", "x"),
+                  ("conn", 7), 0, 1, 6]
+        ran = {}
+        with runtime.Loop(workers=4, scheduler="hash") as loop:
+            for c in colors:
+                loop.call_soon(lambda c=c: ran.setdefault(repr(c), threading.current_thread().name),
+                               color=c)
+            loop.call_soon(loop.stop)
+            loop.run()
+        print(json.dumps(sorted(ran.items())))
+    """)
+    placements = []
+    for seed in ("1", "2", "3"):
+        out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                             timeout=30, cwd=os.path.dirname(os.path.dirname(runtime.__file__)),
+                             env={**os.environ, "PYTHONHASHSEED": seed})
+        assert out.returncode == 0, out.stderr
+        placements.append(out.stdout)
+    assert placements[0] == placements[1] == placements[2]
+    ran = dict(json.loads(placements[0]))
+    assert ran["0"] == "MainThread" and ran["1"] == "colorloop-worker-1"
+    assert ran["6"] == "colorloop-worker-2"               # an int color k goes to worker k % 4
+    assert len(set(ran.values())) > 1
 
 
 def test_timers_fire_in_deadline_order_and_cancel_works():
