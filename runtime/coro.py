@@ -18,6 +18,7 @@ callback raises it.
 """
 from __future__ import annotations
 
+import selectors
 import threading
 
 from . import _context
@@ -36,6 +37,8 @@ class InvalidStateError(Exception):
 
 class Future:
     """A result that will be set later, by any thread. Awaitable from a Task."""
+
+    _on_abandon = None   # fn() to release what the future holds if its awaiting task is cancelled
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -134,6 +137,8 @@ class Task(Future):
         if self._cancel_requested:
             self._cancel_requested = False
             value, exc = None, CancelledError()
+            if resumes is not None and resumes._on_abandon is not None and not resumes.done():
+                resumes._on_abandon()       # e.g. readable(fd): stop watching the fd
         self._waiting_on = None
         try:
             awaited = self._coro.send(value) if exc is None else self._coro.throw(exc)
@@ -202,26 +207,28 @@ def sleep(delay: float) -> Future:
 
 
 def readable(fd) -> Future:
-    """await runtime.readable(fd): resume once fd is readable (one shot)."""
-    return _fd_once(fd, "reader")
+    """await runtime.readable(fd): resume once fd is readable (one shot).
+
+    RuntimeError if fd already has a reader (add_reader, or another task's wait): this wait would
+    replace it. Cancelling the waiting task stops watching the fd."""
+    return _fd_once(fd, selectors.EVENT_READ)
 
 
 def writable(fd) -> Future:
-    """await runtime.writable(fd): resume once fd is writable (one shot)."""
-    return _fd_once(fd, "writer")
+    """await runtime.writable(fd): resume once fd is writable (one shot); as readable()."""
+    return _fd_once(fd, selectors.EVENT_WRITE)
 
 
-def _fd_once(fd, which: str) -> Future:
+def _fd_once(fd, event) -> Future:
     loop = _context.current_loop()
     fut = Future()
-    add = loop.add_reader if which == "reader" else loop.add_writer
-    remove = loop.remove_reader if which == "reader" else loop.remove_writer
 
     def fire():
-        remove(fd)
+        loop._remove_fd(fd, event, only=registration)
         if not fut.done():
             fut.set_result(None)
-    add(fd, fire, color=_here())
+    registration = loop._add_fd(fd, event, fire, (), _here(), once=True)
+    fut._on_abandon = lambda: loop._remove_fd(fd, event, only=registration)
     return fut
 
 

@@ -160,7 +160,11 @@ class Loop:
     def remove_writer(self, fd) -> bool:
         return self._remove_fd(fd, selectors.EVENT_WRITE)
 
-    def _add_fd(self, fd, event, fn, args, color) -> None:
+    def _add_fd(self, fd, event, fn, args, color, once=False):
+        """Register fn for `event` on fd; return the registration. `once` (for `await
+        runtime.readable(fd)`) refuses an fd that already has a callback for that event, which
+        the one-shot wait would otherwise replace: a persistent reader silently lost, or another
+        task's wait left hanging forever."""
         self._check_open()
         fd = _fileno(fd)
         # A worker's poller may take the registration later, on its own thread, where a bad fd
@@ -174,15 +178,22 @@ class Loop:
             slot = _EVENT_NAMES[event]
             old = getattr(watch, slot)
             if old is not None:
+                if once:
+                    raise RuntimeError(f"fd {fd} already has a {slot} ({describe(old.fn)}): "
+                                       f"remove it before awaiting the fd, or do that work in it")
                 old.active = False
-            setattr(watch, slot, _FdCallback(fn, args, color, event, watch))
+            new = _FdCallback(fn, args, color, event, watch)
+            setattr(watch, slot, new)
             # A new registration is always told to the kernel afresh: if the program closed the
             # fd without removing it and the number was reused, the old kernel entry is gone.
             self._poll_for(watch, watch.mask | event, fresh=True)
         if self._wake_on_register and self._loop_thread is not None:
             self._sched.wake_if_idle(watch.poller)
+        return new
 
-    def _remove_fd(self, fd, event) -> bool:
+    def _remove_fd(self, fd, event, only=None) -> bool:
+        """Unregister fd's callback for `event`; with `only`, just that registration, if it is
+        still the one there."""
         fd = _fileno(fd)
         with self._fd_lock:
             watch = self._fds.get(fd)
@@ -190,7 +201,7 @@ class Loop:
                 return False
             slot = _EVENT_NAMES[event]
             old = getattr(watch, slot)
-            if old is None:
+            if old is None or (only is not None and old is not only):
                 return False
             old.active = False
             setattr(watch, slot, None)

@@ -293,3 +293,58 @@ def test_system_exit_in_a_task_stops_the_loop_as_from_a_callback(exc_type):
         # reported once, by the step that raised it, as a callback's would be; not again
         assert [(r.color, type(r.exception)) for r in reports] == [("x", exc_type)]
         assert loop.stats()["errors"] == 1
+
+
+def test_cancelling_a_task_waiting_for_readable_stops_watching_the_fd():
+    a, b = socket.socketpair()
+    waiting, woke = runtime.Future(), []
+
+    async def waiter():
+        waiting.set_result(None)        # main, on the same color, resumes after this step
+        await runtime.readable(a)
+        woke.append(True)
+
+    async def main():
+        task = loop.spawn(waiter(), color="c")
+        await waiting
+        watched_while_waiting = loop.stats()["fds"]
+        task.cancel()
+        with pytest.raises(runtime.CancelledError):
+            await task
+        return watched_while_waiting, loop.stats()["fds"]
+
+    with runtime.Loop(workers=2) as loop:
+        assert loop.run_until_complete(main(), color="c") == (1, 0)
+        b.send(b"x")
+        loop.call_soon(loop.stop)
+        loop.run()
+    assert woke == []
+    a.close()
+    b.close()
+
+
+def test_awaiting_readable_on_an_fd_with_a_reader_is_refused_and_the_reader_kept():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got, done = [], threading.Event()
+
+    def persistent_reader():
+        got.append((a.recv(10), threading.current_thread().name))
+        done.set()
+
+    async def main():
+        with pytest.raises(RuntimeError, match="already has a reader"):
+            await runtime.readable(a)
+        b.send(b"x")
+
+    with runtime.Loop(workers=1) as loop:
+        loop.add_reader(a, persistent_reader)
+        guard = loop.call_later(10, loop.stop)      # a failure, not a hang, if the wait is let in
+        loop.run_until_complete(main())
+        guard.cancel()
+        threading.Thread(target=lambda: (done.wait(5), loop.stop()), daemon=True).start()
+        loop.run()
+        assert loop.stats()["fds"] == 1
+    assert got == [(b"x", "MainThread")]
+    a.close()
+    b.close()
