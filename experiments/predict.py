@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import replace
 
 from experiments import gil_handoff, model_fit
 
@@ -63,7 +64,7 @@ def make_case(held_s: float, free_s: float, mode: str, python: str, clients: int
 def predict(case: model_fit.Case, cpus: int) -> list[dict]:
     """Per CPU count: modelled replies/s and speedup over the same program on 1 CPU, and over its
     serial (uncolored) form on 1 CPU."""
-    serial = model_fit.Case(**{**case.__dict__, "mode": "colors_off", "app": "runtime"})
+    serial = replace(case, mode="colors_off", app="runtime")
     configs = [case.predict_config(k) for k in range(1, cpus + 1)] + [serial.predict_config(1)]
     rates = model_fit.simulate_many(configs)
     base_serial = rates[-1]
