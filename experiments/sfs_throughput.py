@@ -30,7 +30,10 @@ def measure(reuse: bool = False) -> None:
         return
     from apps.sfs_like import bench
 
-    bench.run_benchmark(common.quick())       # writes sfs_throughput.csv and sfs_crypto_ceiling.csv
+    try:
+        bench.run_benchmark(common.quick())   # writes sfs_throughput.csv and sfs_crypto_ceiling.csv
+    except bench.BenchError as exc:           # it already names the configuration and the server's fate
+        raise SystemExit(f"python -m experiments.{NAME}: error: {exc}") from None
     write_summary(figlib.read_csv(NAME))
 
 

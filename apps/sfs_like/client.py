@@ -29,6 +29,13 @@ from .suites import AuthError
 DEFAULT_BLOCK = 64 * 1024
 
 
+def _check_io_size(proc: str, n: int) -> None:
+    """Refuse what the server would refuse (INVAL) before it costs a frame on the wire; a WRITE
+    past the frame limit would otherwise fail in framing, after the request had been numbered."""
+    if not 0 <= n <= MAX_IO:
+        raise ValueError(f"{proc} of {n} bytes: the protocol allows 0..{MAX_IO} per request")
+
+
 class StdoutClosed(Exception):
     """Whoever reads our standard output stopped (`cat FILE | head`): not an error of ours."""
 
@@ -170,11 +177,13 @@ class Client:
                 return entries
 
     def read(self, fh: int, offset: int, count: int) -> tuple[bytes, bool]:
+        _check_io_size("READ", count)
         xid = self.next_xid()
         body = self.call(xid, rpc.req_read(xid, fh, offset, count))
         return bytes(body[1:]), body[0] == 1
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
+        _check_io_size("WRITE", len(data))
         xid = self.next_xid()
         body = self.call(xid, rpc.req_write_head(xid, fh, offset), data)
         return rpc.U32.unpack_from(body, 0)[0]

@@ -101,11 +101,18 @@ class _OneOf:
         return value
 
 
-class _Text:
+class _FileName:
+    """A file's path in the export: a string naming something (empty would be the export root)."""
+
     def check(self, value) -> str:
         if not isinstance(value, str):
             raise ValueError(f"must be a string, not {value!r}")
+        if not value.strip("/"):
+            raise ValueError(f"must name a file in the export, not {value!r} (the export root)")
         return value
+
+    def parse(self, text: str) -> str:
+        return _for_argparse(self.check, text)
 
 
 class _Flag:
@@ -128,7 +135,7 @@ def _for_argparse(check, value):
 # "measured" for 0.4 ms, depth 0 waited 30 s for replies never asked for, block 0 divided by zero).
 SETTINGS = {
     "suite": _OneOf(tuple(SUITES)),
-    "path": _Text(),
+    "path": _FileName(),
     "block": _Whole(1, MAX_IO, " (the server's READ limit, 256 KiB)"),
     "clients": _Whole(1, 1024, " (the server serves at most 1024)"),
     "depth": _Whole(1, rpc.MAX_OUTSTANDING, " (the server disconnects a client with more unanswered)"),
@@ -175,7 +182,10 @@ def serve_one(address: str, defaults: dict, line: str) -> dict:
 def _open_file(client: Client, path: str, block: int) -> tuple[int, int]:
     """(file handle, the part of the file read over and over: whole READs only)."""
     fh = client.walk(path)
-    size = client.getattr(fh).size
+    attr = client.getattr(fh)
+    if attr.type != rpc.FT_FILE:
+        raise ValueError(f"{path} is not a regular file on the server")
+    size = attr.size
     if size < block:
         raise ValueError(f"{path} has {size} bytes, less than one {block}-byte READ")
     return fh, size - size % block
@@ -367,14 +377,22 @@ class Skimmer(threading.Thread):
 
 
 def _describe(exc: BaseException) -> str:
-    """An exception as one line: its message, or its type when it has none (e.g. a bare OSError)."""
+    """An exception as one line: its message, or its type when it has none (e.g. a bare OSError).
+    The load generator talks to nobody but the server, so a reset is said to be the server's."""
+    if isinstance(exc, ConnectionResetError):
+        return "the server reset the connection"
+    if isinstance(exc, BrokenPipeError):             # a request sent after the server went away
+        return "the server closed the connection (a request could not be sent)"
     return str(exc) or type(exc).__name__
 
 
 def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: int = 64 * 1024,
              clients: int = 4, depth: int = 2, decrypt: bool = False, warmup: float = 0.5,
              duration: float = 2.0) -> dict:
-    """Drive the server and return throughput plus the server's counters over the measured window."""
+    """Drive the server and return throughput plus the server's counters over the measured window.
+    The settings are checked first, as on the command line (ValueError naming the bad one)."""
+    check_settings(dict(suite=suite, path=path, block=block, clients=clients, depth=depth,
+                        decrypt=decrypt, warmup=warmup, duration=duration))
     failure = threading.Event()      # set by a load thread that fails
     if decrypt:
         ready = threading.Barrier(clients + 1)
@@ -391,7 +409,7 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
         pass
     failed = [t.error for t in threads if t.error is not None]
     if failed:
-        raise RuntimeError(f"load client failed during set-up: {failed[0]!r}") from failed[0]
+        raise RuntimeError(f"load client failed during set-up: {_describe(failed[0])}") from failed[0]
     lost = None                      # the control connection's failure, if it failed
     try:
         with Client(address, suite) as control:
@@ -463,7 +481,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.sfs_like.loadgen", description=__doc__.split("\n")[0])
     p.add_argument("server", help="HOST:PORT:FINGERPRINT")
     p.add_argument("--suite", default="sfs2003", choices=SETTINGS["suite"].choices)
-    p.add_argument("--path", default="big", help="file to read, relative to the export")
+    p.add_argument("--path", type=SETTINGS["path"].parse, default="big",
+                   help="file to read, relative to the export")
     p.add_argument("--block", type=SETTINGS["block"].parse, default=64 * 1024, help="READ size in bytes")
     p.add_argument("--clients", type=SETTINGS["clients"].parse, default=4)
     p.add_argument("--depth", type=SETTINGS["depth"].parse, default=2,

@@ -270,6 +270,9 @@ class Server:
             # Requests unanswered: every frame but the first (the hello, whose answer is not
             # counted in `replied`) less the replies sealed. Counting the hello too cut off a
             # client with exactly MAX_OUTSTANDING requests in flight, which PROTOCOL.md allows.
+            # `replied` is counted on the crypto color and read here with no lock: it only grows,
+            # and a reply is counted before it is sent, so any request the client sent in answer
+            # to a reply arrives after the count that reply made: never a false cut-off.
             if conn.received - 1 - conn.replied > MAX_OUTSTANDING:
                 self._close(conn, f"more than {MAX_OUTSTANDING} requests outstanding")
                 return

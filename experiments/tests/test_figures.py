@@ -87,3 +87,21 @@ def test_a_csv_cut_short_loses_only_its_last_line_and_says_so(tmp_path, capsys):
     (tmp_path / "sched_compare.csv").write_text('python,load\n3.11,"a\n')    # unterminated quote
     assert figlib.read_csv("sched_compare", tmp_path) is None
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_a_failed_sfs_benchmark_is_one_line_of_error_not_a_traceback(monkeypatch, tmp_path):
+    """`make fig-sfs` showed bench's error, which names the configuration and the server's fate,
+    under a traceback; it is the script's one-line error now, and no CSV is claimed written."""
+    from apps.sfs_like import bench
+    from experiments import sfs_throughput
+
+    def fails(quick):
+        raise bench.BenchError("trial 0, sfs2003 8 KiB READs, colors on, 1 CPU: the server was "
+                               "killed by SIGKILL")
+    monkeypatch.setattr(bench, "run_benchmark", fails)
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    with pytest.raises(SystemExit) as exit_:
+        sfs_throughput.main([])
+    assert exit_.value.code == ("python -m experiments.sfs_throughput: error: trial 0, sfs2003 8 KiB "
+                                "READs, colors on, 1 CPU: the server was killed by SIGKILL")
+    assert not (tmp_path / "results").exists()

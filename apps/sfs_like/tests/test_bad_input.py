@@ -89,12 +89,34 @@ def test_a_write_over_the_limit_gets_an_error_reply_and_changes_nothing(server, 
         fh = c.create(rpc.ROOT_FH, "w.bin")
         first = os.urandom(MAX_IO)
         assert c.write(fh, 0, first) == MAX_IO                   # the limit itself is fine
-        with pytest.raises(rpc.RpcError) as err:
-            c.write(fh, 0, b"x" * size)
+        with pytest.raises(rpc.RpcError) as err:      # past Client.write's own check, as a
+            xid = c.next_xid()                         # client of one's own would send it
+            c.call(xid, rpc.req_write_head(xid, fh, 0), b"x" * size)
         assert err.value.status == rpc.INVAL
         assert err.value.message == f"WRITE of {size} bytes, the limit is {MAX_IO}"
         assert (export / "w.bin").read_bytes() == first         # unchanged
         assert c.get("w.bin") == first                          # and the session goes on
+
+
+def test_the_client_refuses_io_over_the_limit_before_sending(server, bystander, export):
+    """Client.write sent a WRITE past 256 KiB for the server to refuse, and one past the frame
+    limit failed in framing after its request number was taken. Both are refused at the call
+    now, nothing is sent, and the session goes on."""
+    with Client(server.address) as c:
+        fh = c.create(rpc.ROOT_FH, "w.bin")
+        reads_before = c.stats()["reads"]
+        xid_before = c._xid
+        for call, proc, n in [(lambda: c.write(fh, 0, b"x" * (MAX_IO + 1)), "WRITE", MAX_IO + 1),
+                              (lambda: c.write(fh, 0, b"x" * (4 * MAX_IO)), "WRITE", 4 * MAX_IO),
+                              (lambda: c.read(fh, 0, MAX_IO + 1), "READ", MAX_IO + 1),
+                              (lambda: c.read(fh, 0, -1), "READ", -1)]:
+            with pytest.raises(ValueError, match=f"^{proc} of {n} bytes: the protocol allows "
+                                                 f"0..{MAX_IO} per request$"):
+                call()
+        assert c._xid == xid_before                    # no request was numbered, so none sent
+        assert c.stats()["reads"] == reads_before
+        assert c.write(fh, 0, b"fine") == 4
+    assert (export / "w.bin").read_bytes() == b"fine"
 
 
 @pytest.mark.parametrize("proc", ["LOOKUP", "STATS"])
