@@ -23,11 +23,11 @@ WORKLOAD_COLORS = {"sha256": "#1f77b4", "chacha20poly1305": "#2ca02c", "purepyth
 
 
 def measure(reuse: bool = False) -> None:
-    if not (reuse and (common.RESULTS / f"{DISPATCH}.csv").exists()):
+    if not (reuse and (common.results_dir() / f"{DISPATCH}.csv").exists()):
         from runtime.benchmarks import dispatch
 
         common.write_results(DISPATCH, dispatch.run_benchmark(common.quick()))
-    if not (reuse and (common.RESULTS / f"{SPEEDUP}.csv").exists()):
+    if not (reuse and (common.results_dir() / f"{SPEEDUP}.csv").exists()):
         from runtime.benchmarks import speedup
 
         rows = list(speedup.run_benchmark(common.quick()))

@@ -20,6 +20,18 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "artifact" / "results"
 FIGURES = REPO / "artifact" / "figures"
 
+
+def results_dir() -> Path:
+    """Where CSVs are written and read: $COLORLOOP_RESULTS, else artifact/results. Measuring and
+    drawing must agree on it (a measurement written to one folder and drawn from another drew
+    "no data" over the committed figure)."""
+    return Path(os.environ.get("COLORLOOP_RESULTS") or RESULTS)
+
+
+def figures_dir() -> Path:
+    """Where figures go: $COLORLOOP_FIGURES, else artifact/figures."""
+    return Path(os.environ.get("COLORLOOP_FIGURES") or FIGURES)
+
 _PACKAGES = ("cryptography", "httptools", "aiohttp", "pandas", "matplotlib", "numpy")
 
 
@@ -102,11 +114,12 @@ def cpu_counts() -> list[int]:
 
 
 def write_results(name: str, rows: list[dict], *, extra: dict | None = None) -> Path:
-    """Write rows to artifact/results/<name>.csv and the machine description beside it."""
+    """Write rows to <results_dir()>/<name>.csv and the machine description beside it."""
     if not rows:
         raise ValueError(f"no rows to write for {name}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.csv"
+    folder = results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.csv"
     fields: list[str] = []
     for row in rows:
         fields.extend(k for k in row if k not in fields)
@@ -117,7 +130,7 @@ def write_results(name: str, rows: list[dict], *, extra: dict | None = None) -> 
     meta = {"machine": machine_info(), "quick": quick(), "argv": sys.argv}
     if extra:
         meta.update(extra)
-    (RESULTS / f"{name}.machine.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    (folder / f"{name}.machine.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return path
 
 

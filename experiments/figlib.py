@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -37,12 +36,8 @@ MODELLED_STYLE = dict(linestyle="--", linewidth=1.4)
 PAPER_STYLE = dict(marker="*", linestyle=":", color="black", markersize=13, linewidth=1.0)
 
 
-def results_dir() -> Path:
-    return Path(os.environ.get("COLORLOOP_RESULTS") or common.RESULTS)
-
-
-def figures_dir() -> Path:
-    return Path(os.environ.get("COLORLOOP_FIGURES") or common.FIGURES)
+results_dir = common.results_dir      # the scripts measure into the folder they draw from
+figures_dir = common.figures_dir
 
 
 def read_csv(name: str, folder: Path | None = None) -> pd.DataFrame | None:

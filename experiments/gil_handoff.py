@@ -171,8 +171,8 @@ def wake_costs_once(sleep_us: float, rounds: int, cpus: list[int]) -> tuple[floa
 
 
 def measure(reuse: bool = False) -> None:
-    if reuse and (common.RESULTS / f"{NAME}.csv").exists():
-        print(f"reusing {common.RESULTS / NAME}.csv")
+    if reuse and (common.results_dir() / f"{NAME}.csv").exists():
+        print(f"reusing {common.results_dir() / NAME}.csv")
         return
     from tqdm import tqdm
 

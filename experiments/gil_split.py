@@ -333,8 +333,8 @@ def measure_calls(names: list[str], trials: int, seconds: float) -> list[dict]:
 
 
 def measure(reuse: bool = False) -> None:
-    if reuse and (common.RESULTS / f"{NAME}.csv").exists():
-        print(f"reusing {common.RESULTS / NAME}.csv")
+    if reuse and (common.results_dir() / f"{NAME}.csv").exists():
+        print(f"reusing {common.results_dir() / NAME}.csv")
         return
     names = measured_calls()
     if not common.gil_enabled():

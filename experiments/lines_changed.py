@@ -33,8 +33,8 @@ def count() -> dict:
 
 
 def measure(reuse: bool = False) -> None:
-    if reuse and (common.RESULTS / f"{NAME}.csv").exists():
-        print(f"reusing {common.RESULTS / NAME}.csv")
+    if reuse and (common.results_dir() / f"{NAME}.csv").exists():
+        print(f"reusing {common.results_dir() / NAME}.csv")
         return
     result = count()
     modules = result.get("modules", "")

@@ -57,7 +57,7 @@ def execute(paths: list[Path], results: Path, out: Path, timeout: int = TIMEOUT_
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=common.RESULTS)
+    parser.add_argument("--results", type=Path, default=common.results_dir())
     parser.add_argument("--out", type=Path, default=EXECUTED)
     args = parser.parse_args(argv)
     paths = notebook_paths()

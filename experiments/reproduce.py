@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     claims.print_claims(table)
     print("\nsteps: " + ", ".join(f"{t['step']} {t['seconds']:.0f}s" + ("" if t["returncode"] == 0 else " FAILED")
                                   for t in timings))
-    print(f"figures: {common.FIGURES}/   CSVs: {common.RESULTS}/   claims: artifact/claims.md")
+    print(f"figures: {common.figures_dir()}/   CSVs: {common.results_dir()}/   claims: artifact/claims.md")
     return 1 if failed else 0
 
 

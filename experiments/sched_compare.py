@@ -119,8 +119,8 @@ def run_trial(load_items, workers: int, scheduler: str) -> dict:
 
 
 def measure(reuse: bool = False) -> None:
-    if reuse and (common.RESULTS / f"{NAME}.csv").exists():
-        print(f"reusing {common.RESULTS / NAME}.csv")
+    if reuse and (common.results_dir() / f"{NAME}.csv").exists():
+        print(f"reusing {common.results_dir() / NAME}.csv")
         return
     from tqdm import tqdm
 

@@ -25,8 +25,8 @@ def color_of(case) -> str:
 
 def measure(reuse: bool = False) -> None:
     """Run apps.sfs_like.bench once; its rows feed this figure and the block-size sweep."""
-    if reuse and (common.RESULTS / f"{NAME}.csv").exists():
-        print(f"reusing {common.RESULTS / NAME}.csv")
+    if reuse and (common.results_dir() / f"{NAME}.csv").exists():
+        print(f"reusing {common.results_dir() / NAME}.csv")
         return
     from apps.sfs_like import bench
 

@@ -23,8 +23,8 @@ COLORS = {("3.11", "colors_off"): "#7f7f7f", ("3.11", "colors_on"): "#1f77b4",
 
 def measure(reuse: bool = False) -> None:
     """The web benchmark on 3.11 (every server), then the colorloop server on 3.13t if it is built."""
-    if reuse and (common.RESULTS / f"{NAME}.csv").exists():
-        print(f"reusing {common.RESULTS / NAME}.csv")
+    if reuse and (common.results_dir() / f"{NAME}.csv").exists():
+        print(f"reusing {common.results_dir() / NAME}.csv")
         return
     from apps.webserver import bench
 

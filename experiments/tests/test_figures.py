@@ -105,3 +105,20 @@ def test_a_failed_sfs_benchmark_is_one_line_of_error_not_a_traceback(monkeypatch
     assert exit_.value.code == ("python -m experiments.sfs_throughput: error: trial 0, sfs2003 8 KiB "
                                 "READs, colors on, 1 CPU: the server was killed by SIGKILL")
     assert not (tmp_path / "results").exists()
+
+
+def test_colorloop_results_is_where_a_script_measures_and_draws_from(tmp_path, monkeypatch, capsys):
+    """With COLORLOOP_RESULTS set, a figure script wrote its CSV to artifact/results/ and then drew
+    from the other folder: "no data", over the committed figure. One folder for both now."""
+    from experiments import lines_changed
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "artifact-results-must-stay-empty")
+    monkeypatch.setattr(common, "FIGURES", tmp_path / "artifact-figures-must-stay-empty")
+    monkeypatch.setenv("COLORLOOP_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("COLORLOOP_FIGURES", str(tmp_path / "figures"))
+    lines_changed.main([])
+    assert (tmp_path / "results" / "lines_changed.csv").exists()
+    assert (tmp_path / "results" / "lines_changed.machine.json").exists()
+    assert (tmp_path / "figures" / "lines_changed.png").exists()
+    assert "no data" not in capsys.readouterr().err
+    assert not (tmp_path / "artifact-results-must-stay-empty").exists()
+    assert not (tmp_path / "artifact-figures-must-stay-empty").exists()
