@@ -5,7 +5,8 @@
 #   make figs-redraw       redraw every figure from the CSVs already there (measures nothing)
 #   make reproduce-all     every experiment, the notebooks, then the claims table (QUICK=1: the short version)
 #   make notebooks         execute notebooks/ into artifact/notebooks-executed/
-#   make claims            print the claims table from the CSVs already there
+#   make claims            rebuild and print the claims table from the CSVs already there
+#                          (every fig-NAME does this after its step, `make notebooks` before)
 #   make test-experiments  the experiments' own tests (model, figures, notebooks on synthetic CSVs)
 EXP_FIGS := sfs web blocksize lines callbacks sched gil gilsplit model
 EXP_MOD_sfs       := sfs_throughput
@@ -19,8 +20,11 @@ EXP_MOD_gilsplit  := gil_split
 EXP_MOD_model     := model_validation
 
 .PHONY: $(addprefix fig-,$(EXP_FIGS)) figs-redraw reproduce-all notebooks claims test-experiments
+# Each figure step ends by rebuilding the claims table from the CSVs now there, so that
+# artifact/claims.md (and the notebooks, which show it) never lags the step just run.
 $(addprefix fig-,$(EXP_FIGS)): fig-%: setup
 	$(PY) -m experiments.$(EXP_MOD_$*)
+	$(PY) -m experiments.claims
 
 figs-redraw: setup
 	$(PY) -m experiments.reproduce --plot-only --skip-notebooks
@@ -28,7 +32,7 @@ figs-redraw: setup
 reproduce-all: setup
 	$(PY) -m experiments.reproduce
 
-notebooks: setup
+notebooks: claims
 	$(PY) -m experiments.notebooks
 
 claims: setup

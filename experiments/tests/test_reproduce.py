@@ -1,4 +1,6 @@
 """The reproduce driver: runs its steps as processes, keeps going past a failure, ends with claims."""
+import pytest
+
 from experiments import common, reproduce
 
 
@@ -44,3 +46,18 @@ def test_steps_that_model_run_after_the_model_inputs_of_the_same_run():
     for modelling in ("blocksize", "model"):
         for source in ("sfs", "web", "callbacks"):
             assert order.index(source) < order.index(modelling), (source, modelling)
+
+
+@pytest.mark.parametrize("target, before, after", [
+    ("fig-lines", "experiments.lines_changed", "experiments.claims"),
+    ("fig-web", "experiments.web_throughput", "experiments.claims"),
+    ("notebooks", "experiments.claims", "experiments.notebooks"),
+])
+def test_figure_steps_and_notebooks_leave_the_claims_table_current(target, before, after):
+    """After `make fig-web`, claims.md still held the last full run's numbers, and `make notebooks`
+    showed that stale table beside the new figures; the table is rebuilt in both now."""
+    import subprocess
+    shown = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=common.REPO,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    ran = [line.split("-m", 1)[1].split()[0] for line in shown if " -m experiments." in line]
+    assert ran == [before, after], ran
