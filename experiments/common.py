@@ -10,7 +10,9 @@ import csv
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import sysconfig
 from importlib import metadata
@@ -86,11 +88,48 @@ def machine_info() -> dict:
     }
 
 
+FREETHREADED_LABEL = "3.13t"
+FREETHREADED_VENV = REPO / "build" / "py313t" / "venv"      # made by `make freethreaded`
+
+
+def freethreaded_version() -> str | None:
+    """The version of the free-threaded build whose rows a CSV holds (from its venv's pyvenv.cfg:
+    the 3.11 driver writes the CSV, so its own sys.version says nothing of the 3.13t rows)."""
+    try:
+        for line in (FREETHREADED_VENV / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "version":
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def tool_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """First line of `NAME -v` for each program installed (the web benchmark's wrk and peers):
+    what the figure compares against is part of what was measured."""
+    versions = {}
+    for name in names:
+        path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+        if not path:
+            continue
+        try:
+            out = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        first = (out.stdout.strip() or out.stderr.strip()).splitlines()
+        if first:
+            versions[name] = first[0]
+    return versions
+
+
 def machine_summary(info: dict | None = None) -> str:
-    """One line for a figure's footer: which machine, CPU, core count and Python made it."""
+    """One line for a figure's footer: which machine, CPU, core count and Python(s) made it."""
     info = info or machine_info()
+    ft = info.get("python_freethreaded")
     return (f"{info['cpu_model']}, {info['cpus_online']} CPUs, Linux {info['kernel']}, "
-            f"Python {info['python']}{' (free-threaded)' if not info['gil_enabled'] else ''}")
+            f"Python {info['python']}{' (free-threaded)' if not info['gil_enabled'] else ''}"
+            + (f" and {ft} free-threaded ({FREETHREADED_LABEL})" if ft else ""))
 
 
 def cpu_split(k: int) -> tuple[list[int], list[int], bool]:
@@ -127,7 +166,10 @@ def write_results(name: str, rows: list[dict], *, extra: dict | None = None) -> 
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    meta = {"machine": machine_info(), "quick": quick(), "argv": sys.argv}
+    machine = machine_info()
+    if any(row.get("python") == FREETHREADED_LABEL for row in rows):
+        machine["python_freethreaded"] = freethreaded_version() or "unknown"
+    meta = {"machine": machine, "quick": quick(), "argv": sys.argv}
     if extra:
         meta.update(extra)
     (folder / f"{name}.machine.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")

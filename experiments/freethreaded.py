@@ -17,12 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.common import REPO
+from experiments.common import FREETHREADED_LABEL, FREETHREADED_VENV, REPO
 
-FT_DIR = REPO / "build" / "py313t"
-FT_PYTHON = FT_DIR / "venv" / "bin" / "python"
+FT_DIR = FREETHREADED_VENV.parent
+FT_PYTHON = FREETHREADED_VENV / "bin" / "python"
 BUILD_SCRIPT = REPO / "tools" / "freethreaded" / "build.sh"
-FT_LABEL = "3.13t"
+FT_LABEL = FREETHREADED_LABEL
 
 
 class FreeThreadedUnavailable(RuntimeError):

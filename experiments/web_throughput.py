@@ -34,7 +34,7 @@ def measure(reuse: bool = False) -> None:
     except bench.BenchmarkErrors as exc:      # keep every measurement; say which had errors
         rows, failed = list(exc.rows), exc
     rows.extend(_freethreaded_rows())
-    common.write_results(NAME, rows)
+    common.write_results(NAME, rows, extra={"tools": common.tool_versions(("wrk", "nginx", "apache2"))})
     df = figlib.read_csv(NAME)
     keys = [k for k in ("python", "server", "mode", "cpus", "connections", "client_cpus_disjoint")
             if k in df.columns]

@@ -1,4 +1,6 @@
 """Every figure script draws PNG and PDF from small synthetic CSVs, and says so when data is missing."""
+import os
+
 import pandas as pd
 import pytest
 
@@ -122,3 +124,33 @@ def test_colorloop_results_is_where_a_script_measures_and_draws_from(tmp_path, m
     assert "no data" not in capsys.readouterr().err
     assert not (tmp_path / "artifact-results-must-stay-empty").exists()
     assert not (tmp_path / "artifact-figures-must-stay-empty").exists()
+
+
+def test_a_csv_with_3_13t_rows_records_that_interpreter_and_its_footer_says_so(tmp_path, monkeypatch):
+    """The 3.11 driver writes the web and runtime CSVs, 3.13t rows included: their machine
+    description, and so the figures' footers, named Python 3.11 only."""
+    import json
+
+    from experiments import figlib
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("home = /x\nversion = 3.13.5\n")
+    monkeypatch.setattr(common, "FREETHREADED_VENV", venv)
+    monkeypatch.setenv("COLORLOOP_RESULTS", str(tmp_path / "results"))
+    common.write_results("both", [{"python": "3.11", "x": 1}, {"python": "3.13t", "x": 2}])
+    common.write_results("only311", [{"python": "3.11", "x": 1}])
+    both = json.loads((tmp_path / "results" / "both.machine.json").read_text())["machine"]
+    assert both["python_freethreaded"] == "3.13.5"
+    assert "and 3.13.5 free-threaded (3.13t)" in figlib.machine_footer([both])
+    only = json.loads((tmp_path / "results" / "only311.machine.json").read_text())["machine"]
+    assert "python_freethreaded" not in only
+    assert "3.13t" not in figlib.machine_footer([only])
+
+
+def test_tool_versions_names_installed_programs_and_skips_missing_ones(tmp_path, monkeypatch):
+    tool = tmp_path / "sometool"           # says its version on stderr, as nginx does
+    tool.write_text("#!/bin/sh\necho 'sometool version: 1.2.3' >&2\necho second line >&2\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    versions = common.tool_versions(("sometool", "no-such-program-colorloop"))
+    assert versions == {"sometool": "sometool version: 1.2.3"}
