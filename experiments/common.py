@@ -129,7 +129,8 @@ def machine_summary(info: dict | None = None) -> str:
     ft = info.get("python_freethreaded")
     return (f"{info['cpu_model']}, {info['cpus_online']} CPUs, Linux {info['kernel']}, "
             f"Python {info['python']}{' (free-threaded)' if not info['gil_enabled'] else ''}"
-            + (f" and {ft} free-threaded ({FREETHREADED_LABEL})" if ft else ""))
+            + (f" and {ft} free-threaded ({FREETHREADED_LABEL})" if ft else "")
+            + ("; QUICK run (short trials, not the full run's)" if info.get("quick") else ""))
 
 
 def cpu_split(k: int) -> tuple[list[int], list[int], bool]:

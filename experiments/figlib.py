@@ -69,13 +69,19 @@ def read_csv(name: str, folder: Path | None = None) -> pd.DataFrame | None:
 
 
 def read_machine(name: str, folder: Path | None = None) -> dict | None:
+    """The machine that measured CSV `name`, with `quick: True` when that was a QUICK run: a
+    figure or table from short trials must say so, since it overwrites the full run's files."""
     path = (folder or results_dir()) / f"{name}.machine.json"
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text()).get("machine")
+        meta = json.loads(path.read_text())
     except (ValueError, OSError):
         return None
+    info = meta.get("machine")
+    if info and meta.get("quick"):
+        info = {**info, "quick": True}
+    return info
 
 
 def summarize(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:

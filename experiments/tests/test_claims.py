@@ -52,3 +52,26 @@ def test_claims_needing_the_free_threaded_build_say_how_to_get_it(synthetic_resu
     for key in ("web-4cpu-3.13t", "web-measured-3.13t", "pure-python-3.13t"):
         assert by[key].evidence.startswith("make freethreaded fig-"), by[key].evidence
     assert not by["web-measured-3.11"].evidence.startswith("make freethreaded")
+
+
+def test_a_quick_run_says_so_in_the_claims_table_and_the_figure_footers(synthetic_results, monkeypatch):
+    """`make reproduce QUICK=1` overwrote the committed CSVs, figures and claims.md with nothing to
+    tell them from the full run's but a field in the machine.json files."""
+    import json
+
+    from experiments import common, figlib
+    monkeypatch.setattr(common, "RESULTS", synthetic_results)       # claims.md goes beside it
+    claims.write(claims.build(), synthetic_results)
+    md = (synthetic_results.parent / "claims.md").read_text()
+    assert "QUICK" not in md and "QUICK" not in figlib.machine_footer(
+        [figlib.read_machine("sfs_throughput", synthetic_results)])
+    meta_path = synthetic_results / "sfs_throughput.machine.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"machine": {
+        "cpu_model": "x", "cpus_online": 2, "kernel": "6", "python": "3.11.7", "gil_enabled": True}}
+    meta["quick"] = True
+    meta_path.write_text(json.dumps(meta))
+    claims.write(claims.build(), synthetic_results)
+    md = (synthetic_results.parent / "claims.md").read_text()
+    assert md.splitlines()[2].startswith("From a QUICK run (short trials) for: sfs_throughput.csv.")
+    footer = figlib.machine_footer([figlib.read_machine("sfs_throughput", synthetic_results)])
+    assert "QUICK run (short trials" in footer
