@@ -73,14 +73,15 @@ def predict(case: model_fit.Case, cpus: int) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m experiments.predict", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("--held-us", type=_positive, required=True,
                         help="µs per request that hold the GIL (interpreter work)")
     parser.add_argument("--free-us", type=_positive, required=True,
                         help="µs per request in calls that release the GIL (crypto, hashing, I/O)")
-    parser.add_argument("--mode", choices=sorted(MODES), default="conn")
+    parser.add_argument("--mode", choices=sorted(MODES), default="conn",
+                        help="how the program is colored (default conn; see below)")
     parser.add_argument("--python", choices=["3.11", "3.13t"], default="3.11",
                         help="3.13t: no GIL (default 3.11)")
     parser.add_argument("--cpus", type=_count, default=16, help="model 1..CPUS (default 16)")
