@@ -132,7 +132,7 @@ def web_claims(results: Path | None) -> list[Claim]:
                      "-", ncopy_measured, _fmt(ncopy_measured), 1.1, float(top or 2), fig))
     out.append(Claim("web-measured-3.11", f"web server: colored (3.11) vs colors off, measured on {top or '?'} CPUs",
                      "-", measured, _fmt(measured), 0.8, float(top or 2), fig))
-    # The free-threaded track's own goal (issue #6: at least 1.6x on 2 CPUs, i.e. 0.8 per CPU).
+    # The free-threaded track's own goal: at least 1.6x on 2 CPUs, i.e. 0.8 per CPU.
     ft_speedup, ft_top = None, 0
     if ft_measured:
         ft = df[(df["server"] == "colorloop") & (df["python"] == "3.13t")]
@@ -203,7 +203,7 @@ def runtime_claims(results: Path | None) -> list[Claim]:
                      "-", single, _fmt(single), 0.0, 1.2, fig))
     out.append(Claim("gil-free-scales", f"GIL-free work on distinct colors scales: sha256, {top} workers vs 1",
                      "-", distinct, _fmt(distinct), 0.75 * top if top else 1.5, float(top or 2), fig))
-    # Issue #6: on the free-threaded build, pure-Python callbacks of distinct colors scale too.
+    # The free-threaded track's other goal: pure-Python callbacks of distinct colors scale too.
     pure, ft_top = None, 0
     s = figlib.read_csv("runtime_speedup", results)
     if s is not None and (s["python"] == "3.13t").any():

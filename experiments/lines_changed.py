@@ -74,7 +74,8 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
         bars.append(("ours, measured: SFS-like server (Python)", pct,
                      f"{int(r['changed_lines'])} of {int(r['total_lines']):,} lines", "#1f77b4"))
         if isinstance(r.get("modules"), str) and r["modules"]:
-            notes.append(f"our changed lines (changed/total per module): {r['modules']}")
+            notes.append(f"modules with changed lines (changed/module's lines): {r['modules']}; "
+                         f"the server's other modules have none")
     ys = list(range(len(bars)))
     ax.barh(ys, [b[1] for b in bars], color=[b[3] for b in bars], height=0.55)
     for y, (_, pct, text, _) in zip(ys, bars):
