@@ -142,8 +142,12 @@ def no_data(ax, what: str) -> None:
 
 
 def draw_scaling(ax_abs, ax_speed, cases, predicted: list[dict], color_of, *,
-                 label_of=lambda case: f"{case.config} ({case.python})") -> bool:
+                 label_of=lambda case: f"{case.config} ({case.python})", model_style_of=None) -> bool:
     """Measured medians (bars: min..max of trials) and modelled curves for model_fit.Case objects.
+
+    model_style_of(case), if given, returns what to change in a case's modelled line (MODELLED_STYLE
+    plus a zorder, a dash pattern, a marker, a width, a `label` of its own): how a curve that the
+    model puts on top of another's is kept visible and told apart in the legend.
 
     ax_abs (absolute values) or ax_speed (speedups) may be None to draw only the other. Speedups
     are against each case's baseline measured at 1 CPU (modelled curves: against the modelled
@@ -176,12 +180,12 @@ def draw_scaling(ax_abs, ax_speed, cases, predicted: list[dict], color_of, *,
         if not model:
             continue
         xs = [r["cpus"] for r in model]
+        style = {"label": None if pts else label, **MODELLED_STYLE,
+                 **(model_style_of(case) if model_style_of else {})}
         if ax_abs is not None:
-            ax_abs.plot(xs, [r["modelled"] for r in model], color=color,
-                        label=None if pts else label, **MODELLED_STYLE)
+            ax_abs.plot(xs, [r["modelled"] for r in model], color=color, **style)
         if ax_speed is not None and not any(math.isnan(r["speedup"]) for r in model):
-            ax_speed.plot(xs, [r["speedup"] for r in model], color=color,
-                          label=None if pts else label, **MODELLED_STYLE)
+            ax_speed.plot(xs, [r["speedup"] for r in model], color=color, **style)
     return shared_any
 
 
@@ -239,11 +243,15 @@ def script_main(description: str, measure, plot, argv=None) -> None:
 
 
 def style_legend(ax, loc: str = "upper left", with_paper: bool = False, with_model: bool = True,
-                 fontsize: float = 7, target=None) -> None:
-    """The axes' own entries (one per curve, by colour) plus what each line style means."""
+                 fontsize: float = 7, target=None, **legend_kw) -> None:
+    """The axes' own entries (one per curve, by colour) plus what each line style means.
+    legend_kw go to Axes.legend (e.g. bbox_to_anchor, to put the legend beside the axes)."""
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
+    # a modelled curve with an entry of its own comes after the measured ones, not first
+    order = sorted(range(len(labels)), key=lambda i: ", modelled" in labels[i])
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     handles.append(Line2D([], [], color="black", **MEASURED_STYLE))
     labels.append("solid, dots: measured (median)")
     if with_model:
@@ -252,7 +260,12 @@ def style_legend(ax, loc: str = "upper left", with_paper: bool = False, with_mod
     if with_paper and PAPER_LABEL not in " ".join(labels):
         handles.append(Line2D([], [], **PAPER_STYLE))
         labels.append(PAPER_LABEL)
-    (target or ax).legend(handles, labels, fontsize=fontsize, loc=loc)
+    (target or ax).legend(handles, labels, fontsize=fontsize, loc=loc, **legend_kw)
+
+
+def legend_outside(ax, **kw) -> None:
+    """style_legend beside `ax`, right of it, so that the legend covers no data."""
+    style_legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kw)
 
 
 def write_derived(name: str, rows: list[dict], sources: list[str], folder: Path | None = None) -> Path:

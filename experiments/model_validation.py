@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import figlib, gil_handoff, gil_split, model_fit, sfs_throughput
+from experiments import figlib, gil_handoff, gil_split, model_fit, sfs_throughput, web_throughput
 
 NAME = "model_validation"
 PREDICTIONS = "model_predictions"
@@ -89,7 +89,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
         figlib.write_derived(PREDICTIONS, predicted, list(SOURCES), results)
 
     fig, (ax_val, ax_pred) = figlib.new_figure("Model: validation on every measured point, and prediction",
-                                               ncols=2, height=5.4)
+                                               ncols=2, width=7.2, height=5.4)
     notes = []
     if not rows:
         figlib.no_data(ax_val, "sfs_throughput.csv / web_throughput.csv / runtime_speedup.csv")
@@ -111,7 +111,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
         ax_val.set_yscale("log")
         ax_val.set_xlabel("measured (MB/s, requests/s or ops/s; median of trials)")
         ax_val.set_ylabel("modelled (same unit)")
-        ax_val.legend(fontsize=7, loc="upper left")
+        ax_val.legend(fontsize=6, loc="lower right")      # the diagonal leaves that corner empty
         ax_val.grid(True, alpha=0.3)
         checked = df[~df["calibration"].astype(bool)]
         within = (checked["error_pct"].abs() <= GOAL_PCT).sum()
@@ -137,13 +137,15 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     shown = [c for c in cases if c.mode != "colors_off"]
     if shown:
         figlib.draw_scaling(None, ax_pred, cases, [r for r in predicted if r["mode"] != "colors_off"],
-                            color_of, label_of=label_of)
+                            color_of, label_of=label_of,
+                            model_style_of=lambda c: web_throughput.model_style(c, label_of(c))
+                            if c.app == "web" else {})
     figlib.plot_paper_points(ax_pred, figlib.PAPER_SFS_SPEEDUP, label="paper (abstract): SFS")
     ax_pred.plot([1, 4], [figlib.PAPER_WEB_SPEEDUP[1], figlib.PAPER_WEB_SPEEDUP[4]], marker="P",
                  linestyle=":", color="black", markersize=10, label="paper (abstract): web server")
     figlib.cpu_axis(ax_pred, ylabel="speedup vs the same app uncolored on 1 CPU")
     figlib.speedup_axis(ax_pred)
-    figlib.style_legend(ax_pred, fontsize=6.5, loc="lower right")
+    figlib.legend_outside(ax_pred, fontsize=6.5)
     ax_pred.set_title("prediction, 1..16 CPUs (dashed = modelled)", fontsize=10)
     if rows and not gil_split.held_in_call_table(results):
         note = ("GIL-held part of GIL-releasing calls not measured (gil_split: "

@@ -66,6 +66,26 @@ def _label(case) -> str:
     return f"colorloop {mode}, Python {case.python}"
 
 
+# The model puts the colored 3.13t server exactly on the N-copy one (no GIL: both are the same work
+# run in parallel), so drawn alike one would hide the other: N-copy goes underneath, wide, and the
+# colored curve on top of it, with its own dash pattern and a marker at each modelled point.
+UNDER = ("3.13t", "ncopy")
+OVER = ("3.13t", "colors_on")
+
+
+def model_style(case, name: str | None = None) -> dict:
+    """What changes in a web case's modelled line (figlib.draw_scaling's model_style_of); `name`:
+    the case's legend label (default: this figure's)."""
+    key = (case.python, case.mode)
+    name = name or _label(case)
+    if key == UNDER:
+        return {"linewidth": 4.0, "zorder": 2.5, "label": f"{name}, modelled (wide, under the colored one)"}
+    if key == OVER:
+        return {"linestyle": (0, (3, 1.5)), "linewidth": 1.4, "marker": "v", "markersize": 4,
+                "zorder": 6, "label": f"{name}, modelled (markers, drawn over N-copy)"}
+    return {}
+
+
 def _color(case) -> str:
     if case.app == "peer":
         return COLORS.get(case.config.split()[0], "#000000")
@@ -86,7 +106,7 @@ def peer_cases(df) -> list:
 def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]:
     df = model_fit.normalise_web_modes(figlib.read_csv(NAME, results))
     fig, (ax_abs, ax_speed) = figlib.new_figure(
-        "Web server: small cached files, throughput vs CPUs", ncols=2, height=5.6)
+        "Web server: small cached files, throughput vs CPUs", ncols=2, width=7.4, height=5.6)
     notes, shared = [], False
     if df is None:
         figlib.no_data(ax_abs, f"{NAME}.csv")
@@ -100,7 +120,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
                          "no 3.13t measurement in the CSV")
         predicted = model_fit.predictions(cases)
         shared = figlib.draw_scaling(ax_abs, ax_speed, cases + peer_cases(df), predicted, _color,
-                                     label_of=_label)
+                                     label_of=_label, model_style_of=model_style)
         notes.extend(sorted({n for c in cases for n in c.notes}))
         conns = sorted(set(int(x) for x in df["connections"].dropna())) if "connections" in df else []
         notes.append(f"connections: {conns}; speedup = vs the same server (colorloop: colors off) on 1 CPU "
@@ -112,9 +132,9 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     figlib.cpu_axis(ax_abs, ylabel="requests/s, median of trials")
     figlib.cpu_axis(ax_speed, ylabel="speedup vs 1 CPU")
     figlib.speedup_axis(ax_speed)
-    ax_abs.set_title("absolute, log scale (legend for both panels)", fontsize=10)
+    ax_abs.set_title("absolute, log scale", fontsize=10)
     ax_speed.set_title("normalised: comparable to the paper", fontsize=10)
-    figlib.style_legend(ax_speed, with_paper=True, fontsize=6.5, loc="lower right", target=ax_abs)
+    figlib.legend_outside(ax_speed, with_paper=True, fontsize=6.5)      # one legend for both panels
     notes.append(figlib.MODEL_NOTE)
     if shared:
         notes.append(figlib.SHARED_NOTE)
