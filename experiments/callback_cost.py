@@ -161,12 +161,22 @@ def model_curves(cases, predicted) -> list[dict]:
     return curves
 
 
+def model_cases(df, results: Path | None = None) -> list:
+    """The runtime workloads as the model sees them (modelled here for 1..8 workers), with the
+    costs measured beside `results` (default: the results folder)."""
+    from experiments import gil_handoff, gil_split
+
+    return model_fit.runtime_cases(df, gil_handoff.wake_costs(results),
+                                   model_fit.dispatch_cost(figlib.read_csv(DISPATCH, results)),
+                                   gil_handoff.switch_cost(results), gil_split.held_in_call_table(results))
+
+
 def _draw_speedup_only(ax, df) -> list[str]:
     """Measured speedups (solid: distinct colors, dotted: one color) and modelled ones (dashed, in
     the colour of the measured series) per workload, colors and Python."""
     from matplotlib.lines import Line2D
 
-    cases = model_fit.runtime_cases(df, dispatch_s=model_fit.dispatch_cost(figlib.read_csv(DISPATCH)))
+    cases = model_cases(df)
     predicted = model_fit.predictions(cases, cpus_list=list(range(1, 9)))
     for case in cases:
         pts = sorted(case.measured, key=lambda p: p["cpus"])

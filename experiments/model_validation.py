@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import figlib, gil_handoff, gil_split, model_fit, sfs_throughput, web_throughput
+from experiments import (callback_cost, figlib, gil_handoff, gil_split, model_fit, sfs_throughput,
+                         web_throughput)
 
 NAME = "model_validation"
 PREDICTIONS = "model_predictions"
@@ -72,6 +73,23 @@ def headline_cases(results: Path | None = None) -> list:
     return out
 
 
+def prediction_cases(results: Path | None = None) -> list:
+    """Every modelled curve a figure draws, for model_predictions.csv: the headline cases (this
+    figure; the web figure's), then every other SFS suite at its headline block (the SFS figure)
+    and the runtime workloads (the callback-cost figure, which draws 1..8 of the 1..16 workers)."""
+    cases = headline_cases(results)
+    wake = gil_handoff.wake_costs(results)
+    switch = gil_handoff.switch_cost(results)
+    dispatch = model_fit.dispatch_cost(figlib.read_csv("runtime_dispatch", results))
+    sfs = figlib.read_csv("sfs_throughput", results)
+    others = sfs[sfs["suite"] != sfs_throughput.HEADLINE_SUITE] if sfs is not None else None
+    if others is not None and len(others):
+        cases.extend(sfs_throughput.headline_cases(others, wake_costs=wake, dispatch_s=dispatch, switch_s=switch,
+                                                   held_in_call=gil_split.held_in_call_table(results)))
+    cases.extend(callback_cost.model_cases(figlib.read_csv(callback_cost.SPEEDUP, results), results))
+    return cases
+
+
 def validate(results: Path | None = None) -> list[dict]:
     rows = []
     for source, cases in all_cases(results).items():
@@ -82,11 +100,14 @@ def validate(results: Path | None = None) -> list[dict]:
 def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]:
     rows = validate(results)
     cases = headline_cases(results)
-    predicted = model_fit.predictions(cases)
+    every = prediction_cases(results)            # starts with `cases`: the panel draws that part
+    every_predicted = model_fit.predictions(every)
+    drawn = {(c.app, c.python, c.config) for c in cases}
+    predicted = [r for r in every_predicted if (r["app"], r["python"], r["config"]) in drawn]
     if rows:
         figlib.write_derived(NAME, rows, list(SOURCES), results)
-    if predicted:
-        figlib.write_derived(PREDICTIONS, predicted, list(SOURCES), results)
+    if every_predicted:
+        figlib.write_derived(PREDICTIONS, every_predicted, list(SOURCES) + ["runtime_dispatch"], results)
 
     fig, (ax_val, ax_pred) = figlib.new_figure("Model: validation on every measured point, and prediction",
                                                ncols=2, width=7.2, height=5.4)

@@ -57,6 +57,21 @@ def headline_block(df, suite: str) -> int | None:
     return int(max(b for b, n in counts.items() if n == best))
 
 
+def headline_cases(df, **costs) -> list:
+    """What this figure models: each suite (the paper's first) at its headline block, both modes.
+    `costs`: model_fit.sfs_cases's measured costs (default: read from the results folder)."""
+    if df is None:
+        return []
+    suites = [HEADLINE_SUITE] + sorted(s for s in df["suite"].unique() if s != HEADLINE_SUITE)
+    cases = []
+    for suite in suites:
+        block = headline_block(df, suite)
+        if block is None:
+            continue
+        cases.extend(model_fit.sfs_cases(df[(df["suite"] == suite) & (df["block_kib"] == block)], **costs))
+    return cases
+
+
 def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]:
     df = figlib.read_csv(NAME, results)
     fig, (ax_abs, ax_speed) = figlib.new_figure(
@@ -66,14 +81,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     if df is None:
         figlib.no_data(ax_abs, f"{NAME}.csv")
     else:
-        suites = [HEADLINE_SUITE] + sorted(s for s in df["suite"].unique() if s != HEADLINE_SUITE)
-        cases = []
-        for suite in suites:
-            block = headline_block(df, suite)
-            if block is None:
-                continue
-            sub = df[(df["suite"] == suite) & (df["block_kib"] == block)]
-            cases.extend(model_fit.sfs_cases(sub))
+        cases = headline_cases(df)
         predicted = model_fit.predictions(cases)
         shared = figlib.draw_scaling(ax_abs, ax_speed, cases, predicted, color_of,
                                      label_of=lambda c: c.config.replace("colors_off", "unmodified")
