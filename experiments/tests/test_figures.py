@@ -154,3 +154,53 @@ def test_tool_versions_names_installed_programs_and_skips_missing_ones(tmp_path,
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     versions = common.tool_versions(("sometool", "no-such-program-colorloop"))
     assert versions == {"sometool": "sometool version: 1.2.3"}
+
+
+def test_predictions_csv_holds_every_modelled_curve_a_figure_draws(synthetic_results):
+    from experiments import figlib, model_fit
+
+    model_validation.plot()
+    pred = pd.read_csv(synthetic_results / "model_predictions.csv", dtype={"python": str})
+    have = {(r.app, r.python, r.config, int(r.cpus)): r.modelled for r in pred.itertuples()}
+    # the SFS figure's curves (every suite at its headline block) and the callback-cost figure's,
+    # with the very values those figures draw
+    drawn = (sfs_throughput.headline_cases(figlib.read_csv("sfs_throughput"))
+             + callback_cost.model_cases(figlib.read_csv("runtime_speedup")))
+    assert {c.config.split()[0] for c in drawn if c.app == "sfs"} == {"sfs2003", "modern"}
+    for row in model_fit.predictions(drawn, cpus_list=list(range(1, 9))):
+        key = (row["app"], row["python"], row["config"], row["cpus"])
+        assert key in have and have[key] == pytest.approx(row["modelled"], rel=1e-9), key
+    web = model_fit.web_cases(figlib.read_csv("web_throughput"))      # the web figure's curves
+    assert web and all((c.app, c.python, c.config, 16) in have for c in web)
+
+
+def test_the_colored_313t_web_model_is_drawn_over_ncopy_and_told_apart(synthetic_results):
+    import matplotlib.pyplot as plt
+
+    from experiments import figlib, model_fit
+
+    cases = model_fit.web_cases(figlib.read_csv("web_throughput"))
+    fig, ax = plt.subplots()
+    figlib.draw_scaling(None, ax, cases, model_fit.predictions(cases, cpus_list=[1, 2, 4]),
+                        web_throughput._color, label_of=web_throughput._label,
+                        model_style_of=web_throughput.model_style)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    plt.close(fig)
+    over = [line for label, line in lines.items() if "colored, Python 3.13t, modelled" in label]
+    under = [line for label, line in lines.items() if "N-copy (N processes), Python 3.13t, modelled" in label]
+    assert len(over) == len(under) == 1, sorted(lines)
+    over, under = over[0], under[0]
+    assert over.get_zorder() > under.get_zorder()
+    assert over.get_linestyle() != under.get_linestyle() or over.get_marker() not in (None, "None", "")
+    assert over.get_linewidth() < under.get_linewidth()
+    assert over.get_color() != under.get_color()
+
+
+def test_coinciding_runtime_models_are_drawn_apart(synthetic_results):
+    from experiments import figlib, model_fit
+
+    cases = callback_cost.model_cases(figlib.read_csv("runtime_speedup"))
+    curves = callback_cost.model_curves(cases, model_fit.predictions(cases, cpus_list=list(range(1, 9))))
+    assert all(c["style"]["color"] == callback_cost.series_color(c["case"]) for c in curves)
+    assert len({c["style"]["color"] for c in curves}) == len(curves)
+    assert len({c["style"]["label"] for c in curves}) == len(curves)
