@@ -18,6 +18,7 @@ def test_notebooks_execute_on_synthetic_results(synthetic_results, tmp_path):
         assert not [o for o in outputs if o.output_type == "error"]
         text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
         assert "not found" not in text, f"{path.name} missed a CSV: {text}"
+        assert "model_predictions.csv has no" not in text, f"{path.name} missed a modelled curve: {text}"
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} drew nothing"
 
 
