@@ -133,6 +133,27 @@ def machine_summary(info: dict | None = None) -> str:
             + ("; QUICK run (short trials, not the full run's)" if info.get("quick") else ""))
 
 
+def _cpu_ticks(stat: Path) -> tuple[int, int]:
+    """(all ticks, idle ticks) summed over CPUs, from the first line of /proc/stat."""
+    fields = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields), fields[3] + fields[4]          # idle + iowait
+
+
+def busy_cpus(window_s: float = 1.0, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many CPUs other work keeps busy now, measured over a short window (None where
+    /proc/stat cannot be read). The 1-minute load average is no guide before a benchmark that
+    follows other steps: it still counts them, and warned of "other work" after every one."""
+    import time
+    try:
+        total0, idle0 = _cpu_ticks(stat)
+        time.sleep(window_s)                    # the measurement window itself
+        total1, idle1 = _cpu_ticks(stat)
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return (os.cpu_count() or 1) * (1.0 - (idle1 - idle0) / total) if total > 0 else 0.0
+
+
 def cpu_split(k: int) -> tuple[list[int], list[int], bool]:
     """CPUs for a server using k of them, CPUs for its load generator, and whether they are disjoint.
 

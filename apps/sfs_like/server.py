@@ -237,6 +237,11 @@ class Server:
             data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
+        except ConnectionResetError:
+            # A client that closes with replies still unread resets the connection (the load
+            # generator does at the end of every run): its way of leaving, not a fault here.
+            self._close(conn, "peer reset the connection", quiet=True)
+            return
         except OSError as exc:
             self._close(conn, f"recv failed: {exc}")
             return

@@ -42,7 +42,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from experiments.common import (cpu_counts, cpu_split, median_and_spread, print_table,
+from experiments.common import (busy_cpus, cpu_counts, cpu_split, median_and_spread, print_table,
                                 python_label, quick, write_results)
 
 from . import loadgen, peers
@@ -269,9 +269,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so every server gets stopped
     status = 0
     load_before = os.getloadavg()
-    if load_before[0] > os.cpu_count():
-        print(f"warning: load average {load_before[0]:.1f} on {os.cpu_count()} CPUs: other work "
-              "is running, the numbers will be noisy", file=sys.stderr)
+    busy = busy_cpus()
+    if busy is not None and busy > 0.5:
+        print(f"warning: other work keeps {busy:.1f} of {os.cpu_count()} CPUs busy: the numbers "
+              "will be noisy", file=sys.stderr)
     try:
         rows = run_benchmark(args.quick or quick(), servers, ks, client_sched=args.client_sched)
     except BenchmarkErrors as exc:
@@ -281,7 +282,7 @@ def main(argv=None) -> int:
         print(json.dumps(rows))
         return status
     path = write_results("web_throughput", rows, extra={
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "busy_cpus_before": busy,
         "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS,
                 "sched": args.client_sched}})
     print_table(summarize(rows))

@@ -204,3 +204,22 @@ def test_coinciding_runtime_models_are_drawn_apart(synthetic_results):
     assert all(c["style"]["color"] == callback_cost.series_color(c["case"]) for c in curves)
     assert len({c["style"]["color"] for c in curves}) == len(curves)
     assert len({c["style"]["label"] for c in curves}) == len(curves)
+
+
+def test_busy_cpus_reads_other_work_from_proc_stat_over_its_window(tmp_path, monkeypatch):
+    """The web benchmark warned of other work whenever the steps before it had raised the load
+    average; it now measures the CPUs busy right before it starts."""
+    import time
+    stat = tmp_path / "stat"
+    ticks = iter([
+        "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3\n",        # user nice system idle iowait ...
+        "cpu  250 0 150 900 100 0 0 0 0 0\ncpu0 1 2 3\n",      # +200 busy, +200 idle of 400
+    ])
+
+    def sleep(_):
+        stat.write_text(next(ticks))
+    stat.write_text(next(ticks))
+    monkeypatch.setattr(time, "sleep", sleep)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert common.busy_cpus(0.5, stat) == pytest.approx(1.0)
+    assert common.busy_cpus(0.5, tmp_path / "missing") is None

@@ -318,3 +318,22 @@ def test_rename_with_names_that_leave_the_export_gets_error_replies(server, byst
         assert err.value.status == status
         assert c.get("hello.txt") == b"hello, world\n"    # nothing moved, the session goes on
     assert (export / "leak").is_symlink() and (export / "leakdir").is_symlink()
+
+
+def test_a_client_that_resets_its_connection_is_logged_as_leaving_not_warned_about(server, bystander):
+    """Every load-generator run ended with `WARNING ... recv failed: [Errno 104] Connection reset
+    by peer` in the server's log: a client closing with replies unread resets the connection."""
+    import struct
+    import time
+    c = Client(server.address)
+    c.getattr(rpc.ROOT_FH)
+    xid = c.next_xid()
+    c.send_request(rpc.req_read(xid, rpc.ROOT_FH, 0, 1))    # a reply it will never read
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.sock.close()                                           # RST, not FIN
+    deadline = time.monotonic() + 10
+    while "peer reset the connection" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.02)                                     # polling a log file, not synchronising
+    line = next(l for l in server.log().splitlines() if "peer reset the connection" in l)
+    assert " INFO " in line and "recv failed" not in server.log()
