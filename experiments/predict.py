@@ -30,6 +30,10 @@ MODES = {"serial": ("runtime", "colors_off"), "crypto": ("sfs", "colors_on"),
          "conn": ("runtime", "distinct"), "ncopy": ("runtime", "ncopy")}
 
 
+MAX_US = 1e6          # a second per request: past that the model's answer is no longer about colors
+MIN_REQUEST_US = 0.1  # less than one bytecode's time: no Python request is that cheap
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -37,6 +41,8 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    if value > MAX_US:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_US:g} µs (one second), not {text}")
     return value
 
 
@@ -99,6 +105,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.held_us + args.free_us <= 0:
         parser.error("a request must cost something: --held-us and --free-us are both 0")
+    if args.held_us + args.free_us < MIN_REQUEST_US:
+        parser.error(f"a request of {args.held_us + args.free_us:g} µs is cheaper than any Python "
+                     f"request (at least {MIN_REQUEST_US:g} µs in all)")
     measured = not args.free_wakeups
     if measured and not gil_handoff.wake_costs():
         print("note: no gil_handoff.csv with wake-up costs found; wake-ups taken as free "

@@ -28,6 +28,8 @@ def test_interpreter_work_scales_only_without_the_gil(capsys):
     (["--held-us", "-1", "--free-us", "5"], "must be a finite number >= 0"),
     (["--held-us", "nan", "--free-us", "5"], "must be a finite number >= 0"),
     (["--held-us", "0", "--free-us", "0"], "a request must cost something"),
+    (["--held-us", "1e12", "--free-us", "1"], "must be at most 1e+06 µs (one second), not 1e12"),
+    (["--held-us", "1e-9", "--free-us", "1e-9"], "cheaper than any Python request"),
     (["--held-us", "1", "--free-us", "1", "--cpus", "0"], "must be 1..64"),
     (["--held-us", "1", "--free-us", "1", "--mode", "fast"], "invalid choice"),
 ])
