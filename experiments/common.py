@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import sysconfig
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -143,7 +144,6 @@ def busy_cpus(window_s: float = 1.0, stat: Path = Path("/proc/stat")) -> float |
     """How many CPUs other work keeps busy now, measured over a short window (None where
     /proc/stat cannot be read). The 1-minute load average is no guide before a benchmark that
     follows other steps: it still counts them, and warned of "other work" after every one."""
-    import time
     try:
         total0, idle0 = _cpu_ticks(stat)
         time.sleep(window_s)                    # the measurement window itself
