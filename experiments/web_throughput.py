@@ -71,6 +71,8 @@ def _label(case) -> str:
 # colored curve on top of it, with its own dash pattern and a marker at each modelled point.
 UNDER = ("3.13t", "ncopy")
 OVER = ("3.13t", "colors_on")
+# Both uncolored servers are 1.0x in the speedup panel: 3.11's goes wide underneath 3.13t's.
+UNDER_OFF = ("3.11", "colors_off")
 
 
 def model_style(case, name: str | None = None) -> dict:
@@ -80,6 +82,9 @@ def model_style(case, name: str | None = None) -> dict:
     name = name or _label(case)
     if key == UNDER:
         return {"linewidth": 4.0, "zorder": 2.5, "label": f"{name}, modelled (wide, under the colored one)"}
+    if key == UNDER_OFF:
+        return {"linewidth": 4.0, "zorder": 2.4, "label": f"{name}, modelled (wide: at 1.0x it lies "
+                                                          "under 3.13t's colors off)"}
     if key == OVER:
         return {"linestyle": (0, (3, 1.5)), "linewidth": 1.4, "marker": "v", "markersize": 4,
                 "zorder": 6, "label": f"{name}, modelled (markers, drawn over N-copy)"}
