@@ -71,6 +71,16 @@ def test_blocksize_crossover_is_interpolated_between_measured_blocks():
     assert sfs_blocksize.crossover([(8, 90e-6, 60e-6), (64, 300e-6, 60e-6)]) == 8
 
 
+def test_blocksize_note_does_not_call_the_smallest_block_measured_the_crossing():
+    note = sfs_blocksize.crossover_note
+    assert note("modern", [8, 64], 15.2) == "modern: crypto outweighs the interpreter from about 15 KiB per read"
+    assert note("sfs2003", [8, 64], 8.0) == ("sfs2003: crypto outweighs the interpreter at every block "
+                                             "measured (8 KiB and up)")
+    assert note("modern", [64], 64.0) == ("modern: crypto outweighs the interpreter at the one block "
+                                          "measured (64 KiB)")
+    assert note("modern", [8, 64], None) is None
+
+
 def test_a_missing_or_empty_csv_reads_as_no_data_and_says_so(tmp_path, capsys):
     from experiments import figlib
     assert figlib.read_csv("sched_compare", tmp_path) is None
