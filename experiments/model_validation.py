@@ -144,11 +144,10 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
         notes.extend(sorted({n for cs in all_cases(results).values() for c in cs for n in c.notes}))
 
     def color_of(case):
-        key = (case.app, case.python, case.mode)
-        return {("sfs", "3.11", "colors_on"): "#1f77b4", ("sfs", "3.11", "colors_off"): "#7f7f7f",
-                ("web", "3.11", "colors_on"): "#2ca02c", ("web", "3.11", "ncopy"): "#17becf",
-                ("web", "3.11", "colors_off"): "#bcbd22", ("web", "3.13t", "colors_on"): "#d62728",
-                ("web", "3.13t", "colors_off"): "#e377c2", ("web", "3.13t", "ncopy"): "#8c564b"}.get(key, "#000000")
+        """Each series in the colour its own figure gives it."""
+        if case.app == "sfs":
+            return sfs_throughput.color_of(case)
+        return web_throughput.COLORS.get((case.python, case.mode), "#000000")
 
     def label_of(case):
         app = "SFS " + case.config.replace("colors_on", "colored").replace("colors_off", "unmodified") \

@@ -15,10 +15,12 @@ from pathlib import Path
 from experiments import common, figlib, model_fit
 
 NAME = "web_throughput"
-COLORS = {("3.11", "colors_off"): "#7f7f7f", ("3.11", "colors_on"): "#1f77b4",
-          ("3.11", "ncopy"): "#2ca02c", ("3.13t", "colors_on"): "#d62728",
+# One colour per series in every figure (model_validation draws these too, beside the SFS
+# server's blue and grey: so no web series is blue or grey).
+COLORS = {("3.11", "colors_off"): "#bcbd22", ("3.11", "colors_on"): "#2ca02c",
+          ("3.11", "ncopy"): "#17becf", ("3.13t", "colors_on"): "#d62728",
           ("3.13t", "colors_off"): "#e377c2", ("3.13t", "ncopy"): "#8c564b",
-          "nginx": "#17becf", "apache": "#9467bd", "aiohttp": "#bcbd22"}
+          "nginx": "#9467bd", "apache": "#393b79", "aiohttp": "#ff7f0e"}
 
 
 def measure(reuse: bool = False) -> None:

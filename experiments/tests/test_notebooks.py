@@ -43,3 +43,28 @@ def test_notebooks_say_which_csv_is_empty_or_cut_short_and_go_on(synthetic_resul
     assert "web_throughput.csv cannot be read" in text
     assert "model_validation.csv: its last line is cut short" in text
     assert "runtime_dispatch.csv has no rows" in text
+
+
+def _notebook_dict(name: str, variable: str) -> dict:
+    """A colour table a notebook defines (the notebooks stand alone on pandas, so they repeat it)."""
+    import ast
+    nb = nbformat.read(notebooks.notebook_paths()[0].parent / name, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == variable:
+                return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} defines no {variable}")
+
+
+def test_a_series_has_one_colour_in_every_figure_and_notebook():
+    from experiments import sfs_throughput, web_throughput
+    assert _notebook_dict("01_scaling.ipynb", "WEB_COLORS") == web_throughput.COLORS
+    sfs = _notebook_dict("01_scaling.ipynb", "SFS_COLORS")
+    assert {mode: c for (suite, mode), c in sfs.items() if suite == sfs_throughput.HEADLINE_SUITE} == \
+        {mode: c for (headline, mode), c in sfs_throughput.COLORS.items() if headline}
+    # the model figure draws the web series beside the SFS headline ones: no colour twice
+    web_series = [c for key, c in web_throughput.COLORS.items() if isinstance(key, tuple)]
+    headline = [c for (is_headline, _), c in sfs_throughput.COLORS.items() if is_headline]
+    assert len(set(web_series + headline)) == len(web_series + headline)
