@@ -261,6 +261,8 @@ class Server:
         try:
             frames = conn.frames.feed(data)
         except FrameError as exc:
+            if conn.frames.first_pending:
+                self._refuse_first_frame(conn, exc)
             self._close(conn, f"framing violated: {exc}")
             return
         # The frame timer bounds how long ONE frame takes to arrive: it starts with a frame's first
@@ -282,6 +284,18 @@ class Server:
                 self._close(conn, f"more than {MAX_OUTSTANDING} requests outstanding")
                 return
             self.loop.call_soon(self._crypto_in, conn, body, color=conn.color)
+
+    def _refuse_first_frame(self, conn: Connection, exc: FrameError) -> None:
+        """A first frame over the hello limit: usually not an SFS client at all (curl, a browser).
+        It gets the handshake refusal, as any malformed hello does, so whoever pointed it here
+        learns what the port speaks. Sent from this (network) color, as `_refuse` does: no frame
+        of this connection reached its crypto color, so nothing else sends on it."""
+        self.rejected += 1
+        reason = f"not an SFS-like client hello (first bytes {exc.head!r}): {exc}"
+        try:
+            conn.sock.send(frame(refusal(reason)))
+        except OSError:
+            pass                # best effort: the close follows either way
 
     def _reap_slow(self) -> None:
         """Cut off clients that hold a frame (or the handshake) unfinished for too long, and
