@@ -616,6 +616,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not os.path.isdir(args.export):
         p.error(f"--export {args.export!r} is not a directory (make it first)")
+    if os.path.realpath(args.export) == os.sep:
+        # The key must lie outside the export (below), which no path does here; and each client,
+        # unauthenticated, could read and replace every file this process may (FileLayer("/")
+        # itself works, for tests and embedding).
+        p.error(f"--export {args.export!r} is the whole file system: every client could read and "
+                "replace every file this server may, and the key file cannot lie outside it; "
+                "export a folder")
     key_dir = os.path.dirname(os.path.abspath(args.key))
     if not os.path.isdir(key_dir):
         p.error(f"--key {args.key!r}: the folder {key_dir!r} does not exist")
