@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import signal
 import socket
 import stat
@@ -192,6 +191,13 @@ class Client:
         xid = self.next_xid()
         return rpc.FH.unpack_from(self.call(xid, rpc.req_create(xid, dir_fh, name)), 0)[0]
 
+    def create_temp(self, dir_fh: int) -> tuple[int, str]:
+        """A hidden file for an upload, removed by the server if this connection ends before it
+        is RENAMEd into place: (fh, the name the server gave it)."""
+        xid = self.next_xid()
+        body = self.call(xid, rpc.req_create_temp(xid, dir_fh))
+        return rpc.FH.unpack_from(body, 0)[0], rpc.unpack_name(body, rpc.FH.size + rpc.ATTR.size)[0]
+
     def remove(self, dir_fh: int, name: str) -> None:
         xid = self.next_xid()
         self.call(xid, rpc.req_remove(xid, dir_fh, name))
@@ -243,16 +249,15 @@ class Client:
         return b"".join(self.read_file(path, block))
 
     def put(self, path: str, data: bytes, block: int = MAX_IO) -> None:
-        """Write `data` under a temporary name in the same directory, then RENAME it over `path`:
-        until the last step the old file is untouched, so a put that dies half way (killed, cut
-        off) never leaves `path` truncated. On a failure it tries to remove the temporary file;
-        if the connection itself is gone, the `.NAME.*.part` file stays behind."""
+        """Write `data` to a temporary file in the same directory (CREATE_TEMP), then RENAME it
+        over `path`: until the last step the old file is untouched, so a put that dies half way
+        (killed, cut off) never leaves `path` truncated, and the server removes the temporary
+        file when the connection ends. On other failures it removes the file itself at once."""
         if path.endswith("/"):
             raise ValueError(f"remote name {path!r} ends in '/': name the file to write "
                              "(e.g. DIR/NAME)")
         dir_fh, name = self.parent_and_name(path)
-        tmp = _temporary_name(name)
-        fh = self.create(dir_fh, tmp)
+        fh, tmp = self.create_temp(dir_fh)
         try:
             view = memoryview(data)
             for offset in range(0, len(data), block):
@@ -288,14 +293,6 @@ class Client:
     def rm(self, path: str) -> None:
         dir_fh, name = self.parent_and_name(path)
         self.remove(dir_fh, name)
-
-
-def _temporary_name(name: str) -> str:
-    """`.NAME.<random>.part`, a hidden name beside NAME that no other put picks; within the
-    255-byte name limit (a long NAME is shortened in it)."""
-    tag = secrets.token_hex(6)
-    stem = name.encode("utf-8", "surrogateescape")[:255 - len(tag) - 7].decode("utf-8", "ignore")
-    return f".{stem}.{tag}.part"
 
 
 def int_in(lo: int, hi: int, limit: str = ""):

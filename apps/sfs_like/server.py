@@ -361,6 +361,8 @@ class Server:
         self.loop.remove_writer(conn.fd)
         conn.sock.close()
         self.conns.pop(conn.id, None)
+        # its unfinished uploads go (after its requests already queued to the file layer)
+        self.loop.call_soon(self.files.release, conn.id, color=self.file_color)
         if len(self.conns) < self.max_connections:
             self._full_logged = False
         totals = self._closed_totals
@@ -515,7 +517,7 @@ class Server:
     # ---- file layer (its own color) -----------------------------------------------------------
 
     def _file_op(self, conn: Connection, request: bytes) -> None:
-        parts = self.files.handle(request)
+        parts = self.files.handle(request, conn.id)
         is_read = len(parts) == 2 and request[4] == rpc.READ     # a READ reply carrying data
         self.loop.call_soon(self._crypto_out, conn, parts, is_read, color=conn.color)
 
