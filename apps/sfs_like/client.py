@@ -312,6 +312,15 @@ def int_in(lo: int, hi: int, limit: str = ""):
 _TYPE_MARK = {rpc.FT_FILE: "", rpc.FT_DIR: "/", rpc.FT_SYMLINK: "@", rpc.FT_OTHER: "?"}
 
 
+def _shown(name: str) -> str:
+    """How `ls` prints a name: as it is, or, when it is not printable or holds a quote or a
+    backslash, as a Python string literal, so that each line is one name ("a\nb" printed raw
+    looked like two files) and no raw name can pass for a quoted one."""
+    if name.isprintable() and not any(c in name for c in "'\"\\"):
+        return name
+    return repr(name)
+
+
 def _to_stdout(pieces) -> None:
     """Write `pieces` to standard output; StdoutClosed when its reader has gone away (EPIPE
     from a socket is the server's doing and stays an OSError)."""
@@ -406,7 +415,7 @@ def main(argv=None) -> int:
         target = _local_target(args.path, args.local) if args.cmd == "get" else None
         with Client(args.server, args.suite) as c:
             if args.cmd == "ls":
-                _to_stdout(f"{name}{_TYPE_MARK.get(ftype, '?')}\n".encode("utf-8", "surrogateescape")
+                _to_stdout(f"{_shown(name)}{_TYPE_MARK.get(ftype, '?')}\n".encode("utf-8", "surrogateescape")
                            for name, ftype in c.listdir(args.path))
             elif args.cmd == "cat":
                 _to_stdout(c.read_file(args.path, args.block))
