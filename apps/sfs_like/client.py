@@ -380,7 +380,10 @@ def _download(pieces, local: str) -> None:
         return
     folder, name = os.path.split(os.path.realpath(local))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)     # the umask applies, as to open()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to open()
+    except OSError as exc:      # name what the user asked to write, not our temporary file
+        raise OSError(f"cannot write {local!r}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             for piece in pieces:

@@ -218,3 +218,14 @@ def test_ls_shows_one_line_per_name_even_for_names_with_newlines(start_server, e
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["'a\\nb'", "'back\\\\slash'", "hello.txt", "\"it's\"",
                                         "plain name", "sub/", "'tab\\there'"], proc.stdout
+
+
+def test_get_into_a_missing_folder_names_the_destination_not_a_temporary_file(start_server,
+                                                                              export, tmp_path):
+    """`get hello.txt nodir/x` said "No such file or directory: 'nodir/.x.1234.part'": a file the
+    user never named. The error names what they asked to write."""
+    srv = start_server(export)
+    dest = str(tmp_path / "nodir" / "x")
+    proc = client(srv.address, "get", "hello.txt", dest)
+    one_line_error(proc, f"error: cannot write {dest!r}: No such file or directory")
+    assert ".part" not in proc.stderr
