@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import signal
 import socket
 import stat
@@ -192,6 +191,13 @@ class Client:
         xid = self.next_xid()
         return rpc.FH.unpack_from(self.call(xid, rpc.req_create(xid, dir_fh, name)), 0)[0]
 
+    def create_temp(self, dir_fh: int) -> tuple[int, str]:
+        """A hidden file for an upload, removed by the server if this connection ends before it
+        is RENAMEd into place: (fh, the name the server gave it)."""
+        xid = self.next_xid()
+        body = self.call(xid, rpc.req_create_temp(xid, dir_fh))
+        return rpc.FH.unpack_from(body, 0)[0], rpc.unpack_name(body, rpc.FH.size + rpc.ATTR.size)[0]
+
     def remove(self, dir_fh: int, name: str) -> None:
         xid = self.next_xid()
         self.call(xid, rpc.req_remove(xid, dir_fh, name))
@@ -243,16 +249,15 @@ class Client:
         return b"".join(self.read_file(path, block))
 
     def put(self, path: str, data: bytes, block: int = MAX_IO) -> None:
-        """Write `data` under a temporary name in the same directory, then RENAME it over `path`:
-        until the last step the old file is untouched, so a put that dies half way (killed, cut
-        off) never leaves `path` truncated. On a failure it tries to remove the temporary file;
-        if the connection itself is gone, the `.NAME.*.part` file stays behind."""
+        """Write `data` to a temporary file in the same directory (CREATE_TEMP), then RENAME it
+        over `path`: until the last step the old file is untouched, so a put that dies half way
+        (killed, cut off) never leaves `path` truncated, and the server removes the temporary
+        file when the connection ends. On other failures it removes the file itself at once."""
         if path.endswith("/"):
             raise ValueError(f"remote name {path!r} ends in '/': name the file to write "
                              "(e.g. DIR/NAME)")
         dir_fh, name = self.parent_and_name(path)
-        tmp = _temporary_name(name)
-        fh = self.create(dir_fh, tmp)
+        fh, tmp = self.create_temp(dir_fh)
         try:
             view = memoryview(data)
             for offset in range(0, len(data), block):
@@ -290,14 +295,6 @@ class Client:
         self.remove(dir_fh, name)
 
 
-def _temporary_name(name: str) -> str:
-    """`.NAME.<random>.part`, a hidden name beside NAME that no other put picks; within the
-    255-byte name limit (a long NAME is shortened in it)."""
-    tag = secrets.token_hex(6)
-    stem = name.encode("utf-8", "surrogateescape")[:255 - len(tag) - 7].decode("utf-8", "ignore")
-    return f".{stem}.{tag}.part"
-
-
 def int_in(lo: int, hi: int, limit: str = ""):
     """An argparse type: a whole number in lo..hi, else a one-line usage error (not a traceback
     from deep inside, e.g. struct.error for a negative READ size)."""
@@ -313,6 +310,15 @@ def int_in(lo: int, hi: int, limit: str = ""):
 
 
 _TYPE_MARK = {rpc.FT_FILE: "", rpc.FT_DIR: "/", rpc.FT_SYMLINK: "@", rpc.FT_OTHER: "?"}
+
+
+def _shown(name: str) -> str:
+    """How `ls` prints a name: as it is, or, when it is not printable or holds a quote or a
+    backslash, as a Python string literal, so that each line is one name ("a\nb" printed raw
+    looked like two files) and no raw name can pass for a quoted one."""
+    if name.isprintable() and not any(c in name for c in "'\"\\"):
+        return name
+    return repr(name)
 
 
 def _to_stdout(pieces) -> None:
@@ -374,7 +380,10 @@ def _download(pieces, local: str) -> None:
         return
     folder, name = os.path.split(os.path.realpath(local))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)     # the umask applies, as to open()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to open()
+    except OSError as exc:      # name what the user asked to write, not our temporary file
+        raise OSError(f"cannot write {local!r}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             for piece in pieces:
@@ -409,7 +418,7 @@ def main(argv=None) -> int:
         target = _local_target(args.path, args.local) if args.cmd == "get" else None
         with Client(args.server, args.suite) as c:
             if args.cmd == "ls":
-                _to_stdout(f"{name}{_TYPE_MARK.get(ftype, '?')}\n".encode("utf-8", "surrogateescape")
+                _to_stdout(f"{_shown(name)}{_TYPE_MARK.get(ftype, '?')}\n".encode("utf-8", "surrogateescape")
                            for name, ftype in c.listdir(args.path))
             elif args.cmd == "cat":
                 _to_stdout(c.read_file(args.path, args.block))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 
 from . import rpc
@@ -87,17 +88,22 @@ class FileLayer:
         self._paths: dict[int, str] = {rpc.ROOT_FH: self.root}
         self._handles: dict[str, int] = {self.root: rpc.ROOT_FH}
         self._next_fh = rpc.ROOT_FH + 1
+        # unfinished uploads (CREATE_TEMP): path -> owner, the connection whose end removes them
+        self._temps: dict[str, object] = {}
+        self._owner = None                  # the owner of the request being handled
         self.sync_later = sync_later
         self._unsynced: list[int] = []      # fds the current request must fsync before replying
         self._procs = {rpc.LOOKUP: self._lookup, rpc.GETATTR: self._getattr,
                        rpc.READDIR: self._readdir, rpc.READ: self._read, rpc.WRITE: self._write,
                        rpc.CREATE: self._create, rpc.REMOVE: self._remove,
-                       rpc.RENAME: self._rename}
+                       rpc.RENAME: self._rename, rpc.CREATE_TEMP: self._create_temp}
 
     # ---- entry point
 
-    def handle(self, request: bytes) -> list:
-        """Reply pieces for one decrypted request; errors become error replies, never exceptions."""
+    def handle(self, request: bytes, owner=None) -> list:
+        """Reply pieces for one decrypted request; errors become error replies, never exceptions.
+        `owner` (the server passes its connection) owns the temporary files CREATE_TEMP makes."""
+        self._owner = owner
         parts = self._handle(request)
         unsynced, self._unsynced = self._unsynced, []
         if not unsynced:
@@ -123,6 +129,17 @@ class FileLayer:
         if failed is not None:
             return [rpc.rep_error(reply.xid, rpc.IO, f"not on disk: fsync failed: {failed.strerror}")]
         return list(reply)
+
+    def release(self, owner) -> None:
+        """`owner` is gone (its connection closed): remove its unfinished uploads. A client killed
+        mid-put left its temporary file in the export for good, listed and readable."""
+        for path in [path for path, who in self._temps.items() if who == owner]:
+            del self._temps[path]
+            self._forget(path)
+            try:
+                self.fs.unlink(path)
+            except OSError:         # removed or moved behind the server's back: nothing to do
+                pass
 
     def _durable(self, fd: int) -> None:
         """Take over `fd`: it is fsynced (and closed) before this request's reply goes out."""
@@ -187,13 +204,19 @@ class FileLayer:
             new = dst + path[len(src):]
             self._handles[new] = fh
             self._paths[fh] = new
+            if path in self._temps:         # in a moved directory, or finished (RENAME of itself)
+                owner = self._temps.pop(path)
+                if path != src:
+                    self._temps[new] = owner
 
     def _inside(self, real: str) -> bool:
         return real == self.root or real.startswith(self.fs.prefix)
 
-    def _child(self, args, *, resolve: bool = True, last: bool = True) -> tuple[str, str, int]:
+    def _child(self, args, *, resolve: bool = True, last: bool = True,
+               temp: bool = False) -> tuple[str, str, int]:
         """(candidate path, resolved path, bytes consumed) for `dir_fh, name`, after every safety
-        check. With `last` (the pair ends the arguments), bytes after the name are malformed."""
+        check. With `last` (the pair ends the arguments), bytes after the name are malformed.
+        An unfinished upload is named only with `temp` (REMOVE it, RENAME it into place)."""
         (dir_fh,) = rpc.FH.unpack_from(args, 0)
         name, end = rpc.unpack_name(args, rpc.FH.size)
         if last:
@@ -216,6 +239,8 @@ class FileLayer:
             raise rpc.RpcError(rpc.ACCES, f"{name!r} is a symlink leading out of the export")
         if real in self.hidden or candidate in self.hidden or self._is_hidden_file(real):
             raise rpc.RpcError(rpc.ACCES, f"{name!r} is not served (the server's private key)")
+        if not temp and (real in self._temps or candidate in self._temps):
+            raise rpc.RpcError(rpc.ACCES, f"{name!r} is an unfinished upload (CREATE_TEMP)")
         return candidate, real, end
 
     def _is_hidden_file(self, path: str) -> bool:
@@ -243,7 +268,8 @@ class FileLayer:
 
     def _readdir(self, xid: int, args) -> list:
         fh, cookie = rpc.unpack_args(rpc.READDIR_ARGS, args)
-        dir_fd = self.fs.open(self._path(fh), os.O_RDONLY | os.O_DIRECTORY)
+        dir_path = self._path(fh)
+        dir_fd = self.fs.open(dir_path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             names = sorted(os.listdir(dir_fd))
             entries, used, i = [], 0, cookie
@@ -256,7 +282,7 @@ class FileLayer:
                     ftype = None
                 except FileNotFoundError:
                     ftype = None
-                if ftype is not None:
+                if ftype is not None and os.path.join(dir_path, name) not in self._temps:
                     entries.append((name, ftype))
                     used += len(name.encode("utf-8")) + 3
                 i += 1
@@ -316,8 +342,26 @@ class FileLayer:
         self._fsync_dir(os.path.dirname(real))
         return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.FH.pack(self._handle_for(real)) + _attr(st)]
 
+    def _create_temp(self, xid: int, args) -> list:
+        """A new empty file under a name the server picks, for an upload: hidden from READDIR
+        and LOOKUP, and removed when its owner's connection ends, unless RENAMEd into place
+        first (then it is an ordinary file). Reply: fh, attr, name."""
+        (dir_fh,) = rpc.unpack_args(rpc.FH, args)
+        dir_path = self._path(dir_fh)
+        if not stat.S_ISDIR(self.fs.lstat(dir_path).st_mode):
+            raise rpc.RpcError(rpc.NOTDIR, "file handle is not a directory")
+        name = f".sfs-upload.{secrets.token_hex(8)}"
+        path = os.path.join(dir_path, name)
+        fd = self._open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "CREATE_TEMP", 0o644)
+        self._temps[path] = self._owner
+        st = os.fstat(fd)
+        self._durable(fd)
+        self._fsync_dir(dir_path)
+        return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.FH.pack(self._handle_for(path)) + _attr(st)
+                + rpc.pack_name(name)]
+
     def _remove(self, xid: int, args) -> list:
-        candidate, _, _ = self._child(args, resolve=False)
+        candidate, _, _ = self._child(args, resolve=False, temp=True)
         st = self.fs.lstat(candidate)
         if stat.S_ISDIR(st.st_mode):
             raise rpc.RpcError(rpc.ISDIR, "REMOVE removes files; this is a directory")
@@ -325,6 +369,7 @@ class FileLayer:
             self.cache.invalidate(st)
         self.fs.unlink(candidate)
         self._forget(candidate)
+        self._temps.pop(candidate, None)
         self._fsync_dir(os.path.dirname(candidate))
         return [rpc.REP_HEAD.pack(xid, rpc.OK)]
 
@@ -332,8 +377,10 @@ class FileLayer:
         """Atomically move one name to another, replacing what the second named: lets a client
         write a file under a temporary name and only then put it in place (an interrupted upload
         leaves the old file whole). Both names get every check a LOOKUP name gets; the names
-        themselves are renamed (a symlink is moved, not followed)."""
-        src, _, end = self._child(args, last=False)
+        themselves are renamed (a symlink is moved, not followed). An upload (CREATE_TEMP) put
+        over a regular file takes that file's permission bits, set-id bits aside, as cp and scp
+        keep a replaced file's: `put` over a 0600 file must not make it world-readable."""
+        src, _, end = self._child(args, last=False, temp=True)
         dst, _, _ = self._child(args[end:])
         st = self.fs.lstat(src)
         try:
@@ -342,6 +389,14 @@ class FileLayer:
             old = None
         if old is not None and stat.S_ISREG(old.st_mode) and not os.path.samestat(st, old):
             self.cache.invalidate(old)
+            if src in self._temps and stat.S_ISREG(st.st_mode):
+                fd = self.fs.open(src, os.O_RDONLY)
+                try:
+                    os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._durable(fd)
         self.fs.rename(src, dst)
         self._moved(src, dst)
         self._fsync_dir(os.path.dirname(src))

@@ -17,7 +17,12 @@ MAX_HANDSHAKE_FRAME = 256                # a hello is ~80 bytes; anything bigger
 
 
 class FrameError(Exception):
-    """The peer broke the framing rules; the connection cannot continue."""
+    """The peer broke the framing rules; the connection cannot continue. `head`: the announced
+    length's 4 bytes as received, when that was the fault (b"GET " from an HTTP client)."""
+
+    def __init__(self, message: str, head: bytes = b"") -> None:
+        super().__init__(message)
+        self.head = head
 
 
 class FrameReader:
@@ -39,7 +44,8 @@ class FrameReader:
             (length,) = LENGTH.unpack_from(buf, 0)
             limit = self.limit if self._first_limit is None else self._first_limit
             if length > limit:
-                raise FrameError(f"frame of {length} bytes announced, the limit is {limit}")
+                raise FrameError(f"frame of {length} bytes announced, the limit is {limit}",
+                                 bytes(buf[:HEADER_SIZE]))
             end = HEADER_SIZE + length
             if len(buf) < end:
                 break
@@ -47,6 +53,11 @@ class FrameReader:
             del buf[:end]
             self._first_limit = None
         return frames
+
+    @property
+    def first_pending(self) -> bool:
+        """True until the first frame (the hello) has been cut."""
+        return self._first_limit is not None
 
     @property
     def partial(self) -> bool:

@@ -10,9 +10,10 @@ import struct
 from dataclasses import dataclass
 
 # procedures
-LOOKUP, GETATTR, READDIR, READ, WRITE, CREATE, REMOVE, STATS, RENAME = 1, 2, 3, 4, 5, 6, 7, 8, 9
+LOOKUP, GETATTR, READDIR, READ, WRITE, CREATE, REMOVE, STATS, RENAME, CREATE_TEMP = range(1, 11)
 PROC_NAMES = {LOOKUP: "LOOKUP", GETATTR: "GETATTR", READDIR: "READDIR", READ: "READ",
-              WRITE: "WRITE", CREATE: "CREATE", REMOVE: "REMOVE", STATS: "STATS", RENAME: "RENAME"}
+              WRITE: "WRITE", CREATE: "CREATE", REMOVE: "REMOVE", STATS: "STATS", RENAME: "RENAME",
+              CREATE_TEMP: "CREATE_TEMP"}
 
 # statuses (errno values, as NFSv3 does)
 OK, NOENT, IO, ACCES, EXIST, NOTDIR, ISDIR, INVAL, FBIG, NAMETOOLONG, STALE, BADPROC = (
@@ -124,6 +125,10 @@ def req_write_head(xid: int, fh: int, offset: int) -> bytes:
 
 def req_create(xid: int, dir_fh: int, name: str) -> bytes:
     return REQ_HEAD.pack(xid, CREATE) + FH.pack(dir_fh) + pack_name(name)
+
+
+def req_create_temp(xid: int, dir_fh: int) -> bytes:
+    return REQ_HEAD.pack(xid, CREATE_TEMP) + FH.pack(dir_fh)
 
 
 def req_remove(xid: int, dir_fh: int, name: str) -> bytes:

@@ -261,6 +261,8 @@ class Server:
         try:
             frames = conn.frames.feed(data)
         except FrameError as exc:
+            if conn.frames.first_pending:
+                self._refuse_first_frame(conn, exc)
             self._close(conn, f"framing violated: {exc}")
             return
         # The frame timer bounds how long ONE frame takes to arrive: it starts with a frame's first
@@ -282,6 +284,18 @@ class Server:
                 self._close(conn, f"more than {MAX_OUTSTANDING} requests outstanding")
                 return
             self.loop.call_soon(self._crypto_in, conn, body, color=conn.color)
+
+    def _refuse_first_frame(self, conn: Connection, exc: FrameError) -> None:
+        """A first frame over the hello limit: usually not an SFS client at all (curl, a browser).
+        It gets the handshake refusal, as any malformed hello does, so whoever pointed it here
+        learns what the port speaks. Sent from this (network) color, as `_refuse` does: no frame
+        of this connection reached its crypto color, so nothing else sends on it."""
+        self.rejected += 1
+        reason = f"not an SFS-like client hello (first bytes {exc.head!r}): {exc}"
+        try:
+            conn.sock.send(frame(refusal(reason)))
+        except OSError:
+            pass                # best effort: the close follows either way
 
     def _reap_slow(self) -> None:
         """Cut off clients that hold a frame (or the handshake) unfinished for too long, and
@@ -347,6 +361,8 @@ class Server:
         self.loop.remove_writer(conn.fd)
         conn.sock.close()
         self.conns.pop(conn.id, None)
+        # its unfinished uploads go (after its requests already queued to the file layer)
+        self.loop.call_soon(self.files.release, conn.id, color=self.file_color)
         if len(self.conns) < self.max_connections:
             self._full_logged = False
         totals = self._closed_totals
@@ -501,7 +517,7 @@ class Server:
     # ---- file layer (its own color) -----------------------------------------------------------
 
     def _file_op(self, conn: Connection, request: bytes) -> None:
-        parts = self.files.handle(request)
+        parts = self.files.handle(request, conn.id)
         is_read = len(parts) == 2 and request[4] == rpc.READ     # a READ reply carrying data
         self.loop.call_soon(self._crypto_out, conn, parts, is_read, color=conn.color)
 
@@ -602,6 +618,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not os.path.isdir(args.export):
         p.error(f"--export {args.export!r} is not a directory (make it first)")
+    if os.path.realpath(args.export) == os.sep:
+        # The key must lie outside the export (below), which no path does here; and each client,
+        # unauthenticated, could read and replace every file this process may (FileLayer("/")
+        # itself works, for tests and embedding).
+        p.error(f"--export {args.export!r} is the whole file system: every client could read and "
+                "replace every file this server may, and the key file cannot lie outside it; "
+                "export a folder")
     key_dir = os.path.dirname(os.path.abspath(args.key))
     if not os.path.isdir(key_dir):
         p.error(f"--key {args.key!r}: the folder {key_dir!r} does not exist")

@@ -152,6 +152,23 @@ def test_garbage_before_handshake(server, bystander):
     _assert_closed_with(server, s, "bad magic")
 
 
+@pytest.mark.parametrize("first, says", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "first bytes b'GET '"),
+    (LENGTH.pack(MAX_HANDSHAKE_FRAME + 1) + b"x" * 40, "257 bytes announced, the limit is 256"),
+], ids=["http", "257"])
+def test_a_first_frame_over_the_hello_limit_gets_a_refusal_before_the_close(server, bystander,
+                                                                            first, says):
+    """curl or a browser pointed at the port: told in one plaintext refusal frame what this port
+    speaks, then closed (it was closed with nothing at all: curl said 'Empty reply')."""
+    s = _connect(server)
+    s.sendall(first)
+    refusal = bytes(recv_frame(s, MAX_HANDSHAKE_FRAME))
+    assert refusal.startswith(MAGIC + b"\x01"), refusal
+    text = refusal[len(MAGIC) + 1:].decode()
+    assert "not an SFS-like client hello" in text and says in text, text
+    _assert_closed_with(server, s, "framing violated")
+
+
 @pytest.mark.parametrize("hello, reason", [
     (b"NOTSFS!!" + bytes(40), "bad magic b'NOTSFS!!'"),
     (b"", "empty client hello"),

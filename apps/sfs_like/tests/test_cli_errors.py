@@ -159,3 +159,17 @@ def test_the_server_stops_cleanly_on_sigterm_as_on_ctrl_c(folders, signum):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert b"Traceback" not in err
+
+
+@pytest.mark.parametrize("export", ["/", "//", "/.."])
+def test_exporting_the_root_is_refused_with_the_reason(folders, export, capsys):
+    """`--export /` was refused as "--key ... is inside --export '/'", which suggested moving the
+    key; no key can be outside '/', and every client could read and replace every file the
+    server may. The message says that, whatever --key is."""
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--export", export, "--key", str(folders / "key")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--export {export!r} is the whole file system" in err, err
+    assert "export a folder" in err
+    assert not (folders / "key").exists()

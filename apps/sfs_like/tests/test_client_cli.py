@@ -205,3 +205,27 @@ def test_get_to_a_missing_directory_is_one_line_of_error_before_downloading(star
     one_line_error(proc, "no such directory")
     assert proc.returncode == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ls_shows_one_line_per_name_even_for_names_with_newlines(start_server, export):
+    """A file named "a\\nb" was listed as two lines, "a" and "b" (files that do not exist): a
+    name that is not printable, or holds a quote or backslash, is shown as a Python string
+    literal; every other name as it is."""
+    for name in ("a\nb", "tab\there", "it's", "back\\slash", "plain name"):
+        (export / name).write_bytes(b"x")
+    srv = start_server(export)
+    proc = client(srv.address, "ls")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["'a\\nb'", "'back\\\\slash'", "hello.txt", "\"it's\"",
+                                        "plain name", "sub/", "'tab\\there'"], proc.stdout
+
+
+def test_get_into_a_missing_folder_names_the_destination_not_a_temporary_file(start_server,
+                                                                              export, tmp_path):
+    """`get hello.txt nodir/x` said "No such file or directory: 'nodir/.x.1234.part'": a file the
+    user never named. The error names what they asked to write."""
+    srv = start_server(export)
+    dest = str(tmp_path / "nodir" / "x")
+    proc = client(srv.address, "get", "hello.txt", dest)
+    one_line_error(proc, f"error: cannot write {dest!r}: No such file or directory")
+    assert ".part" not in proc.stderr

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -135,3 +136,78 @@ def test_a_put_that_fails_locally_removes_its_temporary_file(start_server, expor
             c.put("hello.txt", os.urandom(200_000), block=64 * 1024)
         assert sorted(name for name, _ in c.listdir()) == ["hello.txt", "sub"]
         assert c.get("hello.txt") == b"hello, world\n"
+
+
+def _create_temp(layer, dir_fh, owner) -> tuple[int, str]:
+    reply = layer.handle(rpc.req_create_temp(7, dir_fh), owner)[0]
+    assert rpc.REP_HEAD.unpack_from(reply)[1] == rpc.OK, bytes(reply[5:])
+    body = memoryview(reply)[5:]
+    fh = rpc.FH.unpack_from(body)[0]
+    name, _ = rpc.unpack_name(body, rpc.FH.size + rpc.ATTR.size)
+    return fh, name
+
+
+def test_an_unfinished_upload_is_not_listed_nor_looked_up_and_goes_with_its_connection(layer,
+                                                                                      tmp_path):
+    """A put's temporary file was a plain `.NAME.<hex>.part`: listed by `ls`, readable by `get`,
+    and left for ever by a client killed mid-put. CREATE_TEMP's file belongs to its connection:
+    hidden from READDIR and LOOKUP, removed when that connection goes."""
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    fh, name = _create_temp(layer, d, owner="conn 1")
+    _ok(layer, rpc.req_write_head(2, fh, 0) + b"half an upload")
+    assert (tmp_path / "export" / "d" / name).read_bytes() == b"half an upload"
+    assert rpc.unpack_entries(_ok(layer, rpc.req_readdir(3, d, 0)))[0] == [("f", rpc.FT_FILE)]
+    for request in (rpc.req_lookup(4, d, name), rpc.req_create(5, d, name),
+                    rpc.req_rename(6, d, "f", d, name)):
+        status, text = _status(layer, request)
+        assert status == rpc.ACCES and b"unfinished upload" in text, (status, text)
+    layer.release("conn 2")                                  # another connection's end: no effect
+    assert (tmp_path / "export" / "d" / name).exists()
+    layer.release("conn 1")
+    assert sorted(os.listdir(tmp_path / "export" / "d")) == ["f"]
+    assert _status(layer, rpc.req_getattr(8, fh))[0] == rpc.STALE
+
+
+def test_a_finished_upload_is_an_ordinary_file_with_the_replaced_files_permissions(layer, tmp_path):
+    """`put` over a 0600 file made it 0644 (readable by every local user), over a 0755 script
+    not executable: RENAME of a temporary over a regular file gives it that file's permission
+    bits (never set-id bits). Its connection's end then removes nothing."""
+    f = tmp_path / "export" / "d" / "f"
+    for mode in (0o600, 0o755, 0o4755):
+        f.chmod(mode)
+        d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+        fh, name = _create_temp(layer, d, owner="conn 1")
+        _ok(layer, rpc.req_write_head(2, fh, 0) + b"new %o" % mode)
+        _ok(layer, rpc.req_rename(3, d, name, d, "f"))
+        layer.release("conn 1")
+        assert f.read_bytes() == b"new %o" % mode
+        assert f.stat().st_mode & 0o7777 == mode & 0o777
+        assert rpc.unpack_entries(_ok(layer, rpc.req_readdir(4, d, 0)))[0] == [("f", rpc.FT_FILE)]
+
+
+def test_a_put_killed_mid_transfer_leaves_no_temporary_file(start_server, export):
+    srv = start_server(export, colors="on", workers=2)
+    (export / "doc").write_bytes(b"old")
+    (export / "doc").chmod(0o600)
+    dying = Client(srv.address)
+    real_write = dying.write
+
+    def write_then_die(fh, offset, data):
+        real_write(fh, offset, data)
+        with Client(srv.address) as other:              # mid-upload: nothing to see or read
+            assert sorted(name for name, _ in other.listdir()) == ["doc", "hello.txt", "sub"]
+        dying.sock.close()                              # as kill -9 closes it
+        raise ConnectionResetError("client killed mid-put")
+
+    dying.write = write_then_die
+    with pytest.raises(OSError):
+        dying.put("doc", os.urandom(300_000), block=64 * 1024)
+    with Client(srv.address) as c:
+        c.put("doc", b"replaced")
+        assert c.get("doc") == b"replaced"
+    assert (export / "doc").stat().st_mode & 0o777 == 0o600
+    # the dead connection's temporary goes once the server has seen it close
+    deadline = time.monotonic() + 30
+    while sorted(p.name for p in export.iterdir()) != ["doc", "hello.txt", "sub"]:
+        assert time.monotonic() < deadline, sorted(p.name for p in export.iterdir())
+        time.sleep(0.05)
