@@ -347,6 +347,8 @@ class HttpSession:
 
     def _not_modified(self, entry) -> bool:
         """RFC 9110 13.2.2: If-None-Match decides when present; If-Modified-Since otherwise."""
+        if not entry.stable:
+            return False                     # no validators were given: nothing to compare
         if self._if_none_match is not None:
             tags = [t.strip() for t in self._if_none_match.split(b",")]
             return any(t == b"*" or t.removeprefix(b"W/") == entry.etag for t in tags)
