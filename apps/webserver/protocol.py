@@ -260,6 +260,10 @@ class HttpSession:
             # llhttp skips the body of an Upgrade request, leaving it to the new protocol; as
             # HTTP/1.1 it would be misread as the next request. Answer, then close instead.
             self._keep_alive = False
+        if self._chunked and self._version == "1.0":
+            # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means framing we cannot trust (it may
+            # be a request smuggled past a 1.0 intermediary): answer this one, then close.
+            self._keep_alive = False
         if self._expect is not None:
             self._answer_expect()
 

@@ -405,3 +405,14 @@ def test_an_absolute_form_target_is_served_by_its_path(cache):
                                   b"GET ftp://x/hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [(r[0], r[2][:9]) for r in replies] == [
         (200, b"hello, wo"), (200, b'{"a": 1}\n'), (400, b"400 Bad R"), (400, b"400 Bad R")]
+
+
+def test_an_http_1_0_request_with_transfer_encoding_closes_after_its_reply(cache):
+    """RFC 9112 6.1: HTTP/1.0 has no Transfer-Encoding, so its framing is suspect (a request
+    smuggled through a 1.0 proxy) and the connection MUST close after the reply, keep-alive or
+    not: the request pipelined after it is not read."""
+    session, replies = run(cache, b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                                  b"GET /style.css HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert [(status, body) for status, _, body in replies] == [(200, b"hello, world\n")]
+    assert replies[0][1]["connection"] == "close" and session.closing
