@@ -235,8 +235,9 @@ class HttpSession:
             if self._has_host:            # RFC 9112 3.2: more than one Host line MUST be a 400
                 raise _Reject(400)
             self._has_host = True
-        elif lower == b"if-none-match":
-            self._if_none_match = value
+        elif lower == b"if-none-match":         # several lines are one list (RFC 9110 5.3)
+            known = self._if_none_match
+            self._if_none_match = value if known is None else known + b"," + value
         elif lower == b"if-modified-since":
             self._if_modified_since = value
         elif lower == b"expect":

@@ -416,3 +416,14 @@ def test_an_http_1_0_request_with_transfer_encoding_closes_after_its_reply(cache
                                   b"GET /style.css HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     assert [(status, body) for status, _, body in replies] == [(200, b"hello, world\n")]
     assert replies[0][1]["connection"] == "close" and session.closing
+
+
+def test_if_none_match_over_several_header_lines_is_one_list(cache):
+    """RFC 9110 5.3: field lines of one name are one comma-separated list: an ETag on the first
+    of two If-None-Match lines matches as much as on the second (only the last one was read)."""
+    session, [(_, headers, _)] = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    etag = headers["etag"].encode()
+    for first, second in ((etag, b'"other"'), (b'"other"', etag)):
+        session.feed(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + first +
+                     b"\r\nIf-None-Match: " + second + b"\r\n\r\n")
+    assert [status for status, _, _ in parse(session.out)] == [200, 304, 304]
