@@ -11,6 +11,7 @@ Being free of sockets and of the event loop makes this the part the fuzzing test
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -25,6 +26,10 @@ from .paths import BadPath, origin_form, target_to_relpath
 ALLOW = b"Allow: GET, HEAD\r\n"
 _CRLFCRLF = b"\r\n\r\n"
 _HTTP_1X = (b" HTTP/1.1", b" HTTP/1.0")
+# Host = uri-host [":" port] (RFC 3986 3.2.2): an IP literal in brackets, or a reg-name (which
+# covers IPv4), possibly empty. No userinfo, no path, no spaces.
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)"
+                   rb"(?::[0-9]*)?")
 
 
 @dataclass(frozen=True)
@@ -232,7 +237,9 @@ class HttpSession:
             raise _Reject(431)
         lower = name.lower()
         if lower == b"host":
-            if self._has_host:            # RFC 9112 3.2: more than one Host line MUST be a 400
+            # RFC 9112 3.2: more than one Host line, or an invalid one, MUST be a 400. We serve
+            # one site whatever it says, but a proxy or a log reading it after us may not.
+            if self._has_host or not _HOST.fullmatch(value.strip(b" \t")):
                 raise _Reject(400)
             self._has_host = True
         elif lower == b"if-none-match":         # several lines are one list (RFC 9110 5.3)

@@ -168,6 +168,11 @@ def test_keep_alive_errors(cache, raw, code):
     (b"GET / HTTP/1.1\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),         # RFC 9112 3.2
     (b"GET / HTTP/1.0\r\nHost: x\r\nhost: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),                   # RFC 9112 3.2: invalid
+    (b"GET / HTTP/1.1\r\nHost: user@x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x/y\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x:http\r\n\r\n", 400),
+    (b"GET / HTTP/1.0\r\nHost: x\"y\r\n\r\n", 400),
     (b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n", 400),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
@@ -427,3 +432,11 @@ def test_if_none_match_over_several_header_lines_is_one_list(cache):
         session.feed(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + first +
                      b"\r\nIf-None-Match: " + second + b"\r\n\r\n")
     assert [status for status, _, _ in parse(session.out)] == [200, 304, 304]
+
+
+@pytest.mark.parametrize("host", [b"", b"x", b"example.com:8080", b"127.0.0.1", b"[::1]:80",
+                                  b"[v1.fe80::a+en1]", b"EXAMPLE.com.", b"x:", b"caf%C3%A9.example"])
+def test_every_valid_host_is_served(cache, host):
+    """Host is uri-host [":" port] (RFC 9112 3.2); an empty one is allowed too."""
+    session, replies = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert [r[0] for r in replies] == [200] and not session.closing
