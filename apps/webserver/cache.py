@@ -23,6 +23,7 @@ import errno
 import os
 import stat
 import threading
+import time
 
 from . import responses
 
@@ -83,7 +84,10 @@ class CachedFile:
         # client a 304 for bytes it has never seen.
         self.stable = stable
         self.etag = f'"{self.mtime_ns:x}-{self.size:x}"'.encode()
-        self.last_modified = responses.http_date(self.mtime_s).encode()
+        # RFC 9110 8.8.2.1: never a Last-Modified later than now (a file unpacked with a future
+        # mtime). A client would send that date back, and every change made before it would be
+        # "not modified" to it. 304s still compare with the real mtime: such a file gets none.
+        self.last_modified = responses.http_date(min(self.mtime_s, int(time.time()))).encode()
         self.body = body
         validators = (b"Last-Modified: ", self.last_modified, b"\r\n",
                       b"ETag: ", self.etag, b"\r\n") if stable else ()

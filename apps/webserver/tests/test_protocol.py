@@ -440,3 +440,24 @@ def test_every_valid_host_is_served(cache, host):
     """Host is uri-host [":" port] (RFC 9112 3.2); an empty one is allowed too."""
     session, replies = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
     assert [r[0] for r in replies] == [200] and not session.closing
+
+
+def test_a_file_dated_in_the_future_is_not_last_modified_in_the_future(tmp_path):
+    """RFC 9110 8.8.2.1: a Last-Modified after the reply's Date MUST be replaced by the Date. A
+    file unpacked with a future mtime was announced as modified then; a client revalidating
+    with that date (curl -z, a proxy) was told 304 after every change until that day came."""
+    path = tmp_path / "news.txt"
+    path.write_bytes(b"old news\n")
+    now = time.time()
+    os.utime(path, (now + 86400, now + 86400))
+    session = HttpSession(FileCache(str(tmp_path)))
+    session.feed(b"GET /news.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    [(_, headers, _)] = parse(session.out)
+    modified = headers["last-modified"]
+    assert parsedate_to_datetime(modified) <= parsedate_to_datetime(headers["date"])
+    path.write_bytes(b"fresh news\n")
+    os.utime(path, (now + 3600, now + 3600))               # changed: still ahead, but earlier
+    session.out.clear()
+    session.feed(f"GET /news.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {modified}\r\n\r\n"
+                 .encode())
+    assert [(r[0], r[2]) for r in parse(session.out)] == [(200, b"fresh news\n")]
