@@ -245,8 +245,8 @@ class HttpSession:
         elif lower == b"if-none-match":         # several lines are one list (RFC 9110 5.3)
             known = self._if_none_match
             self._if_none_match = value if known is None else known + b"," + value
-        elif lower == b"if-modified-since":
-            self._if_modified_since = value
+        elif lower == b"if-modified-since":     # two lines: two dates, ignored as unparsable
+            self._if_modified_since = value if self._if_modified_since is None else b"two dates"
         elif lower == b"expect":
             self._expect = value.strip().lower()
         elif lower == b"content-length":

@@ -461,3 +461,13 @@ def test_a_file_dated_in_the_future_is_not_last_modified_in_the_future(tmp_path)
     session.feed(f"GET /news.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {modified}\r\n\r\n"
                  .encode())
     assert [(r[0], r[2]) for r in parse(session.out)] == [(200, b"fresh news\n")]
+
+
+def test_if_modified_since_on_two_lines_is_ignored(cache):
+    """RFC 9110 13.1.3: a field value of more than one member MUST be ignored; the last line
+    alone decided, so a later date after an earlier one gave a 304."""
+    _, [(_, h, _)] = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    old = formatdate(0, usegmt=True)
+    _, replies = run(cache, f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {old}\r\n"
+                            f"If-Modified-Since: {h['last-modified']}\r\n\r\n".encode())
+    assert [(r[0], r[2]) for r in replies] == [(200, b"hello, world\n")]
