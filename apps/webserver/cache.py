@@ -23,6 +23,7 @@ import errno
 import os
 import stat
 import threading
+import time
 
 from . import responses
 
@@ -66,26 +67,35 @@ class CachedFile:
     """One file as served: its metadata, its reply headers and (when small enough) its bytes."""
 
     __slots__ = ("path", "size", "mtime_ns", "mtime_s", "dev", "ino", "ctime_ns", "mode", "etag",
-                 "last_modified", "headers", "body", "_ready", "referenced")
+                 "last_modified", "headers", "body", "_ready", "referenced", "stable")
 
     def __init__(self, path: str, size: int, mtime_ns: int, body: bytes | None,
-                 dev: int = 0, ino: int = 0, ctime_ns: int = 0, mode: int = 0):
+                 dev: int = 0, ino: int = 0, ctime_ns: int = 0, mode: int = 0,
+                 stable: bool = True):
         self.path = path
         self.size = size
         self.mtime_ns = mtime_ns
         self.dev, self.ino = dev, ino    # which file it was: a name can be pointed elsewhere
         self.ctime_ns, self.mode = ctime_ns, mode    # its permissions as they were when read
         self.mtime_s = mtime_ns // 1_000_000_000
+        # Not stable: bytes made as they are read (/proc), which the stat does not describe. Such
+        # a file is read again at every request and has no validators: its mtime and size do
+        # not change with its bytes, so an ETag or Last-Modified built from them could give a
+        # client a 304 for bytes it has never seen.
+        self.stable = stable
         self.etag = f'"{self.mtime_ns:x}-{self.size:x}"'.encode()
-        self.last_modified = responses.http_date(self.mtime_s).encode()
+        # RFC 9110 8.8.2.1: never a Last-Modified later than now (a file unpacked with a future
+        # mtime). A client would send that date back, and every change made before it would be
+        # "not modified" to it. 304s still compare with the real mtime: such a file gets none.
+        self.last_modified = responses.http_date(min(self.mtime_s, int(time.time()))).encode()
         self.body = body
+        validators = (b"Last-Modified: ", self.last_modified, b"\r\n",
+                      b"ETag: ", self.etag, b"\r\n") if stable else ()
         # Everything after the status line and Date, for a 200 reply.
         self.headers = b"".join((
             b"Server: ", responses.SERVER_NAME, b"\r\n",
             b"Content-Type: ", responses.content_type(path).encode(), b"\r\n",
-            b"Content-Length: ", str(self.size).encode(), b"\r\n",
-            b"Last-Modified: ", self.last_modified, b"\r\n",
-            b"ETag: ", self.etag, b"\r\n"))
+            b"Content-Length: ", str(self.size).encode(), b"\r\n", *validators))
         self._ready = (b"", b"")
         self.referenced = True       # CLOCK's use bit: a new entry survives one sweep
 
@@ -181,7 +191,7 @@ class FileCache:
             entry.referenced = True
             return entry
         entry = self._load(full)
-        if entry is not None:
+        if entry is not None and entry.stable:
             table.insert(full, entry, self.max_bytes)
         return entry
 
@@ -206,14 +216,18 @@ class FileCache:
             body = None
             size = st.st_size
             if size <= self.max_file_bytes:
-                body = _read_all(fd, size)
+                # A size of 0 may be procfs saying "made when read": read such a file to its end
+                body = _read_all(fd, size) if size else _read_to_end(fd, self.max_file_bytes)
                 size = len(body)              # it may have changed while we read: serve what we read
         except OSError as exc:
             return _missing_or_raise(exc)
         finally:
             os.close(fd)
+        # Bytes that the stat does not describe (procfs' 0, sysfs' 4096, a file changing as we
+        # read) are served as read but not kept, and without validators.
+        stable = body is None or (st.st_size > 0 and size == st.st_size)
         return CachedFile(full, size, st.st_mtime_ns, body, st.st_dev, st.st_ino,
-                          st.st_ctime_ns, st.st_mode)
+                          st.st_ctime_ns, st.st_mode, stable)
 
     def open_cached(self, entry: CachedFile) -> int:
         """A descriptor for sending `entry`'s bytes from disk (a file too large to cache), or -1
@@ -282,6 +296,19 @@ def _missing_or_raise(exc: OSError) -> None:
     if refusal is None:
         return None
     raise refusal from exc
+
+
+def _read_to_end(fd: int, limit: int) -> bytes:
+    """All of a file whose length the stat does not tell; over `limit` bytes it is a 500: it
+    cannot be sent from disk (its length must precede it) and must not be sent cut short."""
+    chunks = []
+    total = 0
+    while chunk := os.read(fd, 64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            raise Unavailable(500)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -11,6 +11,7 @@ Being free of sockets and of the event loop makes this the part the fuzzing test
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -25,6 +26,10 @@ from .paths import BadPath, origin_form, target_to_relpath
 ALLOW = b"Allow: GET, HEAD\r\n"
 _CRLFCRLF = b"\r\n\r\n"
 _HTTP_1X = (b" HTTP/1.1", b" HTTP/1.0")
+# Host = uri-host [":" port] (RFC 3986 3.2.2): an IP literal in brackets, or a reg-name (which
+# covers IPv4), possibly empty. No userinfo, no path, no spaces.
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)"
+                   rb"(?::[0-9]*)?")
 
 
 @dataclass(frozen=True)
@@ -232,13 +237,16 @@ class HttpSession:
             raise _Reject(431)
         lower = name.lower()
         if lower == b"host":
-            if self._has_host:            # RFC 9112 3.2: more than one Host line MUST be a 400
+            # RFC 9112 3.2: more than one Host line, or an invalid one, MUST be a 400. We serve
+            # one site whatever it says, but a proxy or a log reading it after us may not.
+            if self._has_host or not _HOST.fullmatch(value.strip(b" \t")):
                 raise _Reject(400)
             self._has_host = True
-        elif lower == b"if-none-match":
-            self._if_none_match = value
-        elif lower == b"if-modified-since":
-            self._if_modified_since = value
+        elif lower == b"if-none-match":         # several lines are one list (RFC 9110 5.3)
+            known = self._if_none_match
+            self._if_none_match = value if known is None else known + b"," + value
+        elif lower == b"if-modified-since":     # two lines: two dates, ignored as unparsable
+            self._if_modified_since = value if self._if_modified_since is None else b"two dates"
         elif lower == b"expect":
             self._expect = value.strip().lower()
         elif lower == b"content-length":
@@ -259,6 +267,10 @@ class HttpSession:
         if self._body_announced and parser.should_upgrade():
             # llhttp skips the body of an Upgrade request, leaving it to the new protocol; as
             # HTTP/1.1 it would be misread as the next request. Answer, then close instead.
+            self._keep_alive = False
+        if self._chunked and self._version == "1.0":
+            # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means framing we cannot trust (it may
+            # be a request smuggled past a 1.0 intermediary): answer this one, then close.
             self._keep_alive = False
         if self._expect is not None:
             self._answer_expect()
@@ -347,6 +359,8 @@ class HttpSession:
 
     def _not_modified(self, entry) -> bool:
         """RFC 9110 13.2.2: If-None-Match decides when present; If-Modified-Since otherwise."""
+        if not entry.stable:
+            return False                     # no validators were given: nothing to compare
         if self._if_none_match is not None:
             tags = [t.strip() for t in self._if_none_match.split(b",")]
             return any(t == b"*" or t.removeprefix(b"W/") == entry.etag for t in tags)

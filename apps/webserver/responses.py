@@ -66,6 +66,11 @@ def error_reply(code: int, *, keep_alive: bool = False, version: str = "1.1",
     return head if head_only else head + body
 
 
+# The system's table (/etc/mime.types) is read now, at import, before the server accepts anyone.
+# Left to mimetypes, it is read at the first guess: on a worker thread, while serving, where a
+# shortage of descriptors made that request a 500, and two workers could set it up at once.
+mimetypes.init()
+
 _TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
 

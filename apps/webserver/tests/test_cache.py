@@ -2,7 +2,9 @@
 import os
 import threading
 
-from apps.webserver.cache import FileCache
+import pytest
+
+from apps.webserver.cache import FileCache, Unavailable
 
 
 def _in_thread(fn):
@@ -80,3 +82,28 @@ def test_a_chmod_makes_the_next_lookup_open_the_file_again(tmp_path):
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
         before.st_ino, before.st_size, before.st_mtime_ns)
     assert cache.lookup("a.txt").body == b"new" and cache.loads == 2
+
+
+def test_a_file_whose_stat_says_zero_bytes_is_read_to_its_end_each_time(tmp_path):
+    """procfs reports a size of 0 for files whose bytes are made when read (/proc/self/status):
+    they were served as empty 200s. They are read to their end, and again at every request, as
+    their bytes change; they carry no ETag or Last-Modified, which could not tell two versions
+    of the same length apart (a wrong 304). A truly empty file is still served, empty."""
+    cache = FileCache("/proc/self")
+    first = cache.lookup("status")
+    assert first.body.startswith(b"Name:") and first.size == len(first.body)
+    assert b"ETag" not in first.headers and b"Last-Modified" not in first.headers
+    second = cache.lookup("status")
+    assert second is not first and second.body.startswith(b"Name:") and len(cache) == 0
+    (tmp_path / "empty.txt").write_bytes(b"")
+    empty = FileCache(str(tmp_path)).lookup("empty.txt")
+    assert (empty.body, empty.size) == (b"", 0)
+
+
+def test_a_generated_file_over_the_bound_is_refused_not_cut(tmp_path):
+    """Its length is only known by reading it: one over the bound of a cached file cannot be
+    sent from disk (that needs its length first) and must not be sent cut short: a 500."""
+    cache = FileCache("/proc/self", max_file_bytes=64)
+    with pytest.raises(Unavailable) as raised:
+        cache.lookup("status")
+    assert raised.value.status == 500

@@ -168,6 +168,11 @@ def test_keep_alive_errors(cache, raw, code):
     (b"GET / HTTP/1.1\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),         # RFC 9112 3.2
     (b"GET / HTTP/1.0\r\nHost: x\r\nhost: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),                   # RFC 9112 3.2: invalid
+    (b"GET / HTTP/1.1\r\nHost: user@x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x/y\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x:http\r\n\r\n", 400),
+    (b"GET / HTTP/1.0\r\nHost: x\"y\r\n\r\n", 400),
     (b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n", 400),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
@@ -405,3 +410,64 @@ def test_an_absolute_form_target_is_served_by_its_path(cache):
                                   b"GET ftp://x/hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [(r[0], r[2][:9]) for r in replies] == [
         (200, b"hello, wo"), (200, b'{"a": 1}\n'), (400, b"400 Bad R"), (400, b"400 Bad R")]
+
+
+def test_an_http_1_0_request_with_transfer_encoding_closes_after_its_reply(cache):
+    """RFC 9112 6.1: HTTP/1.0 has no Transfer-Encoding, so its framing is suspect (a request
+    smuggled through a 1.0 proxy) and the connection MUST close after the reply, keep-alive or
+    not: the request pipelined after it is not read."""
+    session, replies = run(cache, b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                                  b"GET /style.css HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert [(status, body) for status, _, body in replies] == [(200, b"hello, world\n")]
+    assert replies[0][1]["connection"] == "close" and session.closing
+
+
+def test_if_none_match_over_several_header_lines_is_one_list(cache):
+    """RFC 9110 5.3: field lines of one name are one comma-separated list: an ETag on the first
+    of two If-None-Match lines matches as much as on the second (only the last one was read)."""
+    session, [(_, headers, _)] = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    etag = headers["etag"].encode()
+    for first, second in ((etag, b'"other"'), (b'"other"', etag)):
+        session.feed(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + first +
+                     b"\r\nIf-None-Match: " + second + b"\r\n\r\n")
+    assert [status for status, _, _ in parse(session.out)] == [200, 304, 304]
+
+
+@pytest.mark.parametrize("host", [b"", b"x", b"example.com:8080", b"127.0.0.1", b"[::1]:80",
+                                  b"[v1.fe80::a+en1]", b"EXAMPLE.com.", b"x:", b"caf%C3%A9.example"])
+def test_every_valid_host_is_served(cache, host):
+    """Host is uri-host [":" port] (RFC 9112 3.2); an empty one is allowed too."""
+    session, replies = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert [r[0] for r in replies] == [200] and not session.closing
+
+
+def test_a_file_dated_in_the_future_is_not_last_modified_in_the_future(tmp_path):
+    """RFC 9110 8.8.2.1: a Last-Modified after the reply's Date MUST be replaced by the Date. A
+    file unpacked with a future mtime was announced as modified then; a client revalidating
+    with that date (curl -z, a proxy) was told 304 after every change until that day came."""
+    path = tmp_path / "news.txt"
+    path.write_bytes(b"old news\n")
+    now = time.time()
+    os.utime(path, (now + 86400, now + 86400))
+    session = HttpSession(FileCache(str(tmp_path)))
+    session.feed(b"GET /news.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    [(_, headers, _)] = parse(session.out)
+    modified = headers["last-modified"]
+    assert parsedate_to_datetime(modified) <= parsedate_to_datetime(headers["date"])
+    path.write_bytes(b"fresh news\n")
+    os.utime(path, (now + 3600, now + 3600))               # changed: still ahead, but earlier
+    session.out.clear()
+    session.feed(f"GET /news.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {modified}\r\n\r\n"
+                 .encode())
+    assert [(r[0], r[2]) for r in parse(session.out)] == [(200, b"fresh news\n")]
+
+
+def test_if_modified_since_on_two_lines_is_ignored(cache):
+    """RFC 9110 13.1.3: a field value of more than one member MUST be ignored; the last line
+    alone decided, so a later date after an earlier one gave a 304."""
+    _, [(_, h, _)] = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    old = formatdate(0, usegmt=True)
+    _, replies = run(cache, f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {old}\r\n"
+                            f"If-Modified-Since: {h['last-modified']}\r\n\r\n".encode())
+    assert [(r[0], r[2]) for r in replies] == [(200, b"hello, world\n")]

@@ -507,3 +507,13 @@ def test_a_stats_folder_removed_while_serving_costs_one_line_not_the_counters(do
                                            str(folder / "s.json"), meanwhile=folder.rmdir)
     assert returncode == 0 and "Traceback" not in stderr, stderr
     assert "cannot write --stats-file" in stderr and '"requests": 0' in stderr
+
+
+def test_root_slash_serves_a_proc_file_with_its_bytes_not_empty(server_factory):
+    """`--root /`: /proc/self/status has a stat size of 0; its reply carries what a read gives
+    (the server's own status: its pid), with a Content-Length that matches."""
+    server = server_factory("/")
+    status, headers, body = exchange(server, b"GET /proc/self/status HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status == 200 and body.startswith(b"Name:")
+    assert f"\nPid:\t{server.proc.pid}\n".encode() in body
+    assert int(headers["content-length"]) == len(body) and "etag" not in headers
