@@ -79,7 +79,7 @@ class Connection:
                  "send_closed", "accepted_at", "partial_since", "last_active", "received", "replied",
                  "reads", "read_bytes", "seal_s", "send_s",
                  "unsent", "peak_unsent", "pause_asked", "reading_paused", "pauses",
-                 "read_eof", "opened", "draining", "kernel_queued")
+                 "read_eof", "opened", "draining", "kernel_queued", "refused")
 
     def __init__(self, conn_id: int, sock: socket.socket, peer, color, now: float) -> None:
         self.id = conn_id
@@ -97,6 +97,7 @@ class Connection:
         self.partial_since = None     # when the frame now arriving started (None: no partial frame)
         self.received = 0             # frames read, the hello included (network color)
         self.replied = 0              # replies sealed (crypto color)
+        self.refused = False          # its hello was refused (crypto color; counted at the close)
         self.reads = 0
         self.read_bytes = 0
         self.seal_s = 0.0             # time inside seal() for READ replies: GIL-releasing crypto
@@ -290,7 +291,7 @@ class Server:
         It gets the handshake refusal, as any malformed hello does, so whoever pointed it here
         learns what the port speaks. Sent from this (network) color, as `_refuse` does: no frame
         of this connection reached its crypto color, so nothing else sends on it."""
-        self.rejected += 1
+        conn.refused = True
         reason = f"not an SFS-like client hello (first bytes {exc.head!r}): {exc}"
         try:
             conn.sock.send(frame(refusal(reason)))
@@ -358,6 +359,10 @@ class Server:
         self.loop.call_soon(self._close_socket, conn, color=color_policy.NET)
 
     def _close_socket(self, conn: Connection) -> None:
+        # Before the close, so that a peer who sees it is already counted. Only this (network)
+        # color counts refusals: each connection's hello is refused on its own color, and two
+        # colors adding to one counter at once would lose counts.
+        self.rejected += conn.refused
         self.loop.remove_writer(conn.fd)
         conn.sock.close()
         self.conns.pop(conn.id, None)
@@ -402,7 +407,7 @@ class Server:
         try:
             reply, channel, transcript = server_respond(self.key, self.public, hello, self.suites)
         except (HandshakeError, ValueError) as exc:
-            self.rejected += 1
+            conn.refused = True       # counted on the network color, where every count is made
             # PROTOCOL.md promises the refusal for any malformed hello, so it goes out even when
             # the magic is wrong and the peer may be no SFS client: one short frame, sent without
             # waiting for the peer (what the kernel does not take is dropped by the close).

@@ -354,3 +354,19 @@ def test_a_client_that_resets_its_connection_is_logged_as_leaving_not_warned_abo
         time.sleep(0.02)                                     # polling a log file, not synchronising
     line = next(l for l in server.log().splitlines() if "peer reset the connection" in l)
     assert " INFO " in line and "recv failed" not in server.log()
+
+
+def test_every_refused_hello_is_counted_when_many_arrive_at_once(server, bystander):
+    """STATS' rejected_handshakes counts every refusal, first frames over the hello limit
+    included, by the time the refused peer sees the close. (Each hello is refused on its own
+    connection's color; the server counts them all on the network color, since colors adding to
+    one counter at once could lose counts, a race the GIL mostly hides from this test.)"""
+    before = bystander.stats()["rejected_handshakes"]
+    bad = [frame(b"NOTSFS!!" + bytes(40)), frame(b""), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]
+    socks = [_connect(server) for _ in range(60)]
+    for i, s in enumerate(socks):
+        s.sendall(bad[i % len(bad)])
+    for s in socks:
+        _wait_closed(s)
+        s.close()
+    assert bystander.stats()["rejected_handshakes"] - before == len(socks)
