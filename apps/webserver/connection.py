@@ -128,7 +128,10 @@ class Connection:
                 self._close()
             return
         now = time.monotonic()
-        self.last_active = now
+        # Empty lines between requests are skipped (RFC 9112 2.2), and are no sign of life: a
+        # client dripping CRLFs would otherwise hold its connection past every idle timeout.
+        if self.session.in_request or data.strip(b"\r\n"):
+            self.last_active = now
         try:
             self.session.feed(data, now)
         except Exception as exc:                 # a bug of ours: a 500 is queued; report it

@@ -302,6 +302,28 @@ def test_silent_connection_is_closed_after_the_header_timeout(server_factory, do
         assert closed_by_peer(silent)        # within the 5 s socket timeout, or recv raises
 
 
+@pytest.mark.parametrize("colors", ["off", "on"])
+def test_empty_lines_do_not_keep_an_idle_connection_open(server_factory, docroot, colors):
+    """RFC 9112 2.2 lets a client send empty lines before a request, and the server skips them;
+    they are no request, so they must not reset the idle timer: a client dripping CRLFs held its
+    connection (and a descriptor) forever."""
+    server = server_factory(docroot, "--colors", colors, "--idle-timeout", "1")
+    with server.connect(timeout=10) as sock:
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert Replies(sock).next()[0] == 200
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 6 and not closed:      # the client's pace, 0.2 s
+            try:
+                sock.sendall(b"\r\n")
+            except OSError:                 # reset: the server closed it
+                closed = True
+                break
+            closed = _readable(sock, 0.2) and closed_by_peer(sock)
+        assert closed, "the server kept a connection that sent only empty lines open"
+        assert exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+
+
 def _readable(sock, timeout):
     import select
     return bool(select.select([sock], [], [], timeout)[0])
