@@ -24,6 +24,9 @@ from .protocol import Limits
 log = logging.getLogger("apps.webserver")
 ACCEPT_BATCH = 64
 ACCEPT_PAUSE_S = 0.25    # out of descriptors or memory: stop accepting this long, then try again
+# A shortage that keeps ending and coming back (each closed connection frees one descriptor, the
+# next accept takes it) is reported once per this many seconds, with a count of the ones between.
+SHORTAGE_REPORT_S = 10.0
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
@@ -47,6 +50,9 @@ class Server:
         self.refusing = 0
         self.accept_paused = False
         self._pauses_in_row = 0
+        self._shortage_reported_at: float | None = None
+        self._shortages_unreported = 0
+        self._shortage_is_reported = False     # the shortage now going on was logged
         self.totals = {"connections": 0, "refused": 0, "requests": 0, "io_s": 0.0,
                        "accept_pauses": 0}
         self.bugs = 0
@@ -87,7 +93,8 @@ class Server:
                 log.warning("accept failed: %s", exc)    # ECONNABORTED and the like: next one
                 continue
             if self._pauses_in_row:
-                log.warning("accepting again after %d pauses", self._pauses_in_row)
+                if self._shortage_is_reported:
+                    log.warning("accepting again after %d pauses", self._pauses_in_row)
                 self._pauses_in_row = 0
             if len(self.open) >= self.max_connections:
                 self._refuse(sock)
@@ -130,10 +137,26 @@ class Server:
         self.totals["accept_pauses"] += 1
         self._pauses_in_row += 1
         if self._pauses_in_row == 1:                  # one line per shortage, not per pause
-            log.warning("accept failed (%s): pausing accepts for %.2f s at a time until it "
-                        "succeeds", exc, ACCEPT_PAUSE_S)
+            self._report_shortage(exc)
         self.loop.remove_reader(self.listener.fileno())
         self.loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, color=self.colors.accept())
+
+    def _report_shortage(self, exc: OSError) -> None:
+        """Log a new shortage, unless one was logged within SHORTAGE_REPORT_S: under a sustained
+        shortage with connections closing, every accept that gets a freed descriptor ends one
+        shortage and the next starts another, and two log lines every pause flooded the log."""
+        now = time.monotonic()
+        last = self._shortage_reported_at
+        if last is not None and now - last < SHORTAGE_REPORT_S:
+            self._shortages_unreported += 1
+            self._shortage_is_reported = False
+            return
+        between = self._shortages_unreported
+        log.warning("accept failed (%s): pausing accepts for %.2f s at a time until it succeeds%s",
+                    exc, ACCEPT_PAUSE_S,
+                    f" ({between} more shortages since the last report)" if between else "")
+        self._shortage_reported_at, self._shortages_unreported = now, 0
+        self._shortage_is_reported = True
 
     def _resume_accepting(self) -> None:
         if self.accept_paused and self.listener is not None:

@@ -127,3 +127,45 @@ def test_a_connection_gone_before_its_color_ran_frees_its_place(docroot, listene
     assert color == ON.accept()
     opened(*opened_args)
     assert server.open == {} and not [fd for fd in loop.readers if fd != listener.fileno()]
+
+
+class FlappingListener:
+    """Out of descriptors, except that every other try gets one a closed connection freed."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def fileno(self):
+        return 99
+
+    def accept(self):
+        self.calls += 1
+        if self.calls % 3 == 2:                  # fail, succeed once, then nothing waiting
+            return socket.socket(), ("127.0.0.1", 1)
+        if self.calls % 3 == 0:
+            raise BlockingIOError
+        raise OSError(errno.EMFILE, "simulated")
+
+
+def test_a_shortage_that_keeps_coming_back_is_reported_once_per_interval(docroot, caplog, monkeypatch):
+    """Under a lasting shortage with connections closing, each accept that got a freed descriptor
+    ended one shortage and the next began another: two warnings every 0.25 s."""
+    clock = [1000.0]
+    monkeypatch.setattr(server_module.time, "monotonic", lambda: clock[0])
+    listener = FlappingListener()
+    server, loop = make_server(docroot, listener)
+    server.max_connections = 0                   # refuse what is accepted: no Connection made
+    with caplog.at_level(logging.WARNING, logger="apps.webserver"):
+        for _ in range(20):                      # 20 shortages over 5 s
+            loop.readers[99]()                   # fails: pauses
+            _, resume, args = loop.timers.pop()
+            clock[0] += server_module.ACCEPT_PAUSE_S
+            resume(*args)
+            loop.readers[99]()                   # gets one, then nothing is waiting
+        assert server.totals["accept_pauses"] == 20
+        lines = [r.getMessage() for r in caplog.records]
+        assert len([m for m in lines if m.startswith("accept failed")]) == 1, lines
+        assert len([m for m in lines if m.startswith("accepting again")]) == 1, lines
+        clock[0] += server_module.SHORTAGE_REPORT_S
+        loop.readers[99]()                       # a shortage after the interval: reported again
+    assert "(19 more shortages since the last report)" in caplog.records[-1].getMessage()
