@@ -255,6 +255,11 @@ class HttpSession:
                     raise _Reject(413)
                 self._body_announced = int(value) > 0
         elif lower == b"transfer-encoding":
+            codings = [c.strip(b" \t").lower() for c in value.split(b",")]
+            if not all(codings):
+                raise _Reject(400)
+            if any(c != b"chunked" for c in codings):
+                raise _Reject(501)          # RFC 9112 6.1: a coding we do not understand (gzip)
             self._body_announced = True
             self._chunked = True
 

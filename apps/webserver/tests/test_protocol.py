@@ -181,6 +181,9 @@ def test_keep_alive_errors(cache, raw, code):
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 17000 + b"\r\n\r\n", 431),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 17000, 431),
     (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n", 413),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),   # RFC 9112 6.1
+    (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,chunked\r\n\r\n0\r\n\r\n", 400),
 ])
 def test_fatal_errors_reply_then_close(cache, raw, code):
     session, replies = run(cache, raw + b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
