@@ -9,6 +9,8 @@ nginx, Apache and aiohttp are measured in the same run as reference points (not 
 """
 from __future__ import annotations
 
+import os
+
 import sys
 from pathlib import Path
 
@@ -31,12 +33,14 @@ def measure(reuse: bool = False) -> None:
     from apps.webserver import bench
 
     failed = None
+    before = bench.load_before_run()
     try:
         rows = list(bench.run_benchmark(common.quick()))
     except bench.BenchmarkErrors as exc:      # keep every measurement; say which had errors
         rows, failed = list(exc.rows), exc
     rows.extend(_freethreaded_rows())
-    common.write_results(NAME, rows, extra={"tools": common.tool_versions(("wrk", "nginx", "apache2"))})
+    common.write_results(NAME, rows, extra={"tools": common.tool_versions(("wrk", "nginx", "apache2")),
+                                            **before, "loadavg_after": os.getloadavg()})
     df = figlib.read_csv(NAME)
     keys = [k for k in ("python", "server", "mode", "cpus", "connections", "client_cpus_disjoint")
             if k in df.columns]

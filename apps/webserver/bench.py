@@ -255,6 +255,17 @@ def _check_choices(p: argparse.ArgumentParser, args) -> tuple[list[str], list[in
     return servers, ks or None
 
 
+def load_before_run() -> dict:
+    """How busy the machine was before a run: the load average, and the CPUs other work kept busy
+    in the second before it (a warning when over half a CPU, since the rates will be noisy).
+    Recorded in the CSV's machine.json, so that a noisy run says why."""
+    busy = busy_cpus()
+    if busy is not None and busy > 0.5:
+        print(f"warning: other work keeps {busy:.1f} of {os.cpu_count()} CPUs busy: the numbers "
+              "will be noisy", file=sys.stderr)
+    return {"loadavg_before": os.getloadavg(), "busy_cpus_before": busy}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.webserver.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -268,11 +279,7 @@ def main(argv=None) -> int:
     servers, ks = _check_choices(p, args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so every server gets stopped
     status = 0
-    load_before = os.getloadavg()
-    busy = busy_cpus()
-    if busy is not None and busy > 0.5:
-        print(f"warning: other work keeps {busy:.1f} of {os.cpu_count()} CPUs busy: the numbers "
-              "will be noisy", file=sys.stderr)
+    before = load_before_run()
     try:
         rows = run_benchmark(args.quick or quick(), servers, ks, client_sched=args.client_sched)
     except BenchmarkErrors as exc:
@@ -282,7 +289,7 @@ def main(argv=None) -> int:
         print(json.dumps(rows))
         return status
     path = write_results("web_throughput", rows, extra={
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "busy_cpus_before": busy,
+        **before, "loadavg_after": os.getloadavg(),
         "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS,
                 "sched": args.client_sched}})
     print_table(summarize(rows))

@@ -119,6 +119,25 @@ def test_a_failed_sfs_benchmark_is_one_line_of_error_not_a_traceback(monkeypatch
     assert not (tmp_path / "results").exists()
 
 
+def test_the_web_step_records_how_busy_the_machine_was_and_warns(monkeypatch, tmp_path, capsys):
+    """`make reproduce` measures through experiments.web_throughput, which recorded neither the
+    load nor the busy CPUs before the run, nor warned: only `python -m apps.webserver.bench` did."""
+    import json
+    from apps.webserver import bench
+    from experiments import web_throughput
+    row = {"python": "3.11", "server": "colorloop", "mode": "colors_off", "cpus": 1,
+           "connections": 32, "client_cpus_disjoint": True, "trial": 0, "requests_per_s": 1000.0}
+    monkeypatch.setattr(bench, "busy_cpus", lambda: 1.4)
+    monkeypatch.setattr(bench, "run_benchmark", lambda quick: [row])
+    monkeypatch.setattr(web_throughput, "_freethreaded_rows", lambda: [])
+    monkeypatch.setenv("COLORLOOP_RESULTS", str(tmp_path))
+    web_throughput.measure()
+    machine = json.loads((tmp_path / "web_throughput.machine.json").read_text())
+    assert machine["busy_cpus_before"] == 1.4
+    assert len(machine["loadavg_before"]) == 3 and len(machine["loadavg_after"]) == 3
+    assert "other work keeps 1.4 of" in capsys.readouterr().err
+
+
 def test_colorloop_results_is_where_a_script_measures_and_draws_from(tmp_path, monkeypatch, capsys):
     """With COLORLOOP_RESULTS set, a figure script wrote its CSV to artifact/results/ and then drew
     from the other folder: "no data", over the committed figure. One folder for both now."""
