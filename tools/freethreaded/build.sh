@@ -123,14 +123,15 @@ fi
 if [ ! -f "$PREFIX/.complete" ]; then
   B=$SRC_DIR/cpython
   # CPython's default OPT is "-DNDEBUG -g -O3 -Wall". Debug info changes no generated code but
-  # costs about 11 s of the 80 s make on 2 cores, so it is left out unless FT_DEBUG_SYMBOLS=1 asks
-  # for it (for `perf record --call-graph dwarf` or gdb; then rebuild with FT_REBUILD=1).
+  # costs about 11 s of the make (79 s with it, 68 s without, on 2 cores), so it is left out
+  # unless FT_DEBUG_SYMBOLS=1 asks for it (for `perf record --call-graph dwarf` or gdb; then
+  # rebuild with FT_REBUILD=1).
   opt="-O3 -Wall"                      # configure puts -DNDEBUG in front
   [ "${FT_DEBUG_SYMBOLS:-}" = 1 ] && opt="-g -O3 -Wall"
   say "configure --disable-gil --prefix=$PREFIX OPT=\"$opt\" (no PGO/LTO)"
   (cd "$B" && logged configure ./configure --disable-gil --prefix="$PREFIX" --disable-test-modules \
        --with-ensurepip=install OPT="$opt")
-  say "make -j$JOBS (70-80 s on 2 cores)"
+  say "make -j$JOBS (about 70 s on 2 idle cores)"
   (cd "$B" && logged make make -j"$JOBS")
   say "make install"
   rm -rf "$PREFIX"
