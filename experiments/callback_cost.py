@@ -177,7 +177,7 @@ def _draw_speedup_only(ax, df) -> list[str]:
     from matplotlib.lines import Line2D
 
     cases = model_cases(df)
-    predicted = model_fit.predictions(cases, cpus_list=list(range(1, 9)))
+    predicted = model_fit.predictions(cases, cpus_list=model_fit.predict_cpus(up_to=8))
     for case in cases:
         pts = sorted(case.measured, key=lambda p: p["cpus"])
         base = next((p["median"] for p in pts if p["cpus"] == 1), None)

@@ -32,11 +32,20 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from experiments import common
 from experiments.model import Config, conn_stages, event_stages, request_stages, simulate
 
 SFS_BYTES_PER_MB = 1e6          # apps.sfs_like.bench reports decimal megabytes per second
 MODEL_REQUESTS = 2000           # replies simulated per point (after 200 of warm-up)
 PREDICT_CPUS = list(range(1, 17))
+# A QUICK run predicts fewer CPU counts: the curves' shape, for under half the simulation time.
+QUICK_PREDICT_CPUS = [1, 2, 3, 4, 6, 8, 12, 16]
+
+
+def predict_cpus(up_to: int = 16) -> list[int]:
+    """The CPU counts a figure's modelled curves are predicted at, up to `up_to`."""
+    chosen = QUICK_PREDICT_CPUS if common.quick() else PREDICT_CPUS
+    return [k for k in chosen if k <= up_to]
 
 
 @dataclass
@@ -450,8 +459,10 @@ def validate(cases: list[Case], cpus_allowed: int) -> list[dict]:
     return rows
 
 
-def predictions(cases: list[Case], cpus_list: list[int] = PREDICT_CPUS) -> list[dict]:
-    """Modelled throughput and speedup (vs the same app's uncolored 1-CPU case) for 1..16 CPUs."""
+def predictions(cases: list[Case], cpus_list: list[int] | None = None) -> list[dict]:
+    """Modelled throughput and speedup (vs the same app's uncolored 1-CPU case) for 1..16 CPUs
+    (`predict_cpus()` unless `cpus_list` is given)."""
+    cpus_list = predict_cpus() if cpus_list is None else cpus_list
     rows = []
     by_key = {(c.app, c.python, c.group, c.config): c for c in cases}
     bases = {}

@@ -185,6 +185,18 @@ def test_tool_versions_names_installed_programs_and_skips_missing_ones(tmp_path,
     assert versions == {"sometool": "sometool version: 1.2.3"}
 
 
+def test_a_quick_run_predicts_fewer_cpu_counts_from_1_to_16(synthetic_results, monkeypatch):
+    """QUICK=1 must finish within 5 minutes: its modelled curves are predicted at 8 CPU counts
+    (1 to 16) instead of 16, and the callback-cost figure's at those up to 8."""
+    from experiments import figlib, model_fit
+    cases = model_fit.web_cases(figlib.read_csv("web_throughput"))[:1]
+    monkeypatch.setenv("QUICK", "1")
+    assert sorted({r["cpus"] for r in model_fit.predictions(cases)}) == [1, 2, 3, 4, 6, 8, 12, 16]
+    assert model_fit.predict_cpus(up_to=8) == [1, 2, 3, 4, 6, 8]
+    monkeypatch.setenv("QUICK", "")
+    assert sorted({r["cpus"] for r in model_fit.predictions(cases)}) == list(range(1, 17))
+
+
 def test_predictions_csv_holds_every_modelled_curve_a_figure_draws(synthetic_results):
     from experiments import figlib, model_fit
 
