@@ -43,6 +43,7 @@ from .scheduler import Scheduler
 
 _BATCH = 64                     # callbacks a worker runs between two looks at its fds
 _EVENT_NAMES = {selectors.EVENT_READ: "reader", selectors.EVENT_WRITE: "writer"}
+_MAX_SELECT_S = 24 * 3600       # longest single wait: select() overflows on a far timer's timeout
 
 
 class _FdCallback:
@@ -466,10 +467,13 @@ class Loop:
                 self._fire_due_timers()
 
     def _next_timeout(self):
+        """Seconds until the next timer, at most a day: a timer may be any finite number of
+        seconds away, and select() raises OverflowError for a timeout that far (the loop just
+        wakes once a day and waits again, as asyncio does)."""
         with self._timer_lock:
             if not self._timers:
                 return None
-            return max(0.0, self._timers[0][0] - time.monotonic())
+            return min(max(0.0, self._timers[0][0] - time.monotonic()), _MAX_SELECT_S)
 
     def _fire_due_timers(self) -> None:
         now = time.monotonic()
