@@ -30,3 +30,20 @@ def test_a_huge_finite_delay_only_waits_and_does_not_crash_run(delay):
         loop.run()
         never.cancel()
     assert ran == []
+
+
+def test_stop_after_close_writes_nothing_into_a_file_that_reused_the_wakeup_pipe(tmp_path):
+    """stop() is safe from any thread, so it may come late, after close(): its wake-up byte must
+    not land in whatever file has since been given the pipe's fd number."""
+    loop = runtime.Loop(workers=2)
+    loop_fds = {fd for p in loop._pollers for fd in (p.wake_r, p.wake_w)}
+    loop.close()
+    files = [open(tmp_path / f"f{i}", "wb", buffering=0) for i in range(8)]
+    try:
+        assert loop_fds <= {f.fileno() for f in files}      # the pipes' numbers were reused
+        loop.stop()
+        loop.close()
+    finally:
+        for f in files:
+            f.close()
+    assert [(tmp_path / f"f{i}").read_bytes() for i in range(8)] == [b""] * 8
