@@ -544,6 +544,11 @@ class Loop:
             log_report(report)
             log_report(make_report(color, f"on_error handler {describe(self.on_error)}",
                                    handler_exc, worker))
+        except BaseException as fatal:       # sys.exit() in the handler: "die on any error"
+            # Stop as when a callback raises it. Let through, it would unwind the worker in the
+            # middle of a callback, leaving that callback's color marked running for ever.
+            self._fatal = fatal
+            self.stop()
 
     # -- worker threads ------------------------------------------------------------------------
     def _start_workers(self) -> None:

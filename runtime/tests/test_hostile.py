@@ -47,3 +47,26 @@ def test_stop_after_close_writes_nothing_into_a_file_that_reused_the_wakeup_pipe
         for f in files:
             f.close()
     assert [(tmp_path / f"f{i}").read_bytes() for i in range(8)] == [b""] * 8
+
+
+@pytest.mark.parametrize("color", [0, 1])       # the loop thread, a worker thread
+def test_an_error_handler_that_exits_stops_the_loop_and_leaves_the_color_runnable(color):
+    """on_error=lambda r: sys.exit(1) is a natural "die on any error": it must stop run() with
+    SystemExit as a callback raising it does, not kill the worker thread or leave the failed
+    callback's color marked running forever (its later callbacks never running again)."""
+    ran = []
+
+    def exit_on_error(report):
+        sys.exit(f"callback failed: {report.exception!r}")
+
+    with runtime.Loop(workers=2, on_error=exit_on_error) as loop:
+        loop.call_soon(lambda: 1 / 0, color=color)
+        loop.call_soon(ran.append, "queued before the failure", color=color)
+        with pytest.raises(SystemExit, match="ZeroDivisionError"):
+            loop.run()
+        assert ran == ["queued before the failure"]     # drained, as after any stop()
+        loop.call_soon(ran.append, "next run", color=color)
+        loop.call_soon(loop.stop, color=color)
+        loop.run()
+        assert loop.stats()["pending"] == 0
+    assert ran == ["queued before the failure", "next run"]
