@@ -228,8 +228,10 @@ class Loop:
                 selector.register(watch.fd, mask, watch)
                 watch.mask = mask
         except (OSError, ValueError, KeyError) as exc:
-            # The fd was closed behind our back. Losing interest in it needs nothing more; asking
-            # for new interest in it is the program's error: report it, and don't spin on it.
+            # The fd was closed behind our back, or is one the selector refuses (epoll: a regular
+            # file). Losing interest in it needs nothing more; asking for new interest in it is
+            # the program's error: raised to add_reader()'s caller (`fresh`), else (re-arming
+            # after a callback) reported; and the fd is dropped, not spun on.
             asked_for_more = fresh or bool(mask & ~watch.mask)
             try:
                 selector.unregister(watch.fd)
@@ -241,6 +243,8 @@ class Loop:
                 for cb in (watch.reader, watch.writer):
                     if cb is not None:
                         cb.active = False
+                if fresh:
+                    raise exc
                 self._report(DEFAULT_COLOR, f"selector update for fd {watch.fd}", exc, 0)
 
     def _dispatch_fd(self, watch: _FdWatch, events: int) -> None:

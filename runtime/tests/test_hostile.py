@@ -70,3 +70,19 @@ def test_an_error_handler_that_exits_stops_the_loop_and_leaves_the_color_runnabl
         loop.run()
         assert loop.stats()["pending"] == 0
     assert ran == ["queued before the failure", "next run"]
+
+
+@pytest.mark.parametrize("color", [0, 1])       # the loop thread's poller, a worker's
+def test_an_fd_the_selector_refuses_is_refused_at_the_call(tmp_path, color):
+    """epoll refuses a regular file (EPERM). add_reader() must raise that, as it raises EBADF for
+    a closed fd, not return as if watching while the error only reaches on_error."""
+    reports = []
+    path = tmp_path / "plain-file"
+    path.write_bytes(b"data")
+    with runtime.Loop(workers=2, on_error=reports.append) as loop, open(path, "rb") as f:
+        for add in (loop.add_reader, loop.add_writer):
+            with pytest.raises(PermissionError):
+                add(f, print, color=color)
+        assert loop.stats()["fds"] == 0
+        assert not loop.remove_reader(f)
+    assert reports == []
