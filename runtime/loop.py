@@ -44,6 +44,7 @@ from .scheduler import Scheduler
 _BATCH = 64                     # callbacks a worker runs between two looks at its fds
 _EVENT_NAMES = {selectors.EVENT_READ: "reader", selectors.EVENT_WRITE: "writer"}
 _MAX_SELECT_S = 24 * 3600       # longest single wait: select() overflows on a far timer's timeout
+_MIN_SWEEP = 64                 # timers in the heap before cancelled ones are looked for
 
 
 class _FdCallback:
@@ -86,6 +87,7 @@ class Loop:
         for w, poller in enumerate(self._pollers):
             self._sched.set_waker(w, poller.wake)
         self._timers: list = []
+        self._sweep_at = _MIN_SWEEP     # heap size at which cancelled timers are swept out
         self._timer_lock = threading.Lock()
         self._timer_seq = itertools.count()
         self._fds: dict[int, _FdWatch] = {}
@@ -138,10 +140,24 @@ class Loop:
         handle._interval = interval
         with self._timer_lock:
             heapq.heappush(self._timers, (handle._when, next(self._timer_seq), handle))
+            if len(self._timers) >= self._sweep_at:
+                self._sweep_cancelled_timers()
             earliest = self._timers[0][2] is handle
         if earliest and not self._on_loop_thread():
             self._sched.wake_if_idle(0)
         return handle
+
+    def _sweep_cancelled_timers(self) -> None:
+        """Drop cancelled timers from the heap (timer lock held).
+
+        A cancelled timer otherwise stays there, with its callback and arguments, until its
+        deadline: arming a far timeout per request and cancelling it when the request is done
+        would grow memory with every request. Sweeping when the heap has doubled since the last
+        sweep keeps it within twice the live timers, at O(1) amortised cost per timer added.
+        """
+        self._timers = [entry for entry in self._timers if not entry[2].cancelled]
+        heapq.heapify(self._timers)
+        self._sweep_at = max(_MIN_SWEEP, 2 * len(self._timers))
 
     def time(self) -> float:
         return time.monotonic()

@@ -1,6 +1,7 @@
 """A hostile user's calls: each must be refused with a clear error or handled, never kill the loop."""
 import sys
 import threading
+import weakref
 
 import pytest
 
@@ -86,3 +87,24 @@ def test_an_fd_the_selector_refuses_is_refused_at_the_call(tmp_path, color):
         assert loop.stats()["fds"] == 0
         assert not loop.remove_reader(f)
     assert reports == []
+
+
+def test_cancelled_far_timers_do_not_pile_up():
+    """The timeout pattern: arm a far timer per request, cancel it when the request is done. A
+    cancelled timer must not stay in the loop (with its callback's arguments) until its deadline,
+    or memory grows with every request."""
+    class Request:
+        pass
+
+    alive, fired = [], []
+    with runtime.Loop(workers=1) as loop:
+        loop.call_later(0, lambda: (fired.append("armed before"), loop.stop()))
+        for _ in range(10_000):
+            request = Request()
+            alive.append(weakref.ref(request))
+            loop.call_later(3600, print, request).cancel()
+        del request
+        held = sum(ref() is not None for ref in alive)
+        assert held < 1000, f"{held} cancelled timers still held"
+        loop.run()
+    assert fired == ["armed before"]
