@@ -108,3 +108,43 @@ def test_cancelled_far_timers_do_not_pile_up():
         assert held < 1000, f"{held} cancelled timers still held"
         loop.run()
     assert fired == ["armed before"]
+
+
+def test_a_raising_done_callback_does_not_keep_a_waiting_task_asleep(caplog):
+    """Future callbacks run one after another in set_result(); one that raises must not skip the
+    rest, among them the wake-up of a task awaiting the future, nor raise into the thread that
+    completed the future (often a plain thread handing a result over). It is logged there (a
+    plain thread has no loop's on_error), or reported to on_error on a loop's thread."""
+    reports, fut = [], runtime.Future()
+
+    def complete_from_a_plain_thread():
+        t = threading.Thread(target=fut.set_result, args=("handed over",))
+        t.start()
+        t.join()
+
+    async def waiter():
+        # On the task's own color, so it runs after this step has started waiting on fut.
+        loop.call_soon(complete_from_a_plain_thread, color=runtime.current_color())
+        return await fut
+
+    with runtime.Loop(workers=2, on_error=reports.append) as loop:
+        fut.add_done_callback(lambda f: 1 / 0)         # registered before the task waits
+        watchdog = threading.Timer(10, loop.stop)      # a hang fails the test instead
+        watchdog.start()
+        try:
+            assert loop.run_until_complete(waiter(), color=2) == "handed over"
+        finally:
+            watchdog.cancel()
+    assert reports == []
+    assert "future done callback" in caplog.text and "ZeroDivisionError" in caplog.text
+
+    on_loop = runtime.Future()
+    on_loop.add_done_callback(lambda f: 1 / 0)
+    with runtime.Loop(workers=2, on_error=reports.append) as loop:
+        loop.call_soon(on_loop.set_result, "on a worker", color=1)
+        assert loop.run_until_complete(on_loop_waiter(on_loop), color=1) == "on a worker"
+    assert [(type(r.exception), r.color) for r in reports] == [(ZeroDivisionError, 1)]
+
+
+async def on_loop_waiter(fut):
+    return await fut
