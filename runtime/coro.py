@@ -22,7 +22,8 @@ import selectors
 import threading
 
 from . import _context
-from .callbacks import DEFAULT_COLOR
+from .callbacks import DEFAULT_COLOR, describe
+from .errors import log_report, make_report
 
 _PENDING, _DONE = "pending", "done"
 
@@ -65,7 +66,12 @@ class Future:
             callbacks, self._callbacks = self._callbacks, None
             self._done.set()
         for fn in callbacks:
-            fn(self)
+            try:
+                fn(self)
+            except Exception as exc:
+                # One bad callback must not skip the others (a waiting task's wake-up among them)
+                # nor raise into whoever completed the future, often a plain thread.
+                _report_callback_error(fn, exc)
 
     def add_done_callback(self, fn) -> None:
         """fn(future) once it is done: immediately, in this thread, if it already is."""
@@ -192,6 +198,16 @@ class Task(Future):
     def __repr__(self):
         state = "done" if self.done() else "pending"
         return f"<Task {_name(self._coro)} color={self.color!r} {state}>"
+
+
+def _report_callback_error(fn, exc: Exception) -> None:
+    """To the on_error of the loop whose thread this is, as a callback's error; else logged."""
+    what = f"future done callback {describe(fn)}"
+    loop = getattr(_context.local, "loop", None)
+    if loop is not None:
+        loop._report(_context.current_color(), what, exc, _context.local.worker)
+    else:
+        log_report(make_report(None, what, exc, -1))
 
 
 def _name(coro) -> str:

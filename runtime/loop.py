@@ -43,6 +43,8 @@ from .scheduler import Scheduler
 
 _BATCH = 64                     # callbacks a worker runs between two looks at its fds
 _EVENT_NAMES = {selectors.EVENT_READ: "reader", selectors.EVENT_WRITE: "writer"}
+_MAX_SELECT_S = 24 * 3600       # longest single wait: select() overflows on a far timer's timeout
+_MIN_SWEEP = 64                 # timers in the heap before cancelled ones are looked for
 
 
 class _FdCallback:
@@ -85,6 +87,7 @@ class Loop:
         for w, poller in enumerate(self._pollers):
             self._sched.set_waker(w, poller.wake)
         self._timers: list = []
+        self._sweep_at = _MIN_SWEEP     # heap size at which cancelled timers are swept out
         self._timer_lock = threading.Lock()
         self._timer_seq = itertools.count()
         self._fds: dict[int, _FdWatch] = {}
@@ -137,10 +140,24 @@ class Loop:
         handle._interval = interval
         with self._timer_lock:
             heapq.heappush(self._timers, (handle._when, next(self._timer_seq), handle))
+            if len(self._timers) >= self._sweep_at:
+                self._sweep_cancelled_timers()
             earliest = self._timers[0][2] is handle
         if earliest and not self._on_loop_thread():
             self._sched.wake_if_idle(0)
         return handle
+
+    def _sweep_cancelled_timers(self) -> None:
+        """Drop cancelled timers from the heap (timer lock held).
+
+        A cancelled timer otherwise stays there, with its callback and arguments, until its
+        deadline: arming a far timeout per request and cancelling it when the request is done
+        would grow memory with every request. Sweeping when the heap has doubled since the last
+        sweep keeps it within twice the live timers, at O(1) amortised cost per timer added.
+        """
+        self._timers = [entry for entry in self._timers if not entry[2].cancelled]
+        heapq.heapify(self._timers)
+        self._sweep_at = max(_MIN_SWEEP, 2 * len(self._timers))
 
     def time(self) -> float:
         return time.monotonic()
@@ -227,8 +244,10 @@ class Loop:
                 selector.register(watch.fd, mask, watch)
                 watch.mask = mask
         except (OSError, ValueError, KeyError) as exc:
-            # The fd was closed behind our back. Losing interest in it needs nothing more; asking
-            # for new interest in it is the program's error: report it, and don't spin on it.
+            # The fd was closed behind our back, or is one the selector refuses (epoll: a regular
+            # file). Losing interest in it needs nothing more; asking for new interest in it is
+            # the program's error: raised to add_reader()'s caller (`fresh`), else (re-arming
+            # after a callback) reported; and the fd is dropped, not spun on.
             asked_for_more = fresh or bool(mask & ~watch.mask)
             try:
                 selector.unregister(watch.fd)
@@ -240,6 +259,8 @@ class Loop:
                 for cb in (watch.reader, watch.writer):
                     if cb is not None:
                         cb.active = False
+                if fresh:
+                    raise exc
                 self._report(DEFAULT_COLOR, f"selector update for fd {watch.fd}", exc, 0)
 
     def _dispatch_fd(self, watch: _FdWatch, events: int) -> None:
@@ -466,10 +487,13 @@ class Loop:
                 self._fire_due_timers()
 
     def _next_timeout(self):
+        """Seconds until the next timer, at most a day: a timer may be any finite number of
+        seconds away, and select() raises OverflowError for a timeout that far (the loop just
+        wakes once a day and waits again, as asyncio does)."""
         with self._timer_lock:
             if not self._timers:
                 return None
-            return max(0.0, self._timers[0][0] - time.monotonic())
+            return min(max(0.0, self._timers[0][0] - time.monotonic()), _MAX_SELECT_S)
 
     def _fire_due_timers(self) -> None:
         now = time.monotonic()
@@ -540,6 +564,11 @@ class Loop:
             log_report(report)
             log_report(make_report(color, f"on_error handler {describe(self.on_error)}",
                                    handler_exc, worker))
+        except BaseException as fatal:       # sys.exit() in the handler: "die on any error"
+            # Stop as when a callback raises it. Let through, it would unwind the worker in the
+            # middle of a callback, leaving that callback's color marked running for ever.
+            self._fatal = fatal
+            self.stop()
 
     # -- worker threads ------------------------------------------------------------------------
     def _start_workers(self) -> None:

@@ -41,9 +41,14 @@ class Poller:
             pass        # the pipe is full (a wake-up is pending anyway) or already closed
 
     def close(self) -> None:
+        """Close the selector and the pipe. The pipe's numbers are forgotten first: a late wake()
+        (say a stop() from another thread after close()) then fails on fd -1 instead of writing
+        its byte into whatever file the kernel has given the freed number since."""
+        wake_r, wake_w = self.wake_r, self.wake_w
+        self.wake_r = self.wake_w = -1
         self.selector.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        os.close(wake_r)
+        os.close(wake_w)
 
     def _drain(self) -> None:
         try:

@@ -1,0 +1,150 @@
+"""A hostile user's calls: each must be refused with a clear error or handled, never kill the loop."""
+import sys
+import threading
+import weakref
+
+import pytest
+
+import runtime
+
+
+def stop_once_sleeping(loop):
+    """stop() `loop` from another thread once its loop thread waits in select() with a timeout."""
+    poller, sleeping = loop._pollers[0], threading.Event()
+    real_select = poller.select
+
+    def select(timeout):
+        if timeout:
+            sleeping.set()
+        return real_select(timeout)
+    poller.select = select
+    threading.Thread(target=lambda: (sleeping.wait(5), loop.stop()), daemon=True).start()
+
+
+@pytest.mark.parametrize("delay", [1e300, sys.float_info.max])
+def test_a_huge_finite_delay_only_waits_and_does_not_crash_run(delay):
+    """A finite delay is accepted, so it must not make select() overflow while the loop idles."""
+    ran = []
+    with runtime.Loop(workers=1) as loop:
+        never = loop.call_later(delay, ran.append, "far future")
+        stop_once_sleeping(loop)
+        loop.run()
+        never.cancel()
+    assert ran == []
+
+
+def test_stop_after_close_writes_nothing_into_a_file_that_reused_the_wakeup_pipe(tmp_path):
+    """stop() is safe from any thread, so it may come late, after close(): its wake-up byte must
+    not land in whatever file has since been given the pipe's fd number."""
+    loop = runtime.Loop(workers=2)
+    loop_fds = {fd for p in loop._pollers for fd in (p.wake_r, p.wake_w)}
+    loop.close()
+    files = [open(tmp_path / f"f{i}", "wb", buffering=0) for i in range(8)]
+    try:
+        assert loop_fds <= {f.fileno() for f in files}      # the pipes' numbers were reused
+        loop.stop()
+        loop.close()
+    finally:
+        for f in files:
+            f.close()
+    assert [(tmp_path / f"f{i}").read_bytes() for i in range(8)] == [b""] * 8
+
+
+@pytest.mark.parametrize("color", [0, 1])       # the loop thread, a worker thread
+def test_an_error_handler_that_exits_stops_the_loop_and_leaves_the_color_runnable(color):
+    """on_error=lambda r: sys.exit(1) is a natural "die on any error": it must stop run() with
+    SystemExit as a callback raising it does, not kill the worker thread or leave the failed
+    callback's color marked running forever (its later callbacks never running again)."""
+    ran = []
+
+    def exit_on_error(report):
+        sys.exit(f"callback failed: {report.exception!r}")
+
+    with runtime.Loop(workers=2, on_error=exit_on_error) as loop:
+        loop.call_soon(lambda: 1 / 0, color=color)
+        loop.call_soon(ran.append, "queued before the failure", color=color)
+        with pytest.raises(SystemExit, match="ZeroDivisionError"):
+            loop.run()
+        assert ran == ["queued before the failure"]     # drained, as after any stop()
+        loop.call_soon(ran.append, "next run", color=color)
+        loop.call_soon(loop.stop, color=color)
+        loop.run()
+        assert loop.stats()["pending"] == 0
+    assert ran == ["queued before the failure", "next run"]
+
+
+@pytest.mark.parametrize("color", [0, 1])       # the loop thread's poller, a worker's
+def test_an_fd_the_selector_refuses_is_refused_at_the_call(tmp_path, color):
+    """epoll refuses a regular file (EPERM). add_reader() must raise that, as it raises EBADF for
+    a closed fd, not return as if watching while the error only reaches on_error."""
+    reports = []
+    path = tmp_path / "plain-file"
+    path.write_bytes(b"data")
+    with runtime.Loop(workers=2, on_error=reports.append) as loop, open(path, "rb") as f:
+        for add in (loop.add_reader, loop.add_writer):
+            with pytest.raises(PermissionError):
+                add(f, print, color=color)
+        assert loop.stats()["fds"] == 0
+        assert not loop.remove_reader(f)
+    assert reports == []
+
+
+def test_cancelled_far_timers_do_not_pile_up():
+    """The timeout pattern: arm a far timer per request, cancel it when the request is done. A
+    cancelled timer must not stay in the loop (with its callback's arguments) until its deadline,
+    or memory grows with every request."""
+    class Request:
+        pass
+
+    alive, fired = [], []
+    with runtime.Loop(workers=1) as loop:
+        loop.call_later(0, lambda: (fired.append("armed before"), loop.stop()))
+        for _ in range(10_000):
+            request = Request()
+            alive.append(weakref.ref(request))
+            loop.call_later(3600, print, request).cancel()
+        del request
+        held = sum(ref() is not None for ref in alive)
+        assert held < 1000, f"{held} cancelled timers still held"
+        loop.run()
+    assert fired == ["armed before"]
+
+
+def test_a_raising_done_callback_does_not_keep_a_waiting_task_asleep(caplog):
+    """Future callbacks run one after another in set_result(); one that raises must not skip the
+    rest, among them the wake-up of a task awaiting the future, nor raise into the thread that
+    completed the future (often a plain thread handing a result over). It is logged there (a
+    plain thread has no loop's on_error), or reported to on_error on a loop's thread."""
+    reports, fut = [], runtime.Future()
+
+    def complete_from_a_plain_thread():
+        t = threading.Thread(target=fut.set_result, args=("handed over",))
+        t.start()
+        t.join()
+
+    async def waiter():
+        # On the task's own color, so it runs after this step has started waiting on fut.
+        loop.call_soon(complete_from_a_plain_thread, color=runtime.current_color())
+        return await fut
+
+    with runtime.Loop(workers=2, on_error=reports.append) as loop:
+        fut.add_done_callback(lambda f: 1 / 0)         # registered before the task waits
+        watchdog = threading.Timer(10, loop.stop)      # a hang fails the test instead
+        watchdog.start()
+        try:
+            assert loop.run_until_complete(waiter(), color=2) == "handed over"
+        finally:
+            watchdog.cancel()
+    assert reports == []
+    assert "future done callback" in caplog.text and "ZeroDivisionError" in caplog.text
+
+    on_loop = runtime.Future()
+    on_loop.add_done_callback(lambda f: 1 / 0)
+    with runtime.Loop(workers=2, on_error=reports.append) as loop:
+        loop.call_soon(on_loop.set_result, "on a worker", color=1)
+        assert loop.run_until_complete(on_loop_waiter(on_loop), color=1) == "on a worker"
+    assert [(type(r.exception), r.color) for r in reports] == [(ZeroDivisionError, 1)]
+
+
+async def on_loop_waiter(fut):
+    return await fut
