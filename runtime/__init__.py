@@ -29,10 +29,10 @@ from .callbacks import DEFAULT_COLOR, Callback, Handle, cwrap, wrap
 from .coro import CancelledError, Future, InvalidStateError, Task, call_in_color, readable, sleep, writable
 from .errors import ErrorReport
 from .loop import Loop
-from .scheduler import HASH, POLICIES, STEAL
+from .scheduler import HASH, OTHER_COLORS, POLICIES, STEAL
 
 __all__ = [
     "Loop", "Callback", "Handle", "Task", "Future", "ErrorReport", "CancelledError",
     "InvalidStateError", "wrap", "cwrap", "current_color", "sleep", "readable", "writable",
-    "call_in_color", "DEFAULT_COLOR", "HASH", "STEAL", "POLICIES",
+    "call_in_color", "DEFAULT_COLOR", "HASH", "STEAL", "POLICIES", "OTHER_COLORS",
 ]

@@ -548,11 +548,10 @@ class Loop:
         stats.queue_wait_s += wait
         per_color = stats.per_color.get(color)
         if per_color is None:
-            stats.per_color[color] = [1, busy, wait]
-        else:
-            per_color[0] += 1
-            per_color[1] += busy
-            per_color[2] += wait
+            per_color = stats.color_entry(color)
+        per_color[0] += 1
+        per_color[1] += busy
+        per_color[2] += wait
 
     def _report(self, color, what: str, exc: BaseException, worker: int) -> None:
         with self._errors_lock:

@@ -84,6 +84,22 @@ class ColorState:
         self.stealable = owner != 0 or color != DEFAULT_COLOR
 
 
+# Colors a worker keeps its own stats for; the ones it runs after those share one entry. A server
+# with a color per connection meets a new color with every client: unbounded, those entries
+# (about 250 bytes each) would grow with every connection it ever served.
+PER_COLOR_STATS_LIMIT = 4096
+
+
+class _OtherColors:
+    """The stats key of the colors past PER_COLOR_STATS_LIMIT (runtime.OTHER_COLORS)."""
+
+    def __repr__(self) -> str:
+        return "<other colors>"
+
+
+OTHER_COLORS = _OtherColors()
+
+
 class WorkerStats:
     """Counters a worker updates without the scheduler lock (Loop._run_one): only it writes them."""
 
@@ -95,6 +111,18 @@ class WorkerStats:
         self.queue_wait_s = 0.0
         self.steals = 0
         self.per_color: dict = {}
+
+    def color_entry(self, color) -> list:
+        """[callbacks, busy_s, queue_wait_s] for a color this worker has no entry for: a new one,
+        or, past the limit, the one all later colors share (only then is this called for every
+        callback of such a color; a kept color's callbacks never come here again)."""
+        if len(self.per_color) >= PER_COLOR_STATS_LIMIT:
+            color = OTHER_COLORS
+            entry = self.per_color.get(color)
+            if entry is not None:
+                return entry
+        entry = self.per_color[color] = [0, 0.0, 0.0]
+        return entry
 
 
 class Scheduler:

@@ -148,3 +148,26 @@ def test_a_raising_done_callback_does_not_keep_a_waiting_task_asleep(caplog):
 
 async def on_loop_waiter(fut):
     return await fut
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_per_color_stats_stay_bounded_with_a_new_color_per_connection(workers, monkeypatch):
+    """A server with one color per connection ran a new color for every client: the stats kept an
+    entry for every color that ever ran (about 250 bytes each, never freed). Past the bound, new
+    colors are counted together under runtime.OTHER_COLORS, and no callback goes uncounted."""
+    from runtime import scheduler
+    monkeypatch.setattr(scheduler, "PER_COLOR_STATS_LIMIT", 50)
+    n = 400
+    with runtime.Loop(workers=workers) as loop:
+        for i in range(n):
+            loop.call_soon(lambda: None, color=("conn", i))
+            loop.call_soon(lambda: None, color=("conn", i))      # a color's second callback too
+        loop.call_soon(loop.stop, color=("conn", n - 1))
+        loop.run()
+        stats = loop.stats()
+    colors = stats["colors"]
+    assert len(colors) <= workers * 50 + 1
+    assert runtime.OTHER_COLORS in colors and repr(runtime.OTHER_COLORS) == "<other colors>"
+    assert sum(c["callbacks"] for c in colors.values()) == stats["callbacks"] == 2 * n + 1
+    kept = [c for c in colors if c is not runtime.OTHER_COLORS]
+    assert len(kept) >= 50 and all(colors[c]["callbacks"] in (1, 2, 3) for c in kept)
