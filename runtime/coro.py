@@ -160,10 +160,13 @@ class Task(Future):
                 self._retrieved = True
                 raise
             return
-        if not isinstance(awaited, Future):
-            self._loop.call_soon(self._step, None, TypeError(
-                f"a colorloop task can only await colorloop awaitables, not {awaited!r}"),
-                color=self.color)
+        if awaited is self or not isinstance(awaited, Future):
+            if awaited is self:         # as in asyncio: it would sleep for ever, unnoticed
+                problem = RuntimeError(f"{self!r} cannot await itself: nothing could ever wake it")
+            else:
+                problem = TypeError(f"a colorloop task can only await colorloop awaitables, "
+                                    f"not {awaited!r}")
+            self._loop.call_soon(self._step, None, problem, color=self.color)
             return
         self._waiting_on = awaited
         awaited.add_done_callback(self._wake)

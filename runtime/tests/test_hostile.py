@@ -171,3 +171,21 @@ def test_per_color_stats_stay_bounded_with_a_new_color_per_connection(workers, m
     assert sum(c["callbacks"] for c in colors.values()) == stats["callbacks"] == 2 * n + 1
     kept = [c for c in colors if c is not runtime.OTHER_COLORS]
     assert len(kept) >= 50 and all(colors[c]["callbacks"] in (1, 2, 3) for c in kept)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_task_that_awaits_itself_fails_instead_of_waiting_for_ever(workers):
+    """As in asyncio: it could never be woken, and the loop would run on with it asleep."""
+    me = []
+
+    async def selfish():
+        await me[0]
+
+    async def main():
+        me.append(loop.spawn(selfish(), color="selfish"))
+        with pytest.raises(RuntimeError, match="cannot await itself"):
+            await me[0]
+        return "went on"
+
+    with runtime.Loop(workers=workers) as loop:
+        assert loop.run_until_complete(main(), color="main") == "went on"
