@@ -83,7 +83,14 @@ class Loop:
         self.pin = pin
         self.on_error = on_error or log_report
         self._sched = Scheduler(self.workers, scheduler)
-        self._pollers = [Poller() for _ in range(self.workers)]
+        self._pollers = []
+        try:
+            for _ in range(self.workers):
+                self._pollers.append(Poller())
+        except BaseException:       # out of descriptors part-way: give back the ones made
+            for poller in self._pollers:
+                poller.close()
+            raise
         for w, poller in enumerate(self._pollers):
             self._sched.set_waker(w, poller.wake)
         self._timers: list = []

@@ -189,3 +189,25 @@ def test_a_task_that_awaits_itself_fails_instead_of_waiting_for_ever(workers):
 
     with runtime.Loop(workers=workers) as loop:
         assert loop.run_until_complete(main(), color="main") == "went on"
+
+
+def test_a_loop_that_cannot_make_all_its_pollers_leaks_none_of_those_it_made(monkeypatch):
+    """Loop(workers=N) past the descriptor limit failed part-way and left the pipes and epoll fds
+    of the pollers already made open, for good."""
+    import os
+    from runtime import loop as loop_module
+
+    made = []
+    real = loop_module.Poller
+
+    def poller_until_the_fourth():
+        if len(made) == 3:
+            raise OSError(24, "Too many open files")
+        made.append(real())
+        return made[-1]
+
+    monkeypatch.setattr(loop_module, "Poller", poller_until_the_fourth)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="Too many open files"):
+        runtime.Loop(workers=8)
+    assert len(made) == 3 and len(os.listdir("/proc/self/fd")) == before
