@@ -445,6 +445,17 @@ class Server:
         if conn.draining:
             self._close_if_answered(conn)
 
+    def _send_failed(self, conn: Connection, exc: OSError) -> None:
+        """A reset (or, EPIPE, a peer already gone) seen by a send is the client leaving with
+        replies unread, as the load generator does at the end of every run: the send may see it
+        before the network color's recv does. Anything else is a fault worth a warning."""
+        if isinstance(exc, ConnectionResetError):
+            self._request_close(conn, "peer reset the connection", quiet=True)
+        elif isinstance(exc, BrokenPipeError):
+            self._request_close(conn, "peer closed the connection", quiet=True)
+        else:
+            self._request_close(conn, f"send failed: {exc}")
+
     def _send(self, conn: Connection, wire: list) -> None:
         if conn.outq:
             conn.outq.extend(wire)
@@ -455,7 +466,7 @@ class Server:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self._request_close(conn, f"send failed: {exc}")
+            self._send_failed(conn, exc)
             return
         if sent:
             conn.last_active = self.clock()
@@ -498,7 +509,7 @@ class Server:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                self._request_close(conn, f"send failed: {exc}")
+                self._send_failed(conn, exc)
                 return
             conn.unsent -= sent
             if sent:

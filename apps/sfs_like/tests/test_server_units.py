@@ -358,3 +358,20 @@ def test_a_forged_frame_is_logged_as_a_bad_mac_in_either_suite(tmp_path, export,
         loop.poll()
     assert s.conn.closing
     assert "closing: bad MAC on frame 1 (forged, replayed or reordered)" in caplog.text
+
+
+def test_a_peer_gone_before_its_reply_is_sent_is_logged_as_leaving(tmp_path, export, caplog):
+    """The send of a reply can be the first to see that the client left (reset, or gone: EPIPE),
+    before the network color's recv does; that was a WARNING 'send failed', and made the reset
+    test in test_bad_input.py fail now and then."""
+    loop, server = make_server(tmp_path, export)
+    s = Session(loop, server)
+    s.sock.sendall(s.sealed(rpc.req_getattr(1, rpc.ROOT_FH)))
+    s.sock.close()                                 # gone before its reply
+    with caplog.at_level(logging.INFO, logger="sfs_like.server"):
+        for _ in range(20):
+            loop.poll()
+    assert s.conn.closing, caplog.text
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not warnings, caplog.text
+    assert "peer closed the connection" in caplog.text
