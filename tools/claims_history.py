@@ -73,31 +73,30 @@ def nominal(config: str) -> str:
     return f"GIL hand-off, about {held} us held, {free} us free"
 
 
+def checked_points(rows: list[dict]) -> dict[tuple, float]:
+    """One run's checked (non-calibration) points, by (app, python, nominal config, CPUs): error %."""
+    return {(r["app"], r["python"], nominal(r["config"]), int(r["cpus"])): float(r["error_pct"])
+            for r in rows if r["calibration"] != "True"}
+
+
 def model_table(runs: list[list[dict]]) -> str:
-    """The checked (non-calibration) points that missed the goal in any run: newest run's error,
-    range, and in how many runs the point was within the goal."""
+    """The checked points that missed the goal in any run: newest run's error, range, and in how
+    many runs the point was within the goal."""
+    points = [checked_points(rows) for rows in runs]
     errors: dict[tuple, list[float]] = {}
-    for rows in runs:
-        for row in rows:
-            if row["calibration"] == "True":
-                continue
-            point = (row["app"], row["python"], nominal(row["config"]), int(row["cpus"]))
-            errors.setdefault(point, []).append(float(row["error_pct"]))
-    newest = {(r["app"], r["python"], nominal(r["config"]), int(r["cpus"])): float(r["error_pct"])
-              for r in runs[0] if r["calibration"] != "True"}
+    for run in points:
+        for point, error in run.items():
+            errors.setdefault(point, []).append(error)
     lines = ["| point | CPUs | last run | range over our runs | within 15% in |", "|---|---|---|---|---|"]
     for point, errs in errors.items():
         if all(abs(e) <= GOAL_PCT for e in errs):
             continue
         app, python, config, cpus = point
-        last = f"{newest[point]:+.0f}%" if point in newest else "-"
+        last = f"{points[0][point]:+.0f}%" if point in points[0] else "-"
         within = sum(abs(e) <= GOAL_PCT for e in errs)
         lines.append(f"| {app} {python}: {config} | {cpus} | {last} | {min(errs):+.0f}% .. "
                      f"{max(errs):+.0f}% | {within} of {len(errs)} |")
-    checked = [sum(abs(float(r["error_pct"])) <= GOAL_PCT for r in rows if r["calibration"] != "True")
-               for rows in runs]
-    total = [sum(r["calibration"] != "True" for r in rows) for rows in runs]
-    summary = ", ".join(f"{c} of {t}" for c, t in zip(checked, total))
+    summary = ", ".join(f"{sum(abs(e) <= GOAL_PCT for e in run.values())} of {len(run)}" for run in points)
     return f"Points within 15%, newest run first: {summary}.\n\n" + "\n".join(lines)
 
 
