@@ -25,6 +25,7 @@ from .protocol import HttpSession, SendFile
 RECV_SIZE = 64 * 1024
 JOIN_BYTES = 64 * 1024   # small replies queued together are sent as one buffer up to this size
 LINGER_S = 2.0           # how long a closing connection waits for the client to close first
+_CR_LF = (13, 10)        # a read starting with these may be only empty lines between requests
 
 
 class Connection:
@@ -130,7 +131,8 @@ class Connection:
         now = time.monotonic()
         # Empty lines between requests are skipped (RFC 9112 2.2), and are no sign of life: a
         # client dripping CRLFs would otherwise hold its connection past every idle timeout.
-        if self.session.in_request or data.strip(b"\r\n"):
+        # (a request's first byte is a letter: only data that starts with CR or LF is copied)
+        if self.session.in_request or data[0] not in _CR_LF or data.strip(b"\r\n"):
             self.last_active = now
         try:
             self.session.feed(data, now)
