@@ -34,6 +34,7 @@ import zlib
 from collections import deque
 
 from .callbacks import DEFAULT_COLOR
+from .errors import logger
 
 HASH = "hash"
 STEAL = "steal"
@@ -253,12 +254,32 @@ class Scheduler:
     def _finish(self, state: ColorState) -> None:
         state.running = False
         if not state.pending:
-            del self._colors[state.color]       # idle colors hash home again next time
+            self._forget(state)
         elif state.pending[0]._seq > self._limit:
             self._parked.append(state)
         else:
             state.queued = True
             self._ready[state.owner].append(state)
+
+    def _forget(self, state: ColorState) -> None:
+        """Drop an idle color's state, so that it hashes home again next time.
+
+        The entry is found by the color's hash now, and a mutable color may have changed it
+        since it got work (its callbacks still ran in order, under the state found then). A
+        KeyError here would kill the worker, and every color placed on it would wait for ever; so
+        such a state is dropped by identity instead, and the misuse is logged."""
+        try:
+            del self._colors[state.color]
+            return
+        except Exception:
+            pass
+        logger.error("color %r is no longer found by its hash: it changed while its callbacks were "
+                     "queued? A color must be immutable, or its callbacks lose their order and "
+                     "mutual exclusion", state.color)
+        try:
+            self._colors = {color: s for color, s in self._colors.items() if s is not state}
+        except Exception:
+            pass        # another broken color: leave both states, as the worker must live on
 
     def _take(self, w: int):
         ready = self._ready[w]

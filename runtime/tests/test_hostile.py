@@ -211,3 +211,44 @@ def test_a_loop_that_cannot_make_all_its_pollers_leaks_none_of_those_it_made(mon
     with pytest.raises(OSError, match="Too many open files"):
         runtime.Loop(workers=8)
     assert len(made) == 3 and len(os.listdir("/proc/self/fd")) == before
+
+
+class _MutableColor:
+    """A color hashed by a field the program changes: misuse, but a worker must survive it."""
+
+    def __init__(self, h):
+        self.h = h
+
+    def __hash__(self):
+        return self.h
+
+    def __eq__(self, other):
+        return self is other
+
+
+@pytest.mark.parametrize("policy", runtime.POLICIES)
+def test_a_color_whose_hash_changes_while_queued_does_not_kill_its_worker(caplog, policy):
+    """The scheduler finds an idle color's state by its hash to forget it; a KeyError there used
+    to end worker 1's thread, and every color placed on it (5 here) waited for ever."""
+    color, ran = _MutableColor(1), []
+
+    def mutate():
+        color.h = 3                    # still worker 1, but another dict slot
+        ran.append("mutate")
+        loop.call_soon(neighbour, color=5)
+
+    def neighbour():
+        ran.append("neighbour")
+        loop.call_soon(again, color=color)
+
+    def again():
+        ran.append("again")
+        loop.stop()
+
+    with runtime.Loop(workers=2, scheduler=policy) as loop:
+        loop.call_soon(mutate, color=color)
+        give_up = loop.call_later(10, loop.stop)
+        loop.run()
+        give_up.cancel()
+    assert ran == ["mutate", "neighbour", "again"]
+    assert "immutable" in caplog.text
