@@ -105,6 +105,7 @@ class Loop:
         self._old_signal_handlers: dict = {}
         self._old_wakeup_fd = None
         self._loop_thread: threading.Thread | None = None
+        self._run_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._closed = False
@@ -378,10 +379,11 @@ class Loop:
     def run(self) -> None:
         """libasync's amain(): dispatch events until stop(). Ctrl-C stops it and raises
         KeyboardInterrupt after a clean stop, unless the program handles SIGINT itself."""
-        self._check_open()
-        if self._loop_thread is not None:
-            raise RuntimeError("this loop is already running")
-        self._loop_thread = threading.current_thread()
+        with self._run_lock:        # two threads calling run() at once: one of them runs it
+            self._check_open()
+            if self._loop_thread is not None:
+                raise RuntimeError("this loop is already running")
+            self._loop_thread = threading.current_thread()
         stop_requested, self._stopping = self._stopping, False
         self._interrupted = False
         self._sched.resume()
@@ -422,16 +424,17 @@ class Loop:
 
     def close(self) -> None:
         """Close the selectors and the wake-up pipes. The loop must not be running."""
-        if self._closed:
-            return
-        if self._loop_thread is not None:
-            raise RuntimeError("cannot close a running loop; stop() it first")
+        with self._run_lock:
+            if self._closed:
+                return
+            if self._loop_thread is not None:
+                raise RuntimeError("cannot close a running loop; stop() it first")
+            self._closed = True     # a run() from now on is refused
         for signum in list(self._signal_handlers):
             self.remove_signal_handler(signum)
         for signum in list(self._old_signal_handlers):   # any other this loop took over
             self._restore_signal(signum)
         self._restore_wakeup_fd()      # the wake-up pipe closes now: never leave it to signals
-        self._closed = True
         for poller in self._pollers:
             poller.close()
         self._fds.clear()

@@ -252,3 +252,46 @@ def test_a_color_whose_hash_changes_while_queued_does_not_kill_its_worker(caplog
         give_up.cancel()
     assert ran == ["mutate", "neighbour", "again"]
     assert "immutable" in caplog.text
+
+
+def test_two_threads_calling_run_at_once_start_one_run(monkeypatch):
+    """run() checks that no thread runs the loop, then records its own. The first caller is held
+    inside that window (its call of threading.current_thread()) until the second caller either
+    reaches the window too (a race: two threads would run the loop) or is seen to wait."""
+    loop = runtime.Loop(workers=1)
+    real_current_thread = threading.current_thread
+    callers, first_inside, second_inside = [], threading.Event(), threading.Event()
+
+    def current_thread():
+        me = real_current_thread()
+        if len(callers) < 2 and me.name.startswith("run-caller") and me not in callers:
+            callers.append(me)
+            if len(callers) == 1:
+                first_inside.set()
+                second_inside.wait(0.5)     # the second caller blocks on the run lock meanwhile
+            else:
+                second_inside.set()
+        return me
+    monkeypatch.setattr(threading, "current_thread", current_thread)
+    outcomes = []
+
+    def call_run():
+        try:
+            loop.run()
+            outcomes.append("ran")
+        except RuntimeError as exc:
+            outcomes.append(str(exc))
+            loop.stop()
+
+    threads = [threading.Thread(target=call_run, name=f"run-caller-{i}") for i in range(2)]
+    threads[0].start()
+    first_inside.wait(10)
+    threads[1].start()
+    for t in threads:
+        t.join(10)
+    monkeypatch.undo()
+    if any(t.is_alive() for t in threads):
+        loop.stop()
+    loop.close()
+    assert not second_inside.is_set()
+    assert sorted(outcomes) == ["ran", "this loop is already running"]
