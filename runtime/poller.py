@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import selectors
+import threading
 
 
 class Poller:
     def __init__(self):
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Reentrant: a signal handler on a thread inside wake() may call wake() (via stop()).
+        self._closing = threading.RLock()
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
         # epoll sees registrations made while another thread waits in it; select() and poll()
         # don't, so with them a registration must wake the poller to take effect.
@@ -35,20 +38,23 @@ class Poller:
 
     def wake(self) -> None:
         """End a select() in progress, or make the next one return at once. Any thread."""
-        try:
-            os.write(self.wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass        # the pipe is full (a wake-up is pending anyway) or already closed
+        with self._closing:
+            try:
+                os.write(self.wake_w, b"\0")
+            except (BlockingIOError, OSError):
+                pass        # the pipe is full (a wake-up is pending anyway) or already closed
 
     def close(self) -> None:
-        """Close the selector and the pipe. The pipe's numbers are forgotten first: a late wake()
-        (say a stop() from another thread after close()) then fails on fd -1 instead of writing
-        its byte into whatever file the kernel has given the freed number since."""
-        wake_r, wake_w = self.wake_r, self.wake_w
-        self.wake_r = self.wake_w = -1
+        """Close the selector and the pipe. A wake() from another thread (say a late stop()) may
+        have read the pipe's fd number just before: so the number is forgotten and the pipe
+        closed under the lock wake() writes under, and a late wake() fails on fd -1 instead of
+        writing its byte into whatever file the kernel has given the freed number since."""
+        with self._closing:
+            wake_r, wake_w = self.wake_r, self.wake_w
+            self.wake_r = self.wake_w = -1
+            os.close(wake_w)
         self.selector.close()
         os.close(wake_r)
-        os.close(wake_w)
 
     def _drain(self) -> None:
         try:

@@ -1,4 +1,5 @@
 """A hostile user's calls: each must be refused with a clear error or handled, never kill the loop."""
+import os
 import sys
 import threading
 import weakref
@@ -6,6 +7,7 @@ import weakref
 import pytest
 
 import runtime
+from runtime import poller as poller_module
 
 
 def stop_once_sleeping(loop):
@@ -48,6 +50,40 @@ def test_stop_after_close_writes_nothing_into_a_file_that_reused_the_wakeup_pipe
         for f in files:
             f.close()
     assert [(tmp_path / f"f{i}").read_bytes() for i in range(8)] == [b""] * 8
+
+
+def test_a_wake_racing_close_on_another_thread_writes_only_into_the_open_pipe(monkeypatch):
+    """wake() reads the pipe's fd number, then writes to it. A close() on another thread in
+    between used to free that number, for the kernel to give to the next file opened, which then
+    got the byte. Here wake() is held between the two steps until the close() has finished, or
+    for half a second if close() waits for it."""
+    poller = poller_module.Poller()
+    pipe_inode = os.fstat(poller.wake_w).st_ino
+    in_wake, closed, written_to = threading.Event(), threading.Event(), []
+
+    class HeldWrite:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def write(fd, data):
+            in_wake.set()
+            closed.wait(0.5)
+            try:
+                written_to.append("the pipe" if os.fstat(fd).st_ino == pipe_inode else "a file")
+            except OSError:
+                written_to.append("a freed fd number")
+            return os.write(fd, data)
+    monkeypatch.setattr(poller_module, "os", HeldWrite())
+    waker = threading.Thread(target=poller.wake)
+    waker.start()
+    in_wake.wait(10)
+    closer = threading.Thread(target=lambda: (poller.close(), closed.set()))
+    closer.start()
+    waker.join(10)
+    closer.join(10)
+    assert written_to == ["the pipe"]
+    assert poller.wake_w == -1
 
 
 @pytest.mark.parametrize("color", [0, 1])       # the loop thread, a worker thread
