@@ -104,6 +104,7 @@ class Loop:
         self._signals_pending: deque = deque()
         self._old_signal_handlers: dict = {}
         self._old_wakeup_fd = None
+        self._owns_sigint = False       # run() made Ctrl-C a clean stop, for as long as it runs
         self._loop_thread: threading.Thread | None = None
         self._run_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -314,7 +315,8 @@ class Loop:
         if signum not in self._signal_handlers:
             return False
         del self._signal_handlers[signum]
-        self._restore_signal(signum)
+        if not (signum == signal.SIGINT and self._owns_sigint):
+            self._restore_signal(signum)    # else Ctrl-C stays a clean stop until run() returns
         return True
 
     def _install_signal(self, signum: int) -> None:
@@ -389,7 +391,7 @@ class Loop:
         self._sched.resume()
         if stop_requested:
             self.stop()
-        own_sigint = self._take_sigint()
+        own_sigint = self._owns_sigint = self._take_sigint()
         saved_affinity = self._pin_self()
         _context.enter(self, 0)
         try:
@@ -401,6 +403,7 @@ class Loop:
             if saved_affinity is not None:
                 os.sched_setaffinity(0, saved_affinity)
             if own_sigint:
+                self._owns_sigint = False
                 self._restore_signal(signal.SIGINT)
             # The stop() that ended this run is spent: only one called between runs carries over
             # to the next, else every later run() would stop at once, its timers never firing.

@@ -517,6 +517,33 @@ def test_ctrl_c_stops_cleanly_and_raises_keyboard_interrupt():
     assert "clean stop after" in out.stdout
 
 
+def test_removing_a_sigint_handler_during_run_keeps_ctrl_c_a_clean_stop():
+    """run() made Ctrl-C a clean stop; a program that adds and removes its own SIGINT handler
+    meanwhile used to get Python's default back, and Ctrl-C then broke into the running callback
+    with KeyboardInterrupt instead of letting it finish."""
+    program = textwrap.dedent("""
+        import os, signal, runtime
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        loop = runtime.Loop(workers=1)
+        done = []
+        def busy():
+            loop.add_signal_handler(signal.SIGINT, print, "own handler")
+            loop.remove_signal_handler(signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(2_000_000))         # the signal is handled on this thread meanwhile
+            done.append("busy finished")
+        loop.call_soon(busy)
+        try:
+            loop.run()
+        except KeyboardInterrupt:
+            print(done, signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    """)
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         timeout=30, cwd=os.path.dirname(os.path.dirname(runtime.__file__)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['busy", "finished']", "True"]
+
+
 def test_callbacks_bundled_with_cwrap_keep_their_color():
     seen, done = [], threading.Event()
     with runtime.Loop(workers=2) as loop:
