@@ -30,6 +30,9 @@ _HTTP_1X = (b" HTTP/1.1", b" HTTP/1.0")
 # covers IPv4), possibly empty. No userinfo, no path, no spaces.
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)"
                    rb"(?::[0-9]*)?")
+# The precondition fields (RFC 9110 13.1), kept as received until the file is known.
+_TAG_LISTS = (b"if-match", b"if-none-match")
+_DATES = (b"if-unmodified-since", b"if-modified-since")
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,7 @@ class HttpSession:
         self._url_len = 0
         self._headers = 0
         self._has_host = False
-        self._if_none_match = None
-        self._if_modified_since = None
+        self._conditions: dict[bytes, bytes] = {}   # precondition field name -> value
         self._expect = None
         self._body_announced = False
         self._chunked = False
@@ -242,11 +244,11 @@ class HttpSession:
             if self._has_host or not _HOST.fullmatch(value.strip(b" \t")):
                 raise _Reject(400)
             self._has_host = True
-        elif lower == b"if-none-match":         # several lines are one list (RFC 9110 5.3)
-            known = self._if_none_match
-            self._if_none_match = value if known is None else known + b"," + value
-        elif lower == b"if-modified-since":     # two lines: two dates, ignored as unparsable
-            self._if_modified_since = value if self._if_modified_since is None else b"two dates"
+        elif lower in _TAG_LISTS:               # several lines are one list (RFC 9110 5.3)
+            known = self._conditions.get(lower)
+            self._conditions[lower] = value if known is None else known + b"," + value
+        elif lower in _DATES:                   # two lines: two dates, ignored as unparsable
+            self._conditions[lower] = b"two dates" if lower in self._conditions else value
         elif lower == b"expect":
             self._expect = value.strip().lower()
         elif lower == b"content-length":
@@ -336,8 +338,12 @@ class HttpSession:
         if entry is None:
             self._reply_error(404, keep_alive, version, head_only)
             return
-        if self._if_none_match is not None or self._if_modified_since is not None:
-            if self._not_modified(entry):
+        if self._conditions:
+            status = self._precondition_status(entry)
+            if status == 412:
+                self._reply_error(412, keep_alive, version, head_only)
+                return
+            if status == 304:
                 self.out.append(b"".join((
                     responses.STATUS_LINES[304], self.date(), entry.not_modified_headers(),
                     responses.connection_header(keep_alive, version), b"\r\n")))
@@ -362,20 +368,51 @@ class HttpSession:
                                               head_only=head_only, extra=extra))
         self.closing = not keep_alive
 
-    def _not_modified(self, entry) -> bool:
-        """RFC 9110 13.2.2: If-None-Match decides when present; If-Modified-Since otherwise."""
+    def _precondition_status(self, entry) -> int:
+        """RFC 9110 13.2.2, for a file we would serve (the only 2xx we send; any other reply
+        ignores preconditions, 13.2.1): 412 when If-Match, or else If-Unmodified-Since, is
+        false; then 304 when If-None-Match, or else If-Modified-Since, is false; else 200."""
+        conditions = self._conditions
+        if_match = conditions.get(b"if-match")
+        # strong comparison (13.1.1): the client wants these very bytes, not an equivalent
+        if if_match is not None and not _names(if_match, entry, strong=True):
+            return 412
         if not entry.stable:
-            return False                     # no validators were given: nothing to compare
-        if self._if_none_match is not None:
-            tags = [t.strip() for t in self._if_none_match.split(b",")]
-            return any(t == b"*" or t.removeprefix(b"W/") == entry.etag for t in tags)
-        try:
-            since = parsedate_to_datetime(self._if_modified_since.decode("latin-1"))
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False                     # an unparsable date is ignored, as RFC 9110 says
-        if since.tzinfo is None:             # asctime's form names no zone; every HTTP date is GMT
-            since = since.replace(tzinfo=timezone.utc)
-        return entry.mtime_s <= since.timestamp()
+            return 200                       # no validators were given: nothing to compare
+        if if_match is None:
+            since = _http_date(conditions.get(b"if-unmodified-since"))
+            if since is not None and entry.mtime_s > since:
+                return 412
+        if b"if-none-match" in conditions:
+            return 304 if _names(conditions[b"if-none-match"], entry, strong=False) else 200
+        since = _http_date(conditions.get(b"if-modified-since"))
+        return 304 if since is not None and entry.mtime_s <= since else 200
+
+
+def _names(tags: bytes, entry, strong: bool) -> bool:
+    """Whether an If-Match or If-None-Match list names `entry`: "*" names any file we have.
+    Our ETags are strong, so a weak tag (W/"...") is the same one for the weak comparison and
+    never for the strong one (RFC 9110 8.8.3.2); an unstable file has no ETag to name."""
+    listed = [t.strip() for t in tags.split(b",")]
+    if b"*" in listed:
+        return True
+    if not entry.stable:
+        return False
+    return entry.etag in (listed if strong else [t.removeprefix(b"W/") for t in listed])
+
+
+def _http_date(value: bytes | None) -> float | None:
+    """The time an If-Modified-Since or If-Unmodified-Since value names, or None when it is
+    absent or not one valid HTTP-date: such a field is ignored, as RFC 9110 13.1.3-4 say."""
+    if value is None:
+        return None
+    try:
+        since = parsedate_to_datetime(value.decode("latin-1"))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if since.tzinfo is None:                 # asctime's form names no zone; every HTTP date is GMT
+        since = since.replace(tzinfo=timezone.utc)
+    return since.timestamp()
 
 
 def _location(relpath: str, target: bytes) -> bytes:

@@ -474,3 +474,88 @@ def test_if_modified_since_on_two_lines_is_ignored(cache):
     _, replies = run(cache, f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {old}\r\n"
                             f"If-Modified-Since: {h['last-modified']}\r\n\r\n".encode())
     assert [(r[0], r[2]) for r in replies] == [(200, b"hello, world\n")]
+
+
+def _statuses(cache, *fields: str) -> list[int]:
+    """The status of a GET /hello.txt with each set of header lines, in which {etag} and
+    {modified} stand for its validators and {old} for a date long before it."""
+    _, [(_, h, _)] = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    values = dict(etag=h["etag"], modified=h["last-modified"], old=formatdate(0, usegmt=True))
+    raw = "".join(f"GET /hello.txt HTTP/1.1\r\nHost: x\r\n{f.format(**values)}\r\n\r\n"
+                  for f in fields)
+    return [r[0] for r in run(cache, raw.encode())[1]]
+
+
+def test_if_match_compares_strongly_and_star_matches_a_file_we_have(cache):
+    """RFC 9110 13.1.1; If-Match was ignored (a 200 for every one of these)."""
+    assert _statuses(cache, "If-Match: {etag}", "If-Match: W/{etag}", 'If-Match: "zz"',
+                     "If-Match: *", 'If-Match: "zz", {etag}') == [200, 412, 412, 200, 200]
+
+
+def test_if_match_over_several_header_lines_is_one_list(cache):
+    assert _statuses(cache, 'If-Match: "zz"\r\nIf-Match: {etag}',
+                     'If-Match: {etag}\r\nIf-Match: "zz"',
+                     'If-Match: "zz"\r\nIf-Match: "yy"') == [200, 200, 412]
+
+
+def test_if_unmodified_since_is_ignored_beside_if_match_or_when_not_one_date(cache):
+    """RFC 9110 13.1.4: If-Unmodified-Since was ignored always; now only beside If-Match, or
+    when it is not one valid date (two lines are two dates, as for If-Modified-Since)."""
+    assert _statuses(cache, "If-Unmodified-Since: {modified}", "If-Unmodified-Since: {old}",
+                     "If-Unmodified-Since: garbage",
+                     "If-Unmodified-Since: {modified}\r\nIf-Unmodified-Since: {old}",
+                     "If-Unmodified-Since: {old}\r\nIf-Unmodified-Since: {modified}",
+                     "If-Match: {etag}\r\nIf-Unmodified-Since: {old}",
+                     "If-Match: *\r\nIf-Unmodified-Since: {old}",
+                     ) == [200, 412, 200, 200, 200, 200, 200]
+
+
+def test_a_false_if_match_or_if_unmodified_since_wins_over_a_304(cache):
+    """RFC 9110 13.2.2: If-Match (else If-Unmodified-Since) before If-None-Match (else
+    If-Modified-Since)."""
+    assert _statuses(cache, 'If-Match: "zz"\r\nIf-None-Match: {etag}',
+                     "If-Match: {etag}\r\nIf-None-Match: {etag}",
+                     "If-Unmodified-Since: {old}\r\nIf-Modified-Since: {modified}",
+                     "If-Unmodified-Since: {modified}\r\nIf-Modified-Since: {modified}",
+                     ) == [412, 304, 412, 304]
+
+
+def test_a_412_has_its_length_no_body_for_head_and_keeps_the_connection(cache):
+    session, replies = run(cache, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Match: \"zz\"\r\n\r\n"
+                                  b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [(r[0], r[2]) for r in replies] == [(412, b"412 Precondition Failed\n"),
+                                               (200, b"hello, world\n")]
+    assert replies[0][1]["content-length"] == "24" and "connection" not in replies[0][1]
+    assert session.requests == 2 and not session.closing
+    session, _ = run(cache, b"HEAD /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Match: \"zz\"\r\n\r\n")
+    [raw] = session.out
+    assert raw.startswith(b"HTTP/1.1 412 ") and raw.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 24\r\n" in raw and not session.closing
+    session, [(status, h, _)] = run(cache, b"GET /hello.txt HTTP/1.0\r\nIf-Match: \"zz\"\r\n\r\n")
+    assert status == 412 and h["connection"] == "close" and session.closing
+
+
+def test_a_file_too_large_to_cache_gets_its_412_before_it_is_opened(cache):
+    session, replies = run(cache, b"GET /big.bin HTTP/1.1\r\nHost: x\r\nIf-Match: \"zz\"\r\n\r\n")
+    assert [r[0] for r in replies] == [412]
+    assert not any(isinstance(r, SendFile) for r in session.out)
+
+
+@pytest.mark.parametrize("target, code", [(b"/nope", 404), (b"/sub", 301), (b"/../x", 400)])
+@pytest.mark.parametrize("field", [b"If-Match: \"zz\"", b"If-Unmodified-Since: Thu, 01 Jan 1970 "
+                                                        b"00:00:00 GMT"])
+def test_preconditions_do_not_change_a_reply_other_than_200(cache, target, code, field):
+    """RFC 9110 13.2.1: a request that would not be a 2xx without its preconditions ignores
+    them; the same field on a file we serve is a 412."""
+    _, replies = run(cache, b"".join(b"GET " + t + b" HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n"
+                                     for t in (target, b"/hello.txt")))
+    assert [r[0] for r in replies] == [code, 412]
+
+
+def test_a_file_without_validators_meets_only_if_match_star():
+    """A file whose bytes its stat does not describe (procfs) is sent without ETag or
+    Last-Modified: no tag can name it, and If-Unmodified-Since has no date to compare with."""
+    raw = b"".join(b"GET /status HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n"
+                   for field in (b"If-Match: \"zz\"", b"If-Match: *",
+                                 b"If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"))
+    assert [r[0] for r in run(FileCache("/proc/self"), raw)[1]] == [412, 200, 200]

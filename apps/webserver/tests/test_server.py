@@ -53,6 +53,58 @@ def test_conditional_requests_give_304(server):
     conn.close()
 
 
+
+def test_if_match_and_if_unmodified_since_give_412_and_keep_the_connection(server):
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    conn.request("GET", "/style.css")
+    reply = conn.getresponse()
+    body = reply.read()
+    etag, modified = reply.getheader("ETag"), reply.getheader("Last-Modified")
+    first_socket = conn.sock
+    old = "Thu, 01 Jan 1970 00:00:00 GMT"
+    for method, path, headers, status in [
+        ("GET", "/style.css", {"If-Match": etag}, 200),
+        ("GET", "/style.css", {"If-Match": "W/" + etag}, 412),
+        ("HEAD", "/style.css", {"If-Match": '"zz"'}, 412),
+        ("GET", "/style.css", {"If-Unmodified-Since": modified}, 200),
+        ("GET", "/style.css", {"If-Unmodified-Since": old}, 412),
+        ("HEAD", "/style.css", {"If-Unmodified-Since": old}, 412),
+        ("GET", "/style.css", {"If-Match": etag, "If-Unmodified-Since": old}, 200),
+        ("GET", "/style.css", {"If-Match": '"zz"', "If-None-Match": etag}, 412),
+        ("GET", "/big.bin", {"If-Match": '"zz"'}, 412),
+        ("GET", "/nope", {"If-Match": '"zz"'}, 404),
+    ]:
+        conn.request(method, path, headers=headers)
+        reply = conn.getresponse()
+        data = reply.read()
+        assert reply.status == status, (method, path, headers)
+        if method == "HEAD":
+            assert data == b""
+        elif status == 412:
+            assert data == b"412 Precondition Failed\n"
+        elif status == 200:
+            assert data == body
+    conn.request("GET", "/style.css")
+    assert conn.getresponse().read() == body
+    assert conn.sock is first_socket          # every 412 kept the connection open
+    conn.close()
+
+
+def test_several_if_match_lines_are_one_list_over_the_wire(server):
+    """Raw bytes, as http.client sends each header once; the 412 and the HEAD 412 before it
+    must be framed exactly for the pipelined replies after them to be read."""
+    etag = exchange(server, b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")[1]["etag"].encode()
+    with server.connect() as sock:
+        sock.sendall(b"HEAD /hello.txt HTTP/1.1\r\nHost: t\r\nIf-Match: \"zz\"\r\n\r\n"
+                     b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nIf-Match: \"zz\"\r\n\r\n"
+                     b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nIf-Match: \"zz\"\r\n"
+                     b"If-Match: " + etag + b"\r\n\r\n")
+        replies = Replies(sock)
+        assert replies.next(head_only=True)[0] == 412
+        assert [replies.next()[::2] for _ in range(2)] == [
+            (412, b"412 Precondition Failed\n"), (200, b"hello, world\n")]
+
+
 def test_large_file_arrives_whole(server, docroot):
     conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
     conn.request("GET", "/big.bin")
