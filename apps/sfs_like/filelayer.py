@@ -87,7 +87,6 @@ class FileLayer:
         self.cache = BlockCache(cache_bytes, open_file=lambda path: self.fs.open(path, os.O_RDONLY))
         self._paths: dict[int, str] = {rpc.ROOT_FH: self.root}
         self._handles: dict[str, int] = {self.root: rpc.ROOT_FH}
-        self._next_fh = rpc.ROOT_FH + 1
         # unfinished uploads (CREATE_TEMP): path -> owner, the connection whose end removes them
         self._temps: dict[str, object] = {}
         self._owner = None                  # the owner of the request being handled
@@ -175,11 +174,19 @@ class FileLayer:
     def _handle_for(self, path: str) -> int:
         fh = self._handles.get(path)
         if fh is None:
-            fh = self._next_fh
-            self._next_fh += 1
+            fh = self._new_handle()
             self._handles[path] = fh
             self._paths[fh] = path
         return fh
+
+    def _new_handle(self) -> int:
+        """A handle no client can guess from those it holds: random over the handle's whole wire
+        width, not in use, never 0 or the root's. Handles were sequential, so a client could
+        count its way to the hidden upload (CREATE_TEMP) of another client and READ or WRITE it."""
+        while True:
+            fh = secrets.randbits(rpc.FH.size * 8)
+            if fh not in (0, rpc.ROOT_FH) and fh not in self._paths:
+                return fh
 
     def _forget(self, path: str) -> None:
         fh = self._handles.pop(path, None)

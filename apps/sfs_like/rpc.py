@@ -1,7 +1,8 @@
 """The RPC messages carried inside sealed frames, in the spirit of NFSv3.
 
 Request: u32 xid | u8 procedure | arguments.   Reply: u32 xid | u8 status | results, or on an error
-status a UTF-8 message. File handles are opaque u64s issued by the server; the export root is 1.
+status a UTF-8 message. File handles are opaque u64s issued by the server, random (PROTOCOL.md);
+the export root is 1.
 Only the layout lives here: the file layer decides what the calls mean.
 """
 from __future__ import annotations

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import time
 
 import pytest
@@ -166,6 +167,34 @@ def test_an_unfinished_upload_is_not_listed_nor_looked_up_and_goes_with_its_conn
     layer.release("conn 1")
     assert sorted(os.listdir(tmp_path / "export" / "d")) == ["f"]
     assert _status(layer, rpc.req_getattr(8, fh))[0] == rpc.STALE
+
+
+def test_another_clients_upload_cannot_be_reached_by_counting_handles(layer):
+    """Handles were sequential: the upload one client made got the handle after the last one
+    issued, so another client could count from its own handles to it and READ or WRITE it."""
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    theirs, _ = _create_temp(layer, d, owner="conn 1")
+    _ok(layer, rpc.req_write_head(2, theirs, 0) + b"their upload")
+    mine = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(3, d, "f")))[0]
+    guesses = set(range(1000)) | {fh + i for fh in (d, mine) for i in range(-1000, 1000)}
+    for guess in guesses - {rpc.ROOT_FH, d, mine}:
+        if 0 <= guess < 1 << 64:
+            assert _status(layer, rpc.req_read(4, guess, 0, 100))[0] == rpc.STALE, guess
+    assert _read(layer, theirs) == b"their upload"
+
+
+def test_a_new_handle_is_random_and_never_zero_the_root_or_one_in_use(layer, monkeypatch):
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    draws = iter([0, rpc.ROOT_FH, d, (1 << 64) - 1])
+
+    def randbits(bits):
+        assert bits == 64                   # the handle's whole wire width
+        return next(draws)
+
+    monkeypatch.setattr(secrets, "randbits", randbits)
+    f = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(2, d, "f")))[0]
+    assert f == (1 << 64) - 1 and _read(layer, f) == b"old contents"
+    assert rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(3, rpc.ROOT_FH, "d")))[0] == d
 
 
 def test_a_finished_upload_is_an_ordinary_file_with_the_replaced_files_permissions(layer, tmp_path):
