@@ -89,6 +89,7 @@ class FileLayer:
         self._handles: dict[str, int] = {self.root: rpc.ROOT_FH}
         # unfinished uploads (CREATE_TEMP): path -> owner, the connection whose end removes them
         self._temps: dict[str, object] = {}
+        self._temp_count: dict[object, int] = {}    # owner -> how many of `_temps` it owns
         self._owner = None                  # the owner of the request being handled
         self.sync_later = sync_later
         self._unsynced: list[int] = []      # fds the current request must fsync before replying
@@ -133,12 +134,21 @@ class FileLayer:
         """`owner` is gone (its connection closed): remove its unfinished uploads. A client killed
         mid-put left its temporary file in the export for good, listed and readable."""
         for path in [path for path, who in self._temps.items() if who == owner]:
-            del self._temps[path]
+            self._untrack(path)
             self._forget(path)
             try:
                 self.fs.unlink(path)
             except OSError:         # removed or moved behind the server's back: nothing to do
                 pass
+
+    def _untrack(self, path: str) -> None:
+        """`path` is no longer an unfinished upload (RENAMEd into place, REMOVEd, or its owner
+        gone): it stops counting towards its owner's MAX_TEMPS."""
+        if path in self._temps:
+            owner = self._temps.pop(path)
+            self._temp_count[owner] -= 1
+            if not self._temp_count[owner]:
+                del self._temp_count[owner]
 
     def _durable(self, fd: int) -> None:
         """Take over `fd`: it is fsynced (and closed) before this request's reply goes out."""
@@ -211,10 +221,10 @@ class FileLayer:
             new = dst + path[len(src):]
             self._handles[new] = fh
             self._paths[fh] = new
-            if path in self._temps:         # in a moved directory, or finished (RENAME of itself)
-                owner = self._temps.pop(path)
-                if path != src:
-                    self._temps[new] = owner
+            if path == src:                 # finished, if an upload: RENAME of itself
+                self._untrack(path)
+            elif path in self._temps:       # an upload in a moved directory: still one
+                self._temps[new] = self._temps.pop(path)
 
     def _inside(self, real: str) -> bool:
         return real == self.root or real.startswith(self.fs.prefix)
@@ -352,8 +362,12 @@ class FileLayer:
     def _create_temp(self, xid: int, args) -> list:
         """A new empty file under a name the server picks, for an upload: hidden from READDIR
         and LOOKUP, and removed when its owner's connection ends, unless RENAMEd into place
-        first (then it is an ordinary file). Reply: fh, attr, name."""
+        first (then it is an ordinary file). Reply: fh, attr, name. A connection may have
+        MAX_TEMPS of them at once: beyond, DQUOT (it could fill the export with them)."""
         (dir_fh,) = rpc.unpack_args(rpc.FH, args)
+        if self._temp_count.get(self._owner, 0) >= rpc.MAX_TEMPS:
+            raise rpc.RpcError(rpc.DQUOT, f"{rpc.MAX_TEMPS} unfinished uploads (CREATE_TEMP) on this "
+                                          "connection already: RENAME or REMOVE one first")
         dir_path = self._path(dir_fh)
         if not stat.S_ISDIR(self.fs.lstat(dir_path).st_mode):
             raise rpc.RpcError(rpc.NOTDIR, "file handle is not a directory")
@@ -361,6 +375,7 @@ class FileLayer:
         path = os.path.join(dir_path, name)
         fd = self._open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "CREATE_TEMP", 0o644)
         self._temps[path] = self._owner
+        self._temp_count[self._owner] = self._temp_count.get(self._owner, 0) + 1
         st = os.fstat(fd)
         self._durable(fd)
         self._fsync_dir(dir_path)
@@ -376,7 +391,7 @@ class FileLayer:
             self.cache.invalidate(st)
         self.fs.unlink(candidate)
         self._forget(candidate)
-        self._temps.pop(candidate, None)
+        self._untrack(candidate)
         self._fsync_dir(os.path.dirname(candidate))
         return [rpc.REP_HEAD.pack(xid, rpc.OK)]
 

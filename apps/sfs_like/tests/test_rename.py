@@ -214,6 +214,43 @@ def test_a_finished_upload_is_an_ordinary_file_with_the_replaced_files_permissio
         assert rpc.unpack_entries(_ok(layer, rpc.req_readdir(4, d, 0)))[0] == [("f", rpc.FT_FILE)]
 
 
+def test_a_connection_may_have_max_temps_unfinished_uploads_at_once(layer, tmp_path):
+    """CREATE_TEMP had no limit: one connection could make temporaries until the export (and the
+    server's table of them) was full. Beyond MAX_TEMPS it gets DQUOT; finishing (RENAME) or
+    removing one makes room again, and other connections are not affected."""
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    names = [_create_temp(layer, d, owner="conn 1")[1] for _ in range(rpc.MAX_TEMPS)]
+
+    def refused() -> bool:
+        reply = layer.handle(rpc.req_create_temp(2, d), "conn 1")[0]
+        status = rpc.REP_HEAD.unpack_from(reply)[1]
+        assert status in (rpc.OK, rpc.DQUOT), (status, bytes(reply[5:]))
+        return status == rpc.DQUOT and b"64 unfinished uploads" in reply
+
+    assert refused()
+    _create_temp(layer, d, owner="conn 2")
+    _ok(layer, rpc.req_rename(3, d, names[0], d, "done"))
+    assert not refused() and refused()
+    _ok(layer, rpc.req_remove(4, d, names[1]))
+    assert not refused() and refused()
+    layer.release("conn 1")
+    assert len(os.listdir(tmp_path / "export" / "d")) == 3          # f, done, conn 2's upload
+    assert not refused()
+
+
+def test_a_connection_refused_an_upload_goes_on_working(start_server, export):
+    srv = start_server(export)
+    with Client(srv.address) as c, Client(srv.address) as other:
+        for _ in range(rpc.MAX_TEMPS):
+            c.create_temp(rpc.ROOT_FH)
+        with pytest.raises(rpc.RpcError, match="DQUOT: 64 unfinished uploads") as refused:
+            c.create_temp(rpc.ROOT_FH)
+        assert refused.value.status == rpc.DQUOT
+        assert c.get("hello.txt") == b"hello, world\n"
+        other.put("hello.txt", b"replaced")
+        assert c.get("hello.txt") == b"replaced"
+
+
 def test_a_put_killed_mid_transfer_leaves_no_temporary_file(start_server, export):
     srv = start_server(export, colors="on", workers=2)
     (export / "doc").write_bytes(b"old")
