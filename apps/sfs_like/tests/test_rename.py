@@ -197,6 +197,23 @@ def test_a_new_handle_is_random_and_never_zero_the_root_or_one_in_use(layer, mon
     assert rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(3, rpc.ROOT_FH, "d")))[0] == d
 
 
+def test_upload_names_are_reserved(layer, tmp_path):
+    """Start-up removes every regular file with an upload's name, so no client may give a file
+    one (it would be removed at the next start), and one made behind the server's back is not
+    served either: LOOKUP, CREATE and RENAME onto it get ACCES, READDIR leaves it out."""
+    name = ".sfs-upload.0123456789abcdef"
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    (tmp_path / "export" / "d" / "g").write_bytes(b"a user's file")
+    for request in (rpc.req_lookup(2, d, name), rpc.req_create(3, d, name),
+                    rpc.req_rename(4, d, "g", d, name)):
+        status, text = _status(layer, request)
+        assert status == rpc.ACCES and b"reserved for unfinished uploads" in text, (status, text)
+    assert sorted(os.listdir(tmp_path / "export" / "d")) == ["f", "g"]
+    (tmp_path / "export" / "d" / name).write_bytes(b"made behind the server's back")
+    listed = rpc.unpack_entries(_ok(layer, rpc.req_readdir(5, d, 0)))[0]
+    assert listed == [("f", rpc.FT_FILE), ("g", rpc.FT_FILE)]
+
+
 def test_a_finished_upload_is_an_ordinary_file_with_the_replaced_files_permissions(layer, tmp_path):
     """`put` over a 0600 file made it 0644 (readable by every local user), over a 0755 script
     not executable: RENAME of a temporary over a regular file gives it that file's permission
@@ -277,3 +294,17 @@ def test_a_put_killed_mid_transfer_leaves_no_temporary_file(start_server, export
     while sorted(p.name for p in export.iterdir()) != ["doc", "hello.txt", "sub"]:
         assert time.monotonic() < deadline, sorted(p.name for p in export.iterdir())
         time.sleep(0.05)
+
+
+def test_a_server_killed_mid_put_removes_the_upload_when_it_starts_again(start_server, export):
+    srv = start_server(export)
+    with Client(srv.address) as c:
+        fh, name = c.create_temp(rpc.ROOT_FH)
+        c.write(fh, 0, b"half an upload")
+        srv.stop(kill=True)
+    assert (export / name).read_bytes() == b"half an upload"        # left, an ordinary file
+    again = start_server(export, key=srv.key)
+    assert sorted(p.name for p in export.iterdir()) == ["hello.txt", "sub"]
+    assert "killed mid-put) removed from the export: 1\n" in again.log()
+    with Client(again.address) as c:
+        assert sorted(name for name, _ in c.listdir()) == ["hello.txt", "sub"]
