@@ -13,7 +13,9 @@ follows no symlink at all: one swapped into the path since the lookup makes the 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import re
 import secrets
 import stat
 
@@ -29,6 +31,13 @@ _ERRNO_STATUS = {errno.ENOENT: rpc.NOENT, errno.EACCES: rpc.ACCES, errno.EPERM: 
                  errno.ENOTEMPTY: rpc.EXIST}                       # RENAME over a non-empty directory
 MAX_FILE_SIZE = 1 << 40
 READDIR_BUDGET = 32 * 1024      # name bytes per READDIR reply, far below the frame limit
+# CREATE_TEMP's names. They are reserved (no client may create, look up, list or rename onto one),
+# so every regular file so named is an upload, and those a killed server left can be removed.
+UPLOAD_PREFIX = ".sfs-upload."
+UPLOAD_NAME = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{16}")
+_SUBDIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+log = logging.getLogger("sfs_like.filelayer")
 
 
 def _ftype(mode: int) -> int:
@@ -61,6 +70,32 @@ def _attr(st: os.stat_result) -> bytes:
     return rpc.ATTR.pack(_ftype(st.st_mode), stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns)
 
 
+def _remove_uploads(dir_fd: int, where: str) -> int:
+    """Remove the regular files with an upload's name in the directory `dir_fd` and below it;
+    how many. Subdirectories are opened relative to their parent with O_NOFOLLOW | O_DIRECTORY,
+    so no symlink is followed, not even one swapped in for a directory meanwhile, and no open
+    blocks (a FIFO swapped in is not a directory). An entry that cannot be read or removed is
+    skipped with a warning: the server can serve the rest."""
+    with os.scandir(dir_fd) as listing:
+        entries = list(listing)         # all read before any is removed
+    removed = 0
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                fd = os.open(entry.name, _SUBDIR, dir_fd=dir_fd)
+                try:
+                    removed += _remove_uploads(fd, os.path.join(where, entry.name))
+                finally:
+                    os.close(fd)
+            elif UPLOAD_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.name, dir_fd=dir_fd)
+                removed += 1
+        except OSError as exc:
+            log.warning("looking for stale uploads: skipped %s: %s",
+                        os.path.join(where, entry.name), exc.strerror or exc)
+    return removed
+
+
 class Durable(list):
     """Reply pieces that may be sent only once `fds` are on disk: see FileLayer.finish()."""
 
@@ -87,9 +122,9 @@ class FileLayer:
         self.cache = BlockCache(cache_bytes, open_file=lambda path: self.fs.open(path, os.O_RDONLY))
         self._paths: dict[int, str] = {rpc.ROOT_FH: self.root}
         self._handles: dict[str, int] = {self.root: rpc.ROOT_FH}
-        self._next_fh = rpc.ROOT_FH + 1
         # unfinished uploads (CREATE_TEMP): path -> owner, the connection whose end removes them
         self._temps: dict[str, object] = {}
+        self._temp_count: dict[object, int] = {}    # owner -> how many of `_temps` it owns
         self._owner = None                  # the owner of the request being handled
         self.sync_later = sync_later
         self._unsynced: list[int] = []      # fds the current request must fsync before replying
@@ -134,12 +169,32 @@ class FileLayer:
         """`owner` is gone (its connection closed): remove its unfinished uploads. A client killed
         mid-put left its temporary file in the export for good, listed and readable."""
         for path in [path for path, who in self._temps.items() if who == owner]:
-            del self._temps[path]
+            self._untrack(path)
             self._forget(path)
             try:
                 self.fs.unlink(path)
             except OSError:         # removed or moved behind the server's back: nothing to do
                 pass
+
+    def remove_stale_uploads(self) -> int:
+        """Remove the uploads (CREATE_TEMP files) anywhere in the export, and return how many: at
+        start-up, the ones a server killed mid-put left, which no connection owns any more and
+        which would stay for good. No client can give a file an upload's name (`_child`), so all
+        are uploads; but also those of another server running on the same export, if any."""
+        root = os.open(".", _SUBDIR, dir_fd=self.fs.root_fd)
+        try:
+            return _remove_uploads(root, self.root)
+        finally:
+            os.close(root)
+
+    def _untrack(self, path: str) -> None:
+        """`path` is no longer an unfinished upload (RENAMEd into place, REMOVEd, or its owner
+        gone): it stops counting towards its owner's MAX_TEMPS."""
+        if path in self._temps:
+            owner = self._temps.pop(path)
+            self._temp_count[owner] -= 1
+            if not self._temp_count[owner]:
+                del self._temp_count[owner]
 
     def _durable(self, fd: int) -> None:
         """Take over `fd`: it is fsynced (and closed) before this request's reply goes out."""
@@ -175,11 +230,19 @@ class FileLayer:
     def _handle_for(self, path: str) -> int:
         fh = self._handles.get(path)
         if fh is None:
-            fh = self._next_fh
-            self._next_fh += 1
+            fh = self._new_handle()
             self._handles[path] = fh
             self._paths[fh] = path
         return fh
+
+    def _new_handle(self) -> int:
+        """A handle no client can guess from those it holds: random over the handle's whole wire
+        width, not in use, never 0 or the root's. Handles were sequential, so a client could
+        count its way to the hidden upload (CREATE_TEMP) of another client and READ or WRITE it."""
+        while True:
+            fh = secrets.randbits(rpc.FH.size * 8)
+            if fh not in (0, rpc.ROOT_FH) and fh not in self._paths:
+                return fh
 
     def _forget(self, path: str) -> None:
         fh = self._handles.pop(path, None)
@@ -204,10 +267,10 @@ class FileLayer:
             new = dst + path[len(src):]
             self._handles[new] = fh
             self._paths[fh] = new
-            if path in self._temps:         # in a moved directory, or finished (RENAME of itself)
-                owner = self._temps.pop(path)
-                if path != src:
-                    self._temps[new] = owner
+            if path == src:                 # finished, if an upload: RENAME of itself
+                self._untrack(path)
+            elif path in self._temps:       # an upload in a moved directory: still one
+                self._temps[new] = self._temps.pop(path)
 
     def _inside(self, real: str) -> bool:
         return real == self.root or real.startswith(self.fs.prefix)
@@ -216,7 +279,8 @@ class FileLayer:
                temp: bool = False) -> tuple[str, str, int]:
         """(candidate path, resolved path, bytes consumed) for `dir_fh, name`, after every safety
         check. With `last` (the pair ends the arguments), bytes after the name are malformed.
-        An unfinished upload is named only with `temp` (REMOVE it, RENAME it into place)."""
+        An unfinished upload, or any upload's name, is named only with `temp` (REMOVE it, RENAME
+        it into place)."""
         (dir_fh,) = rpc.FH.unpack_from(args, 0)
         name, end = rpc.unpack_name(args, rpc.FH.size)
         if last:
@@ -241,6 +305,8 @@ class FileLayer:
             raise rpc.RpcError(rpc.ACCES, f"{name!r} is not served (the server's private key)")
         if not temp and (real in self._temps or candidate in self._temps):
             raise rpc.RpcError(rpc.ACCES, f"{name!r} is an unfinished upload (CREATE_TEMP)")
+        if not temp and UPLOAD_NAME.fullmatch(name):
+            raise rpc.RpcError(rpc.ACCES, f"{name!r} is reserved for unfinished uploads (CREATE_TEMP)")
         return candidate, real, end
 
     def _is_hidden_file(self, path: str) -> bool:
@@ -282,7 +348,7 @@ class FileLayer:
                     ftype = None
                 except FileNotFoundError:
                     ftype = None
-                if ftype is not None and os.path.join(dir_path, name) not in self._temps:
+                if ftype is not None and not UPLOAD_NAME.fullmatch(name):
                     entries.append((name, ftype))
                     used += len(name.encode("utf-8")) + 3
                 i += 1
@@ -345,15 +411,20 @@ class FileLayer:
     def _create_temp(self, xid: int, args) -> list:
         """A new empty file under a name the server picks, for an upload: hidden from READDIR
         and LOOKUP, and removed when its owner's connection ends, unless RENAMEd into place
-        first (then it is an ordinary file). Reply: fh, attr, name."""
+        first (then it is an ordinary file). Reply: fh, attr, name. A connection may have
+        MAX_TEMPS of them at once: beyond, DQUOT (it could fill the export with them)."""
         (dir_fh,) = rpc.unpack_args(rpc.FH, args)
+        if self._temp_count.get(self._owner, 0) >= rpc.MAX_TEMPS:
+            raise rpc.RpcError(rpc.DQUOT, f"{rpc.MAX_TEMPS} unfinished uploads (CREATE_TEMP) on this "
+                                          "connection already: RENAME or REMOVE one first")
         dir_path = self._path(dir_fh)
         if not stat.S_ISDIR(self.fs.lstat(dir_path).st_mode):
             raise rpc.RpcError(rpc.NOTDIR, "file handle is not a directory")
-        name = f".sfs-upload.{secrets.token_hex(8)}"
+        name = UPLOAD_PREFIX + secrets.token_hex(8)
         path = os.path.join(dir_path, name)
         fd = self._open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "CREATE_TEMP", 0o644)
         self._temps[path] = self._owner
+        self._temp_count[self._owner] = self._temp_count.get(self._owner, 0) + 1
         st = os.fstat(fd)
         self._durable(fd)
         self._fsync_dir(dir_path)
@@ -369,7 +440,7 @@ class FileLayer:
             self.cache.invalidate(st)
         self.fs.unlink(candidate)
         self._forget(candidate)
-        self._temps.pop(candidate, None)
+        self._untrack(candidate)
         self._fsync_dir(os.path.dirname(candidate))
         return [rpc.REP_HEAD.pack(xid, rpc.OK)]
 

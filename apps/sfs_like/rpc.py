@@ -1,7 +1,8 @@
 """The RPC messages carried inside sealed frames, in the spirit of NFSv3.
 
 Request: u32 xid | u8 procedure | arguments.   Reply: u32 xid | u8 status | results, or on an error
-status a UTF-8 message. File handles are opaque u64s issued by the server; the export root is 1.
+status a UTF-8 message. File handles are opaque u64s issued by the server, random (PROTOCOL.md);
+the export root is 1.
 Only the layout lives here: the file layer decides what the calls mean.
 """
 from __future__ import annotations
@@ -16,14 +17,17 @@ PROC_NAMES = {LOOKUP: "LOOKUP", GETATTR: "GETATTR", READDIR: "READDIR", READ: "R
               CREATE_TEMP: "CREATE_TEMP"}
 
 # statuses (errno values, as NFSv3 does)
-OK, NOENT, IO, ACCES, EXIST, NOTDIR, ISDIR, INVAL, FBIG, NAMETOOLONG, STALE, BADPROC = (
-    0, 2, 5, 13, 17, 20, 21, 22, 27, 63, 70, 99)
+OK, NOENT, IO, ACCES, EXIST, NOTDIR, ISDIR, INVAL, FBIG, NAMETOOLONG, DQUOT, STALE, BADPROC = (
+    0, 2, 5, 13, 17, 20, 21, 22, 27, 63, 69, 70, 99)
 STATUS_NAMES = {OK: "OK", NOENT: "NOENT", IO: "IO", ACCES: "ACCES", EXIST: "EXIST",
                 NOTDIR: "NOTDIR", ISDIR: "ISDIR", INVAL: "INVAL", FBIG: "FBIG",
-                NAMETOOLONG: "NAMETOOLONG", STALE: "STALE", BADPROC: "BADPROC"}
+                NAMETOOLONG: "NAMETOOLONG", DQUOT: "DQUOT", STALE: "STALE", BADPROC: "BADPROC"}
 
 ROOT_FH = 1
 MAX_OUTSTANDING = 64      # requests a client may have unanswered; the server disconnects beyond it
+# unfinished uploads (CREATE_TEMP files) one connection may have at once; beyond it CREATE_TEMP
+# gets DQUOT, so one client cannot fill the export and the server's memory with them
+MAX_TEMPS = 64
 FT_FILE, FT_DIR, FT_SYMLINK, FT_OTHER = 1, 2, 3, 4
 
 REQ_HEAD = struct.Struct(">IB")          # xid, proc

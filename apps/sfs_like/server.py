@@ -33,7 +33,7 @@ import runtime
 
 from . import colors as color_policy
 from . import heap, rpc
-from .filelayer import FileLayer
+from .filelayer import UPLOAD_PREFIX, FileLayer
 from .framing import MAX_FRAME, MAX_HANDSHAKE_FRAME, FrameError, FrameReader, frame
 from .handshake import READY, HandshakeError, refusal, server_respond
 from .keys import fingerprint, load_or_create
@@ -129,6 +129,8 @@ class Server:
         self.files = FileLayer(export, cache_bytes, sync_later=True,      # fsyncs on the crypto color
                                hidden=(os.path.realpath(key_path),),
                                hidden_ids=((key_st.st_dev, key_st.st_ino),))
+        log.info("stale uploads (%s*, left by a server killed mid-put) removed from the export: %d",
+                 UPLOAD_PREFIX, self.files.remove_stale_uploads())
         self.public = self.key.public_key().public_bytes_raw()
         self.fingerprint = fingerprint(self.public)
         unknown = set(suites) - set(SUITES)

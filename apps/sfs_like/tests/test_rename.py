@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import time
 
 import pytest
@@ -168,6 +169,51 @@ def test_an_unfinished_upload_is_not_listed_nor_looked_up_and_goes_with_its_conn
     assert _status(layer, rpc.req_getattr(8, fh))[0] == rpc.STALE
 
 
+def test_another_clients_upload_cannot_be_reached_by_counting_handles(layer):
+    """Handles were sequential: the upload one client made got the handle after the last one
+    issued, so another client could count from its own handles to it and READ or WRITE it."""
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    theirs, _ = _create_temp(layer, d, owner="conn 1")
+    _ok(layer, rpc.req_write_head(2, theirs, 0) + b"their upload")
+    mine = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(3, d, "f")))[0]
+    guesses = set(range(1000)) | {fh + i for fh in (d, mine) for i in range(-1000, 1000)}
+    for guess in guesses - {rpc.ROOT_FH, d, mine}:
+        if 0 <= guess < 1 << 64:
+            assert _status(layer, rpc.req_read(4, guess, 0, 100))[0] == rpc.STALE, guess
+    assert _read(layer, theirs) == b"their upload"
+
+
+def test_a_new_handle_is_random_and_never_zero_the_root_or_one_in_use(layer, monkeypatch):
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    draws = iter([0, rpc.ROOT_FH, d, (1 << 64) - 1])
+
+    def randbits(bits):
+        assert bits == 64                   # the handle's whole wire width
+        return next(draws)
+
+    monkeypatch.setattr(secrets, "randbits", randbits)
+    f = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(2, d, "f")))[0]
+    assert f == (1 << 64) - 1 and _read(layer, f) == b"old contents"
+    assert rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(3, rpc.ROOT_FH, "d")))[0] == d
+
+
+def test_upload_names_are_reserved(layer, tmp_path):
+    """Start-up removes every regular file with an upload's name, so no client may give a file
+    one (it would be removed at the next start), and one made behind the server's back is not
+    served either: LOOKUP, CREATE and RENAME onto it get ACCES, READDIR leaves it out."""
+    name = ".sfs-upload.0123456789abcdef"
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    (tmp_path / "export" / "d" / "g").write_bytes(b"a user's file")
+    for request in (rpc.req_lookup(2, d, name), rpc.req_create(3, d, name),
+                    rpc.req_rename(4, d, "g", d, name)):
+        status, text = _status(layer, request)
+        assert status == rpc.ACCES and b"reserved for unfinished uploads" in text, (status, text)
+    assert sorted(os.listdir(tmp_path / "export" / "d")) == ["f", "g"]
+    (tmp_path / "export" / "d" / name).write_bytes(b"made behind the server's back")
+    listed = rpc.unpack_entries(_ok(layer, rpc.req_readdir(5, d, 0)))[0]
+    assert listed == [("f", rpc.FT_FILE), ("g", rpc.FT_FILE)]
+
+
 def test_a_finished_upload_is_an_ordinary_file_with_the_replaced_files_permissions(layer, tmp_path):
     """`put` over a 0600 file made it 0644 (readable by every local user), over a 0755 script
     not executable: RENAME of a temporary over a regular file gives it that file's permission
@@ -183,6 +229,43 @@ def test_a_finished_upload_is_an_ordinary_file_with_the_replaced_files_permissio
         assert f.read_bytes() == b"new %o" % mode
         assert f.stat().st_mode & 0o7777 == mode & 0o777
         assert rpc.unpack_entries(_ok(layer, rpc.req_readdir(4, d, 0)))[0] == [("f", rpc.FT_FILE)]
+
+
+def test_a_connection_may_have_max_temps_unfinished_uploads_at_once(layer, tmp_path):
+    """CREATE_TEMP had no limit: one connection could make temporaries until the export (and the
+    server's table of them) was full. Beyond MAX_TEMPS it gets DQUOT; finishing (RENAME) or
+    removing one makes room again, and other connections are not affected."""
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    names = [_create_temp(layer, d, owner="conn 1")[1] for _ in range(rpc.MAX_TEMPS)]
+
+    def refused() -> bool:
+        reply = layer.handle(rpc.req_create_temp(2, d), "conn 1")[0]
+        status = rpc.REP_HEAD.unpack_from(reply)[1]
+        assert status in (rpc.OK, rpc.DQUOT), (status, bytes(reply[5:]))
+        return status == rpc.DQUOT and b"64 unfinished uploads" in reply
+
+    assert refused()
+    _create_temp(layer, d, owner="conn 2")
+    _ok(layer, rpc.req_rename(3, d, names[0], d, "done"))
+    assert not refused() and refused()
+    _ok(layer, rpc.req_remove(4, d, names[1]))
+    assert not refused() and refused()
+    layer.release("conn 1")
+    assert len(os.listdir(tmp_path / "export" / "d")) == 3          # f, done, conn 2's upload
+    assert not refused()
+
+
+def test_a_connection_refused_an_upload_goes_on_working(start_server, export):
+    srv = start_server(export)
+    with Client(srv.address) as c, Client(srv.address) as other:
+        for _ in range(rpc.MAX_TEMPS):
+            c.create_temp(rpc.ROOT_FH)
+        with pytest.raises(rpc.RpcError, match="DQUOT: 64 unfinished uploads") as refused:
+            c.create_temp(rpc.ROOT_FH)
+        assert refused.value.status == rpc.DQUOT
+        assert c.get("hello.txt") == b"hello, world\n"
+        other.put("hello.txt", b"replaced")
+        assert c.get("hello.txt") == b"replaced"
 
 
 def test_a_put_killed_mid_transfer_leaves_no_temporary_file(start_server, export):
@@ -211,3 +294,17 @@ def test_a_put_killed_mid_transfer_leaves_no_temporary_file(start_server, export
     while sorted(p.name for p in export.iterdir()) != ["doc", "hello.txt", "sub"]:
         assert time.monotonic() < deadline, sorted(p.name for p in export.iterdir())
         time.sleep(0.05)
+
+
+def test_a_server_killed_mid_put_removes_the_upload_when_it_starts_again(start_server, export):
+    srv = start_server(export)
+    with Client(srv.address) as c:
+        fh, name = c.create_temp(rpc.ROOT_FH)
+        c.write(fh, 0, b"half an upload")
+        srv.stop(kill=True)
+    assert (export / name).read_bytes() == b"half an upload"        # left, an ordinary file
+    again = start_server(export, key=srv.key)
+    assert sorted(p.name for p in export.iterdir()) == ["hello.txt", "sub"]
+    assert "killed mid-put) removed from the export: 1\n" in again.log()
+    with Client(again.address) as c:
+        assert sorted(name for name, _ in c.listdir()) == ["hello.txt", "sub"]

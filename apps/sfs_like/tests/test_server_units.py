@@ -375,3 +375,32 @@ def test_a_peer_gone_before_its_reply_is_sent_is_logged_as_leaving(tmp_path, exp
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not warnings, caplog.text
     assert "peer closed the connection" in caplog.text
+
+
+def test_start_up_removes_stale_uploads_and_nothing_else(tmp_path, export, caplog):
+    """A server killed mid-put left its `.sfs-upload.*` file, an ordinary file after a restart.
+    Start-up removes the regular files so named anywhere in the export; it follows no symlink
+    and leaves every other name, and every file that is not regular, alone."""
+    upload = ".sfs-upload.0123456789abcdef"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / upload).write_bytes(b"not the server's")
+    (export / "a" / "b").mkdir(parents=True)
+    for stale in (export / upload, export / "a" / "b" / upload):
+        stale.write_bytes(b"half an upload")
+    (export / "out").symlink_to(outside)                            # a directory outside
+    (export / "a" / upload).symlink_to(outside / upload)            # a symlink of that name
+    (export / "a" / "b" / ".sfs-upload.fedcba9876543210").mkdir()   # a directory of that name
+    os.mkfifo(export / ".sfs-upload.00000000ffffffff")              # a FIFO of that name
+    kept = {"hello.txt", ".sfs-upload.0123", ".sfs-upload.0123456789ABCDEF", "x" + upload,
+            upload + ".bak"}
+    for name in kept - {"hello.txt"}:
+        (export / name).write_bytes(b"a user's")
+    with caplog.at_level(logging.INFO, "sfs_like.server"):
+        make_server(tmp_path, export)
+    assert [r.getMessage() for r in caplog.records if "stale uploads" in r.getMessage()] == [
+        "stale uploads (.sfs-upload.*, left by a server killed mid-put) removed from the export: 2"]
+    assert {p.name for p in export.iterdir()} == kept | {"a", "out", ".sfs-upload.00000000ffffffff"}
+    assert sorted(p.name for p in (export / "a").iterdir()) == [upload, "b"]
+    assert os.listdir(export / "a" / "b") == [".sfs-upload.fedcba9876543210"]
+    assert (outside / upload).read_bytes() == b"not the server's"
