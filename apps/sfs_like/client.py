@@ -17,12 +17,14 @@ import os
 import signal
 import socket
 import stat
+import struct
 import sys
 
 from . import rpc
 from .framing import HEADER_SIZE, LENGTH, MAX_FRAME, MAX_IO, FrameError, frame
 from .handshake import READY, ClientHandshake, HandshakeError
 from .keys import ServerAddress
+from .rpc import ProtocolError
 from .suites import AuthError
 
 DEFAULT_BLOCK = 64 * 1024
@@ -35,12 +37,12 @@ def _check_io_size(proc: str, n: int) -> None:
         raise ValueError(f"{proc} of {n} bytes: the protocol allows 0..{MAX_IO} per request")
 
 
+def _fh_and_attr(body) -> tuple[int, rpc.Attr]:
+    return rpc.FH.unpack_from(body, 0)[0], rpc.Attr.unpack(body, rpc.FH.size)
+
+
 class StdoutClosed(Exception):
     """Whoever reads our standard output stopped (`cat FILE | head`): not an error of ours."""
-
-
-class ProtocolError(Exception):
-    """The server broke the protocol (bad frame, bad MAC, closed mid-reply)."""
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytearray:
@@ -151,26 +153,34 @@ class Client:
         except AuthError as exc:
             raise ProtocolError(f"reply failed verification: {exc}") from None
 
-    def call(self, xid: int, *parts) -> memoryview:
+    def call(self, xid: int, *parts, parse=memoryview):
+        """Send a request and return `parse(the results of its reply)`. Results that do not fit
+        their layout (cut short, a count running past the end, a name that is not UTF-8) are the
+        server breaking the protocol: ProtocolError, not a struct.error from deep inside."""
         self.send_request(*parts)
-        return rpc.parse_reply(self.recv_reply(), xid)
+        results = rpc.parse_reply(self.recv_reply(), xid)
+        try:
+            return parse(results)
+        except (struct.error, IndexError, ValueError, rpc.MalformedRequest) as exc:
+            proc = rpc.PROC_NAMES[parts[0][rpc.REQ_HEAD.size - 1]]
+            raise ProtocolError(f"malformed {proc} reply: {getattr(exc, 'message', exc)}") from None
 
     # ---- procedures
 
     def lookup(self, dir_fh: int, name: str) -> tuple[int, rpc.Attr]:
         xid = self.next_xid()
-        body = self.call(xid, rpc.req_lookup(xid, dir_fh, name))
-        return rpc.FH.unpack_from(body, 0)[0], rpc.Attr.unpack(body, rpc.FH.size)
+        return self.call(xid, rpc.req_lookup(xid, dir_fh, name), parse=_fh_and_attr)
 
     def getattr(self, fh: int) -> rpc.Attr:
         xid = self.next_xid()
-        return rpc.Attr.unpack(self.call(xid, rpc.req_getattr(xid, fh)))
+        return self.call(xid, rpc.req_getattr(xid, fh), parse=rpc.Attr.unpack)
 
     def readdir(self, fh: int) -> list[tuple[str, int]]:
         entries, cookie = [], 0
         while True:
             xid = self.next_xid()
-            chunk, eof, cookie = rpc.unpack_entries(self.call(xid, rpc.req_readdir(xid, fh, cookie)))
+            chunk, eof, cookie = self.call(xid, rpc.req_readdir(xid, fh, cookie),
+                                           parse=rpc.unpack_entries)
             entries.extend(chunk)
             if eof:
                 return entries
@@ -178,25 +188,25 @@ class Client:
     def read(self, fh: int, offset: int, count: int) -> tuple[bytes, bool]:
         _check_io_size("READ", count)
         xid = self.next_xid()
-        body = self.call(xid, rpc.req_read(xid, fh, offset, count))
-        return bytes(body[1:]), body[0] == 1
+        return self.call(xid, rpc.req_read(xid, fh, offset, count),
+                         parse=lambda body: (bytes(body[1:]), body[0] == 1))
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         _check_io_size("WRITE", len(data))
         xid = self.next_xid()
-        body = self.call(xid, rpc.req_write_head(xid, fh, offset), data)
-        return rpc.U32.unpack_from(body, 0)[0]
+        return self.call(xid, rpc.req_write_head(xid, fh, offset), data,
+                         parse=lambda body: rpc.U32.unpack_from(body, 0)[0])
 
     def create(self, dir_fh: int, name: str) -> int:
         xid = self.next_xid()
-        return rpc.FH.unpack_from(self.call(xid, rpc.req_create(xid, dir_fh, name)), 0)[0]
+        return self.call(xid, rpc.req_create(xid, dir_fh, name), parse=_fh_and_attr)[0]
 
     def create_temp(self, dir_fh: int) -> tuple[int, str]:
         """A hidden file for an upload, removed by the server if this connection ends before it
         is RENAMEd into place: (fh, the name the server gave it)."""
         xid = self.next_xid()
-        body = self.call(xid, rpc.req_create_temp(xid, dir_fh))
-        return rpc.FH.unpack_from(body, 0)[0], rpc.unpack_name(body, rpc.FH.size + rpc.ATTR.size)[0]
+        return self.call(xid, rpc.req_create_temp(xid, dir_fh), parse=lambda body: (
+            _fh_and_attr(body)[0], rpc.unpack_name(body, rpc.FH.size + rpc.ATTR.size)[0]))
 
     def remove(self, dir_fh: int, name: str) -> None:
         xid = self.next_xid()
@@ -208,7 +218,7 @@ class Client:
 
     def stats(self) -> dict:
         xid = self.next_xid()
-        return json.loads(bytes(self.call(xid, rpc.req_stats(xid))))
+        return self.call(xid, rpc.req_stats(xid), parse=lambda body: json.loads(bytes(body)))
 
     # ---- paths
 

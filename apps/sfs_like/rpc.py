@@ -52,6 +52,11 @@ class MalformedRequest(RpcError):
         super().__init__(INVAL, message)
 
 
+class ProtocolError(Exception):
+    """The server broke the protocol (a bad frame or MAC, a reply to another request, results
+    that do not fit their layout, a close mid-reply): the connection cannot be trusted further."""
+
+
 @dataclass(frozen=True)
 class Attr:
     type: int
@@ -156,12 +161,14 @@ def rep_malformed(xid: int, proc: int, message: str) -> bytes:
 
 
 def parse_reply(data: bytes, xid: int) -> memoryview:
-    """The result bytes of a reply to `xid`; RpcError if the server answered with an error."""
+    """The result bytes of a reply to `xid`; RpcError if the server answered with an error,
+    ProtocolError if this is no reply to `xid` (not a status the server gave: the stream is out
+    of step, and the next reply read would be another request's too)."""
     if len(data) < REP_HEAD.size:
-        raise RpcError(IO, "reply shorter than its header")
+        raise ProtocolError(f"reply of {len(data)} bytes is shorter than its header")
     got_xid, status = REP_HEAD.unpack_from(data, 0)
     if got_xid != xid:
-        raise RpcError(IO, f"reply for xid {got_xid}, expected {xid}")
+        raise ProtocolError(f"reply for xid {got_xid}, expected {xid}")
     body = memoryview(data)[REP_HEAD.size:]
     if status != OK:
         raise RpcError(status, bytes(body).decode("utf-8", "replace"))

@@ -1,0 +1,50 @@
+"""The client against a broken or hostile server (fakeserver.py: the real handshake, then bad
+replies): every failure is one line of error, status 1, and `get` leaves nothing behind."""
+from __future__ import annotations
+
+import pytest
+
+from apps.sfs_like import rpc
+from apps.sfs_like.framing import LENGTH
+
+from .fakeserver import FILE, FakeServer, Raw, ok
+from .test_client_cli import client, one_line_error
+
+
+def _get_fails(tmp_path, answers: dict, says: str, *args) -> None:
+    """`get f DEST` fails with `says` on one line, and DEST's folder stays empty."""
+    dest = tmp_path / "down"
+    dest.mkdir()
+    with FakeServer(answers) as server:
+        proc = client(*args, server.address, "get", "f", str(dest / "f"))
+    one_line_error(proc, says)
+    assert proc.returncode == 1
+    assert list(dest.iterdir()) == []
+
+
+@pytest.mark.parametrize("answers, says", [
+    ({rpc.LOOKUP: lambda xid, args: ok(xid, b"\0")}, "error: malformed LOOKUP reply: unpack_from"),
+    ({rpc.READ: lambda xid, args: ok(xid)}, "error: malformed READ reply"),
+    ({rpc.READ: lambda xid, args: ok(xid + 1, b"\1")}, "error: reply for xid 3, expected 2"),
+    ({rpc.READ: lambda xid, args: [Raw(b"\0\0\0"), None]}, "server closed the connection (3 of 4 bytes"),
+    ({rpc.READ: lambda xid, args: b"\0\0"}, "error: reply of 2 bytes is shorter than its header"),
+    ({rpc.READ: lambda xid, args: Raw(LENGTH.pack(0xFFFF_FFF0))},
+     "error: server announced a 4294967280-byte frame, the limit is 263168"),
+    ({rpc.READ: lambda xid, args: Raw(LENGTH.pack(40) + b"x" * 40)},
+     "error: reply failed verification: bad MAC on frame 2"),
+    ({rpc.READ: lambda xid, args: None}, "error: server closed the connection (0 of 4 bytes"),
+])
+def test_a_reply_that_breaks_the_protocol_is_one_line_of_error(tmp_path, answers, says):
+    """A reply cut short, for another xid, oversized, forged or missing: 'malformed' replies
+    were struct.error and IndexError tracebacks, and a wrong xid passed for the server's IO
+    status."""
+    _get_fails(tmp_path, answers, says)
+
+
+@pytest.mark.parametrize("entries", [b"\0\0", rpc.U32.pack(1) + b"\1" + rpc.U32.pack(10**9),
+                                     rpc.pack_entries([("f", 1)], True, 1)[:-1]])
+def test_a_malformed_readdir_reply_is_one_line_of_error(entries):
+    with FakeServer({rpc.READDIR: lambda xid, args: ok(xid, entries)}) as server:
+        proc = client(server.address, "ls")
+    one_line_error(proc, "error: malformed READDIR reply")
+    assert proc.stdout == ""
