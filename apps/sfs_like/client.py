@@ -188,8 +188,11 @@ class Client:
     def read(self, fh: int, offset: int, count: int) -> tuple[bytes, bool]:
         _check_io_size("READ", count)
         xid = self.next_xid()
-        return self.call(xid, rpc.req_read(xid, fh, offset, count),
-                         parse=lambda body: (bytes(body[1:]), body[0] == 1))
+        data, eof = self.call(xid, rpc.req_read(xid, fh, offset, count),
+                              parse=lambda body: (bytes(body[1:]), body[0] == 1))
+        if len(data) > count:
+            raise ProtocolError(f"READ of {count} bytes at {offset} returned {len(data)}")
+        return data, eof
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         _check_io_size("WRITE", len(data))
@@ -242,9 +245,12 @@ class Client:
         return fh, parts[-1]
 
     def read_file(self, path: str, block: int = DEFAULT_BLOCK):
-        """Yield the file's bytes in READ-sized pieces, until the server says EOF."""
+        """Yield the file's bytes in READ-sized pieces, until the server says EOF. A server that
+        never says it would have this read forever, so data past the file's size is checked
+        against GETATTR (asked only then: the file may have grown since) and is an error if the
+        size does not cover it."""
         fh = self.walk(path)
-        offset = 0
+        offset = size = 0
         while True:
             data, eof = self.read(fh, offset, block)
             offset += len(data)
@@ -254,6 +260,11 @@ class Client:
                 return
             if not data:
                 raise ProtocolError(f"READ at {offset} returned nothing but no EOF")
+            if offset > size:
+                size = self.getattr(fh).size
+                if offset > size:
+                    raise ProtocolError(f"READs went on to byte {offset} without EOF, past the "
+                                        f"file's size ({size} bytes by GETATTR)")
 
     def get(self, path: str, block: int = DEFAULT_BLOCK) -> bytes:
         return b"".join(self.read_file(path, block))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apps.sfs_like import rpc
+from apps.sfs_like.client import Client
 from apps.sfs_like.framing import LENGTH
 
 from .fakeserver import FILE, FakeServer, Raw, ok
@@ -48,3 +49,35 @@ def test_a_malformed_readdir_reply_is_one_line_of_error(entries):
         proc = client(server.address, "ls")
     one_line_error(proc, "error: malformed READDIR reply")
     assert proc.stdout == ""
+
+
+def _endless(xid, args):
+    """READ's reply from a server that never says EOF: all the bytes asked for, every time."""
+    return ok(xid, b"\0" + b"x" * rpc.READ_ARGS.unpack(args)[2])
+
+
+@pytest.mark.parametrize("answers, says", [
+    ({rpc.READ: lambda xid, args: ok(xid, b"\0" + b"x" * 100)}, "error: READ of 4 bytes at 0 returned 100"),
+    ({rpc.READ: _endless}, "error: READs went on to byte 12 without EOF, past the file's size "
+                           "(10 bytes by GETATTR)"),
+    ({rpc.READ: _endless, rpc.GETATTR: lambda xid, args: ok(xid)}, "error: malformed GETATTR reply"),
+])
+def test_a_read_that_would_never_end_is_one_line_of_error(tmp_path, answers, says):
+    """More bytes than asked, or READs without EOF past the size GETATTR gives, had `get` fill
+    the disk (and the library's get() the memory) for as long as the server liked."""
+    _get_fails(tmp_path, answers, says, "--block", "4")
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_to_its_end():
+    """Data past the size first heard is fine when GETATTR then says the file has grown."""
+    sizes = iter([6, 12])
+    data = b"abcdefghijkl"
+
+    def read(xid, args):
+        _, offset, count = rpc.READ_ARGS.unpack(args)
+        return ok(xid, bytes([offset + count >= len(data)]) + data[offset:offset + count])
+
+    answers = {rpc.READ: read, rpc.GETATTR: lambda xid, args: ok(
+        xid, rpc.Attr(rpc.FT_FILE, 0o644, next(sizes), 0).pack())}
+    with FakeServer(answers) as server, Client(server.address) as c:
+        assert c.get("f", block=4) == data
