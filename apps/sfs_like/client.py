@@ -176,14 +176,19 @@ class Client:
         return self.call(xid, rpc.req_getattr(xid, fh), parse=rpc.Attr.unpack)
 
     def readdir(self, fh: int) -> list[tuple[str, int]]:
+        """Every entry, one READDIR after another. A reply without EOF must move the cookie on
+        (PROTOCOL.md): one that did not had this loop ask for the same entries forever."""
         entries, cookie = [], 0
         while True:
             xid = self.next_xid()
-            chunk, eof, cookie = self.call(xid, rpc.req_readdir(xid, fh, cookie),
-                                           parse=rpc.unpack_entries)
+            chunk, eof, after = self.call(xid, rpc.req_readdir(xid, fh, cookie),
+                                          parse=rpc.unpack_entries)
             entries.extend(chunk)
             if eof:
                 return entries
+            if after <= cookie:
+                raise ProtocolError(f"READDIR from cookie {cookie} goes on from {after}, not further")
+            cookie = after
 
     def read(self, fh: int, offset: int, count: int) -> tuple[bytes, bool]:
         _check_io_size("READ", count)

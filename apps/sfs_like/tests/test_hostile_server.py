@@ -81,3 +81,16 @@ def test_a_file_that_grows_while_it_is_read_is_read_to_its_end():
         xid, rpc.Attr(rpc.FT_FILE, 0o644, next(sizes), 0).pack())}
     with FakeServer(answers) as server, Client(server.address) as c:
         assert c.get("f", block=4) == data
+
+
+@pytest.mark.parametrize("after", [0, 5])
+def test_a_readdir_whose_cookie_does_not_move_on_is_one_line_of_error(after):
+    """`ls` asked for the same entries forever (and kept every copy) when a reply without EOF
+    gave back the cookie it was asked from, or one before it."""
+    def readdir(xid, args):
+        cookie = rpc.READDIR_ARGS.unpack(args)[1]
+        return ok(xid, rpc.pack_entries([("f", rpc.FT_FILE)], False, after if cookie else 5))
+
+    with FakeServer({rpc.READDIR: readdir}) as server:
+        proc = client(server.address, "ls")
+    one_line_error(proc, f"error: READDIR from cookie 5 goes on from {after}, not further")
