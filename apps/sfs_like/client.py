@@ -202,8 +202,11 @@ class Client:
     def write(self, fh: int, offset: int, data: bytes) -> int:
         _check_io_size("WRITE", len(data))
         xid = self.next_xid()
-        return self.call(xid, rpc.req_write_head(xid, fh, offset), data,
-                         parse=lambda body: rpc.U32.unpack_from(body, 0)[0])
+        count = self.call(xid, rpc.req_write_head(xid, fh, offset), data,
+                          parse=lambda body: rpc.U32.unpack_from(body, 0)[0])
+        if count != len(data):      # the server writes all or fails: a put must not lose the rest
+            raise ProtocolError(f"WRITE of {len(data)} bytes at {offset}: the server says it wrote {count}")
+        return count
 
     def create(self, dir_fh: int, name: str) -> int:
         xid = self.next_xid()

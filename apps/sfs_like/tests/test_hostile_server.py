@@ -94,3 +94,14 @@ def test_a_readdir_whose_cookie_does_not_move_on_is_one_line_of_error(after):
     with FakeServer({rpc.READDIR: readdir}) as server:
         proc = client(server.address, "ls")
     one_line_error(proc, f"error: READDIR from cookie 5 goes on from {after}, not further")
+
+
+def test_a_write_the_server_did_only_in_part_fails_the_put_before_its_rename(tmp_path):
+    """A WRITE reply counting fewer bytes than were sent was ignored: the put renamed a short
+    file over FILE and said nothing. Now it fails, and removes its temporary file."""
+    local = tmp_path / "up"
+    local.write_bytes(b"12345")
+    with FakeServer({rpc.WRITE: lambda xid, args: ok(xid, rpc.U32.pack(1) + FILE.pack())}) as server:
+        proc = client(server.address, "put", str(local), "f")
+    one_line_error(proc, "error: WRITE of 5 bytes at 0: the server says it wrote 1")
+    assert server.requests == [rpc.CREATE_TEMP, rpc.WRITE, rpc.REMOVE]
