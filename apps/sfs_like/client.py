@@ -344,8 +344,11 @@ _TYPE_MARK = {rpc.FT_FILE: "", rpc.FT_DIR: "/", rpc.FT_SYMLINK: "@", rpc.FT_OTHE
 def _shown(name: str) -> str:
     """How `ls` prints a name: as it is, or, when it is not printable or holds a quote or a
     backslash, as a Python string literal, so that each line is one name ("a\nb" printed raw
-    looked like two files) and no raw name can pass for a quoted one."""
-    if name.isprintable() and not any(c in name for c in "'\"\\"):
+    looked like two files) and no raw name can pass for a quoted one. So are names no file can
+    have, which only a broken server sends: '', '.', '..' and any with a '/' ("d/" printed raw
+    passed for a directory d, "a/b" for a path)."""
+    if (name.isprintable() and not any(c in name for c in "'\"\\/")
+            and name not in ("", ".", "..")):
         return name
     return repr(name)
 

@@ -105,3 +105,16 @@ def test_a_write_the_server_did_only_in_part_fails_the_put_before_its_rename(tmp
         proc = client(server.address, "put", str(local), "f")
     one_line_error(proc, "error: WRITE of 5 bytes at 0: the server says it wrote 1")
     assert server.requests == [rpc.CREATE_TEMP, rpc.WRITE, rpc.REMOVE]
+
+
+def test_ls_quotes_names_no_file_can_have():
+    """Names with a '/', empty, '.' or '..' (which no real entry has) were printed raw: "d/"
+    looked like a directory d, "a/b" like a path and '' like nothing at all. NUL and newlines
+    were quoted already."""
+    names = ["a/b", "d/", "", ".", "..", "x\0y", "n\nl", "plain"]
+    entries = rpc.pack_entries([(name, rpc.FT_FILE) for name in names], True, len(names))
+    with FakeServer({rpc.READDIR: lambda xid, args: ok(xid, entries)}) as server:
+        proc = client(server.address, "ls")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["'a/b'", "'d/'", "''", "'.'", "'..'", "'x\\x00y'",
+                                        "'n\\nl'", "plain"]
