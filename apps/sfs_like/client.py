@@ -353,6 +353,14 @@ def _shown(name: str) -> str:
     return repr(name)
 
 
+def _one_line(text: str, limit: int = 1000) -> str:
+    """An error as one line of printable text, at most `limit` characters: the server chooses
+    an error reply's message (and a refusal's reason), newlines and terminal escapes included,
+    and it may be a whole frame long."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _to_stdout(pieces) -> None:
     """Write `pieces` to standard output; StdoutClosed when its reader has gone away (EPIPE
     from a socket is the server's doing and stays an OSError)."""
@@ -466,7 +474,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:         # Ctrl-C: what was being written is removed already
         return 128 + signal.SIGINT
     except (rpc.RpcError, HandshakeError, ProtocolError, FrameError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     return 0
 

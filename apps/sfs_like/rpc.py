@@ -42,7 +42,7 @@ class RpcError(Exception):
     """A request the server answers with an error status (the connection stays open)."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{STATUS_NAMES.get(status, status)}: {message}")
+        super().__init__(f"{STATUS_NAMES.get(status, f'status {status}')}: {message}")
         self.status = status
         self.message = message
 

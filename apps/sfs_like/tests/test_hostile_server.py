@@ -118,3 +118,14 @@ def test_ls_quotes_names_no_file_can_have():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["'a/b'", "'d/'", "''", "'.'", "'..'", "'x\\x00y'",
                                         "'n\\nl'", "plain"]
+
+
+@pytest.mark.parametrize("message, says", [
+    ("weird\nsecond line\x1b[2J", "error: status 200: weird\\nsecond line\\x1b[2J\n"),
+    ("x" * 200_000, "error: status 200: " + "x" * (1000 - len("status 200: ")) + "...\n"),
+])
+def test_an_error_message_of_the_servers_is_one_line_of_printable_text(tmp_path, message, says):
+    """An error reply's message was printed as it came: its newlines made more lines, its
+    terminal escapes reached the terminal, and it could be a frame (256 KiB) long."""
+    error = lambda xid, args: rpc.REP_HEAD.pack(xid, 200) + message.encode()
+    _get_fails(tmp_path, {rpc.LOOKUP: error}, says)
