@@ -441,6 +441,8 @@ def main(argv=None) -> int:
     p.add_argument("--suite", default="sfs2003", choices=("sfs2003", "modern"))
     p.add_argument("--block", type=int_in(1, MAX_IO, " (the server's READ limit, 256 KiB)"),
                    default=DEFAULT_BLOCK, help="READ size in bytes")
+    p.add_argument("--timeout", type=int_in(1, 86400), default=30, metavar="SECONDS",
+                   help="give up when the server sends nothing for this long (default 30)")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("ls").add_argument("path", nargs="?", default="")
     sub.add_parser("cat").add_argument("path")
@@ -456,7 +458,7 @@ def main(argv=None) -> int:
         signal.signal(signum, _exit_on_signal)
     try:
         target = _local_target(args.path, args.local) if args.cmd == "get" else None
-        with Client(args.server, args.suite) as c:
+        with Client(args.server, args.suite, timeout=args.timeout) as c:
             if args.cmd == "ls":
                 _to_stdout(f"{_shown(name)}{_TYPE_MARK.get(ftype, '?')}\n".encode("utf-8", "surrogateescape")
                            for name, ftype in c.listdir(args.path))
@@ -473,6 +475,9 @@ def main(argv=None) -> int:
         return _stdout_gone()
     except KeyboardInterrupt:         # Ctrl-C: what was being written is removed already
         return 128 + signal.SIGINT
+    except TimeoutError:              # said as 'timed out': by whom, how long, and what to change
+        print(f"error: the server sent nothing for {args.timeout} s (--timeout)", file=sys.stderr)
+        return 1
     except (rpc.RpcError, HandshakeError, ProtocolError, FrameError, OSError, ValueError) as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 1

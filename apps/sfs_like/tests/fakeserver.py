@@ -4,7 +4,8 @@ the client trusts it), then answers each request as the test says, however wrong
 `FakeServer(answers)`: `answers` maps a procedure number to `answer(xid, args)`, which returns
 the reply's plaintext (sealed here, as a real server would), `Raw(bytes)` to send bytes as they
 are (a bad length prefix, a torn frame, a forged MAC), None to close the connection, or a list
-of these to do in turn. An answer may block on `server.stopping` to stall. Procedures not in `answers` get `honest`'s
+of these to do in turn. `server.stall` is an answer that never comes (the request is
+in `server.stalled` meanwhile). Procedures not in `answers` get `honest`'s
 replies about one file of `SIZE` bytes, so a test changes only the reply it attacks.
 """
 from __future__ import annotations
@@ -59,6 +60,7 @@ class FakeServer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}:{fingerprint(self.public)}"
         self.stopping = threading.Event()
+        self.stalled = threading.Event()       # a request is being stalled
         self.requests: list[int] = []          # the procedures asked for, in order
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -89,6 +91,11 @@ class FakeServer:
                                      else b"".join(channel.send.seal([reply])))
             except Exception:                  # the client left, or gave up on us
                 return
+
+    def stall(self, xid: int, args) -> None:
+        """An answer that waits for the test to end, then closes the connection."""
+        self.stalled.set()
+        self.stopping.wait()
 
     def close(self) -> None:
         self.stopping.set()

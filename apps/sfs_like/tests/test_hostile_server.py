@@ -129,3 +129,21 @@ def test_an_error_message_of_the_servers_is_one_line_of_printable_text(tmp_path,
     terminal escapes reached the terminal, and it could be a frame (256 KiB) long."""
     error = lambda xid, args: rpc.REP_HEAD.pack(xid, 200) + message.encode()
     _get_fails(tmp_path, {rpc.LOOKUP: error}, says)
+
+
+def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout(tmp_path):
+    """It was 30 s, fixed, and then 'error: timed out', which did not say who or how long."""
+    with FakeServer() as server:
+        server.answers[rpc.READ] = server.stall
+        dest = tmp_path / "down"
+        dest.mkdir()
+        proc = client("--timeout", "1", server.address, "get", "f", str(dest / "f"))
+        one_line_error(proc, "error: the server sent nothing for 1 s (--timeout)")
+        assert list(dest.iterdir()) == []
+        local = tmp_path / "up"
+        local.write_bytes(b"up")
+        server.answers[rpc.WRITE] = server.stall
+        proc = client("--timeout", "1", server.address, "put", str(local), "f")
+        one_line_error(proc, "error: the server sent nothing for 1 s (--timeout)")
+        # The put's temporary file is removed over a new connection: the old one is out of step.
+        assert server.requests[-3:] == [rpc.CREATE_TEMP, rpc.WRITE, rpc.REMOVE]
