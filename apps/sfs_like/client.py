@@ -390,15 +390,19 @@ def _exit_on_signal(signum, frame) -> None:
 def _local_target(remote: str, local: str | None) -> str:
     """Where `get REMOTE [LOCAL]` writes, as cp decides: LOCAL, or REMOTE's base name inside LOCAL
     when LOCAL is a directory (or in the current one when LOCAL is not given). LOCAL ending in '/'
-    must be an existing directory: NotADirectoryError, before anything is downloaded."""
+    must be an existing directory: NotADirectoryError, before anything is downloaded. A base name
+    of '', '.' or '..' (`get sub/..`) names a directory above or at LOCAL, not a file in it: the
+    download went beside that directory (its temporary file outside LOCAL), so it is refused."""
     name = os.path.basename(remote.rstrip("/"))
-    if not local:
-        return name
-    if os.path.isdir(local):
-        return os.path.join(local, name)
-    if local.endswith("/"):
-        raise NotADirectoryError(f"{local!r}: no such directory")
-    return local
+    if local and not os.path.isdir(local):
+        if local.endswith("/"):
+            raise NotADirectoryError(f"{local!r}: no such directory")
+        return local
+    if name in ("", ".", ".."):
+        where = repr(local) if local else "the current folder"
+        raise ValueError(f"{remote!r} ends in no file name to save under in {where}: "
+                         "give LOCAL as a file name")
+    return os.path.join(local, name) if local else name
 
 
 def _download(pieces, local: str) -> None:

@@ -147,3 +147,19 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout(tmp_path
         one_line_error(proc, "error: the server sent nothing for 1 s (--timeout)")
         # The put's temporary file is removed over a new connection: the old one is out of step.
         assert server.requests[-3:] == [rpc.CREATE_TEMP, rpc.WRITE, rpc.REMOVE]
+
+
+@pytest.mark.parametrize("remote, local", [("sub/..", None), ("..", "."), ("sub/.", None), ("/", None)])
+def test_get_of_a_name_that_is_no_file_name_writes_nothing_outside(tmp_path, remote, local):
+    """`get sub/..` made its temporary file beside the current folder, outside it, and tried to
+    rename it over the folder (a server that answers for '..' sent its data there too). Now it
+    is refused before connecting; with LOCAL naming a file it is the server's to refuse."""
+    here = tmp_path / "top" / "here"
+    here.mkdir(parents=True)
+    with FakeServer() as server:
+        proc = client(server.address, "get", remote, *([local] if local else []), cwd=here)
+        assert server.requests == []
+        one_line_error(proc, f"error: {remote!r} ends in no file name to save under in ")
+        assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+        proc = client(server.address, "get", remote, "named", cwd=here)
+        assert proc.returncode == 0 and (here / "named").read_bytes() == b"0123456789"
