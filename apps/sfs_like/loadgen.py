@@ -37,6 +37,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 
 from . import rpc
 from .client import Client, ProtocolError
@@ -217,23 +218,24 @@ class ReaderThread(threading.Thread):
             _fail(self, exc)
 
     def _loop(self, client: Client, fh: int, span: int) -> None:
+        """READs, `depth` at a time. Each reply must answer the oldest READ outstanding (replies
+        come in request order) with all of its bytes: a reply to no READ of ours, repeated or
+        of another length was counted as file data."""
         block, offset = self.block, 0
-        outstanding = 0
+        xids = deque()              # of the READs outstanding, oldest first
         while True:
-            while outstanding < self.depth and not self.stop:
-                xid = client.next_xid()
-                client.send_request(rpc.req_read(xid, fh, offset, block))
+            while len(xids) < self.depth and not self.stop:
+                xids.append(client.next_xid())
+                client.send_request(rpc.req_read(xids[-1], fh, offset, block))
                 offset = (offset + block) % span
-                outstanding += 1
-            if outstanding == 0:
+            if not xids:
                 return
-            reply = client.recv_reply()
-            if len(reply) != rpc.READ_REPLY_HEAD.size + block or reply[4] != rpc.OK:
-                raise ProtocolError(f"unexpected READ reply of {len(reply)} bytes, status {reply[4]}")
+            results = rpc.parse_reply(client.recv_reply(), xids.popleft())   # eof | data
+            if len(results) != 1 + block:
+                raise ProtocolError(f"READ of {block} bytes answered with {len(results) - 1}")
             now = time.perf_counter()
             self.max_gap = max(self.max_gap, now - self.last_reply)
             self.last_reply = now
-            outstanding -= 1
             self.replies += 1
             self.bytes += block
 

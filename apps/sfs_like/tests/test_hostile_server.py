@@ -2,12 +2,17 @@
 replies): every failure is one line of error, status 1, and `get` leaves nothing behind."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from apps.sfs_like import rpc
 from apps.sfs_like.client import Client
 from apps.sfs_like.framing import LENGTH
 
+from .conftest import REPO
 from .fakeserver import FILE, FakeServer, Raw, ok
 from .test_client_cli import client, one_line_error
 
@@ -163,3 +168,46 @@ def test_get_of_a_name_that_is_no_file_name_writes_nothing_outside(tmp_path, rem
         assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
         proc = client(server.address, "get", remote, "named", cwd=here)
         assert proc.returncode == 0 and (here / "named").read_bytes() == b"0123456789"
+
+
+# ---- the load generator
+
+BIG = rpc.Attr(rpc.FT_FILE, 0o644, 4096, 0)
+COUNTERS = {"reads": 0, "read_bytes": 0, "seal_s": 0, "send_s": 0, "cpu_s": 0, "busy_s": 0,
+            "steals": 0, "loop_errors": 0, "colors": "off", "workers": 1, "layer_time_s": {}}
+
+
+def _load_against(answers: dict, *args):
+    """`loadgen` for 0.2 s against a fake server of a 4 KiB file whose READs and STATS are
+    honest unless `answers` says otherwise."""
+    honest_load = {
+        rpc.GETATTR: lambda xid, args: ok(xid, BIG.pack()),
+        rpc.READ: lambda xid, args: ok(xid, b"\0" + bytes(rpc.READ_ARGS.unpack(args)[2])),
+        rpc.STATS: lambda xid, args: ok(xid, json.dumps(COUNTERS).encode()),
+    }
+    with FakeServer({**honest_load, **answers}) as server:
+        return subprocess.run([sys.executable, "-m", "apps.sfs_like.loadgen", server.address,
+                               "--path", "f", "--block", "1024", "--clients", "1", "--warmup", "0",
+                               "--duration", "0.2", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_the_load_generator_against_an_honest_fake_measures():
+    proc = _load_against({})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["mb_per_s"] > 0
+
+
+@pytest.mark.parametrize("answers, says", [
+    ({rpc.READ: lambda xid, args: ok(xid + 1, b"\0" + bytes(1024))},
+     "error: load failed after 0 READs had completed: reply for xid 4, expected 3"),
+    ({rpc.READ: lambda xid, args: ok(xid, b"\0" + bytes(1000))},
+     "error: load failed after 0 READs had completed: READ of 1024 bytes answered with 1000"),
+])
+def test_the_load_generator_reports_a_broken_server_as_an_error(answers, says):
+    """The decrypting clients counted any reply of the right length as file data (another
+    xid's, a repeated one)."""
+    proc = _load_against(answers)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr, proc.stderr
