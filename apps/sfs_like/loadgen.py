@@ -425,9 +425,10 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
             stats1, bytes1, t1 = control.stats(), sum(t.bytes for t in threads), time.perf_counter()
             max_gap = max(max(t.max_gap, t1 - t.last_reply) for t in threads)
             cpu1 = os.times()
-    except (ProtocolError, OSError) as exc:
+    except (ProtocolError, OSError, rpc.RpcError) as exc:
         # A server that goes away mid-run fails the load threads and then the control connection's
-        # STATS; that one escaped as a traceback. Report it below, with the load threads' error.
+        # STATS; that one escaped as a traceback (as did an error status in reply to STATS).
+        # Report it below, with the load threads' error.
         lost = exc
     for t in threads:
         t.stop = True
@@ -437,31 +438,35 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
     if failed:
         raise RuntimeError(f"load failed after {sum(t.replies for t in threads)} READs had "
                            f"completed: {_describe(failed[0])}") from failed[0]
-    elapsed = t1 - t0
-    reads = stats1["reads"] - stats0["reads"]
-    per_read = (lambda key: (stats1[key] - stats0[key]) / reads if reads else float("nan"))
-    return {
-        "suite": suite, "block": block, "clients": clients, "depth": depth, "client_decrypts": decrypt,
-        "client_sched": "batch" if os.sched_getscheduler(0) == os.SCHED_BATCH else "normal",
-        "seconds": elapsed,
-        "mb_per_s": (bytes1 - bytes0) / elapsed / 1e6,
-        "max_gap_ms": 1e3 * max_gap,
-        "server_reads": reads,
-        "server_mb_per_s": (stats1["read_bytes"] - stats0["read_bytes"]) / elapsed / 1e6,
-        "crypto_s_per_read": per_read("seal_s"),
-        "send_s_per_read": per_read("send_s"),
-        "server_cpu_s_per_read": per_read("cpu_s"),
-        "server_busy_s_per_read": per_read("busy_s"),
-        "server_cpu_util": (stats1["cpu_s"] - stats0["cpu_s"]) / elapsed,
-        "client_cpu_util": ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed,
-        "server_colors": stats1["colors"], "server_workers": stats1["workers"],
-        "server_steals": stats1["steals"] - stats0["steals"],
-        "server_loop_errors": stats1["loop_errors"],
-        "server_layers": {layer: {"callbacks": v[0] - stats0["layer_time_s"].get(layer, [0, 0, 0])[0],
-                                  "busy_s": v[1] - stats0["layer_time_s"].get(layer, [0, 0, 0])[1],
-                                  "queue_wait_s": v[2] - stats0["layer_time_s"].get(layer, [0, 0, 0])[2]}
-                          for layer, v in stats1["layer_time_s"].items()},
-    }
+    try:    # the server's STATS go into the report unchecked: one it has not sent is its fault
+        elapsed = t1 - t0
+        reads = stats1["reads"] - stats0["reads"]
+        per_read = (lambda key: (stats1[key] - stats0[key]) / reads if reads else float("nan"))
+        return {
+            "suite": suite, "block": block, "clients": clients, "depth": depth, "client_decrypts": decrypt,
+            "client_sched": "batch" if os.sched_getscheduler(0) == os.SCHED_BATCH else "normal",
+            "seconds": elapsed,
+            "mb_per_s": (bytes1 - bytes0) / elapsed / 1e6,
+            "max_gap_ms": 1e3 * max_gap,
+            "server_reads": reads,
+            "server_mb_per_s": (stats1["read_bytes"] - stats0["read_bytes"]) / elapsed / 1e6,
+            "crypto_s_per_read": per_read("seal_s"),
+            "send_s_per_read": per_read("send_s"),
+            "server_cpu_s_per_read": per_read("cpu_s"),
+            "server_busy_s_per_read": per_read("busy_s"),
+            "server_cpu_util": (stats1["cpu_s"] - stats0["cpu_s"]) / elapsed,
+            "client_cpu_util": ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed,
+            "server_colors": stats1["colors"], "server_workers": stats1["workers"],
+            "server_steals": stats1["steals"] - stats0["steals"],
+            "server_loop_errors": stats1["loop_errors"],
+            "server_layers": {layer: {"callbacks": v[0] - stats0["layer_time_s"].get(layer, [0, 0, 0])[0],
+                                      "busy_s": v[1] - stats0["layer_time_s"].get(layer, [0, 0, 0])[1],
+                                      "queue_wait_s": v[2] - stats0["layer_time_s"].get(layer, [0, 0, 0])[2]}
+                              for layer, v in stats1["layer_time_s"].items()},
+        }
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise RuntimeError(f"the server's STATS reply lacks what the report is made of "
+                           f"({type(exc).__name__}: {exc})") from None
 
 
 def _cpu_set(p: argparse.ArgumentParser, text: str) -> set[int]:

@@ -203,10 +203,16 @@ def test_the_load_generator_against_an_honest_fake_measures():
      "error: load failed after 0 READs had completed: reply for xid 4, expected 3"),
     ({rpc.READ: lambda xid, args: ok(xid, b"\0" + bytes(1000))},
      "error: load failed after 0 READs had completed: READ of 1024 bytes answered with 1000"),
+    ({rpc.STATS: lambda xid, args: rpc.rep_error(xid, rpc.BADPROC, "no STATS here")},
+     "READs had completed: BADPROC: no STATS here"),
+    ({rpc.STATS: lambda xid, args: ok(xid, b"{}")},
+     "error: the server's STATS reply lacks what the report is made of (KeyError: 'reads')"),
+    ({rpc.STATS: lambda xid, args: ok(xid, b"[1]")}, "error: the server's STATS reply lacks"),
 ])
 def test_the_load_generator_reports_a_broken_server_as_an_error(answers, says):
     """The decrypting clients counted any reply of the right length as file data (another
-    xid's, a repeated one)."""
+    xid's, a repeated one); a STATS error status or a STATS without the counters ended in a
+    traceback after the measurement."""
     proc = _load_against(answers)
     assert proc.returncode == 1 and proc.stdout == ""
     assert "Traceback" not in proc.stderr
