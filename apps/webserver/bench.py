@@ -8,7 +8,8 @@ server is started once and stays up; after a warm-up, trials go round all config
 wrk's threads and connections are the same for every configuration.
 
 Any wrk error (socket error, or a reply >= 400), or a trial in which no request was answered, makes
-the run fail loudly after the CSV is written.
+the run fail loudly after the CSV is written. wrk takes any other reply as served, so every server
+is first checked to answer a sample of the files (every 100th) with 200 and their bytes.
 
 wrk runs as a SCHED_BATCH task (`client_sched` column; `--client-sched normal` for the default
 policy): where it must share the server's CPUs, it then stops preempting a server thread at every
@@ -118,7 +119,7 @@ def run_benchmark(quick: bool, servers=None, cpus=None, *, progress: bool = True
     workdir = tempfile.mkdtemp(prefix="colorloop-web-")
     os.chmod(workdir, 0o755)                 # Apache's www-data workers must read the files
     root = os.path.join(workdir, "files")
-    make_files(root)
+    paths = make_files(root)
     paths_file = os.path.join(root, PATHS_FILE)
     total = len(configs) * (1 + settings["trials"]) + (1 if "colorloop" in servers else 0)
     bar = Progress(total, "web bench") if progress else None
@@ -130,6 +131,7 @@ def run_benchmark(quick: bool, servers=None, cpus=None, *, progress: bool = True
             for server, mode, k in configs:
                 running[(server, mode, k)] = stack.enter_context(
                     peers.start(server, mode, k, cpu_split(k)[0], root))
+                peers.check_serves(running[(server, mode, k)].url, root, paths[::100])
             for cfg in configs:      # warm-up: caches filled, workers spawned; not recorded
                 result = _measure(running[cfg], cfg, paths_file, settings["warmup_s"], batch)
                 if result.fault:
