@@ -353,7 +353,7 @@ def _shown(name: str) -> str:
     return repr(name)
 
 
-def _one_line(text: str, limit: int = 1000) -> str:
+def one_line(text: str, limit: int = 1000) -> str:
     """An error as one line of printable text, at most `limit` characters: the server chooses
     an error reply's message (and a refusal's reason), newlines and terminal escapes included,
     and it may be a whole frame long."""
@@ -483,7 +483,7 @@ def main(argv=None) -> int:
         print(f"error: the server sent nothing for {args.timeout} s (--timeout)", file=sys.stderr)
         return 1
     except (rpc.RpcError, HandshakeError, ProtocolError, FrameError, OSError, ValueError) as exc:
-        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     return 0
 

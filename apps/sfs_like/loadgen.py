@@ -40,7 +40,7 @@ import time
 from collections import deque
 
 from . import rpc
-from .client import Client, ProtocolError
+from .client import Client, ProtocolError, one_line
 from .framing import HEADER_SIZE, LENGTH, MAX_IO
 from .suites import SUITES
 
@@ -379,13 +379,14 @@ class Skimmer(threading.Thread):
 
 
 def _describe(exc: BaseException) -> str:
-    """An exception as one line: its message, or its type when it has none (e.g. a bare OSError).
-    The load generator talks to nobody but the server, so a reset is said to be the server's."""
+    """An exception as one line: its message (the server's words, if it is an error reply: made
+    printable), or its type when it has none (e.g. a bare OSError). The load generator talks to
+    nobody but the server, so a reset is said to be the server's."""
     if isinstance(exc, ConnectionResetError):
         return "the server reset the connection"
     if isinstance(exc, BrokenPipeError):             # a request sent after the server went away
         return "the server closed the connection (a request could not be sent)"
-    return str(exc) or type(exc).__name__
+    return one_line(str(exc)) or type(exc).__name__
 
 
 def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: int = 64 * 1024,

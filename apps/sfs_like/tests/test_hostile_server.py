@@ -217,3 +217,10 @@ def test_the_load_generator_reports_a_broken_server_as_an_error(answers, says):
     assert proc.returncode == 1 and proc.stdout == ""
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr, proc.stderr
+
+
+def test_the_load_generator_prints_an_error_message_of_the_servers_on_one_line():
+    proc = _load_against({rpc.LOOKUP: lambda xid, args: rpc.rep_error(xid, rpc.NOENT, "no\nfile")})
+    assert proc.returncode == 1
+    assert proc.stderr == ("python -m apps.sfs_like.loadgen: error: load client failed during "
+                           "set-up: NOENT: no\\nfile\n")
