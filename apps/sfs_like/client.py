@@ -38,6 +38,7 @@ def _check_io_size(proc: str, n: int) -> None:
 
 
 def _fh_and_attr(body) -> tuple[int, rpc.Attr]:
+    """The results of LOOKUP and CREATE (and the start of CREATE_TEMP's)."""
     return rpc.FH.unpack_from(body, 0)[0], rpc.Attr.unpack(body, rpc.FH.size)
 
 

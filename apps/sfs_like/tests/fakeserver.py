@@ -4,9 +4,9 @@ the client trusts it), then answers each request as the test says, however wrong
 `FakeServer(answers)`: `answers` maps a procedure number to `answer(xid, args)`, which returns
 the reply's plaintext (sealed here, as a real server would), `Raw(bytes)` to send bytes as they
 are (a bad length prefix, a torn frame, a forged MAC), None to close the connection, or a list
-of these to do in turn. `server.stall` is an answer that never comes (the request is
-in `server.stalled` meanwhile). Procedures not in `answers` get `honest`'s
-replies about one file of `SIZE` bytes, so a test changes only the reply it attacks.
+of these to do in turn. `server.stall` is an answer that never comes (`server.stalled` is set
+meanwhile). Procedures not in `answers` get `honest`'s replies about one file, DATA, so a test
+changes only the reply it attacks.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from apps.sfs_like.framing import frame
 from apps.sfs_like.handshake import READY, server_respond
 from apps.sfs_like.keys import fingerprint
 
-SIZE = 10
 DATA = b"0123456789"
+SIZE = len(DATA)
 FILE = rpc.Attr(rpc.FT_FILE, 0o644, SIZE, 0)
 
 
