@@ -17,12 +17,14 @@ import os
 import signal
 import socket
 import stat
+import struct
 import sys
 
 from . import rpc
 from .framing import HEADER_SIZE, LENGTH, MAX_FRAME, MAX_IO, FrameError, frame
 from .handshake import READY, ClientHandshake, HandshakeError
 from .keys import ServerAddress
+from .rpc import ProtocolError
 from .suites import AuthError
 
 DEFAULT_BLOCK = 64 * 1024
@@ -35,12 +37,13 @@ def _check_io_size(proc: str, n: int) -> None:
         raise ValueError(f"{proc} of {n} bytes: the protocol allows 0..{MAX_IO} per request")
 
 
+def _fh_and_attr(body) -> tuple[int, rpc.Attr]:
+    """The results of LOOKUP and CREATE (and the start of CREATE_TEMP's)."""
+    return rpc.FH.unpack_from(body, 0)[0], rpc.Attr.unpack(body, rpc.FH.size)
+
+
 class StdoutClosed(Exception):
     """Whoever reads our standard output stopped (`cat FILE | head`): not an error of ours."""
-
-
-class ProtocolError(Exception):
-    """The server broke the protocol (bad frame, bad MAC, closed mid-reply)."""
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytearray:
@@ -151,52 +154,71 @@ class Client:
         except AuthError as exc:
             raise ProtocolError(f"reply failed verification: {exc}") from None
 
-    def call(self, xid: int, *parts) -> memoryview:
+    def call(self, xid: int, *parts, parse=memoryview):
+        """Send a request and return `parse(the results of its reply)`. Results that do not fit
+        their layout (cut short, a count running past the end, a name that is not UTF-8) are the
+        server breaking the protocol: ProtocolError, not a struct.error from deep inside."""
         self.send_request(*parts)
-        return rpc.parse_reply(self.recv_reply(), xid)
+        results = rpc.parse_reply(self.recv_reply(), xid)
+        try:
+            return parse(results)
+        except (struct.error, IndexError, ValueError, rpc.MalformedRequest) as exc:
+            proc = rpc.PROC_NAMES[parts[0][rpc.REQ_HEAD.size - 1]]
+            raise ProtocolError(f"malformed {proc} reply: {getattr(exc, 'message', exc)}") from None
 
     # ---- procedures
 
     def lookup(self, dir_fh: int, name: str) -> tuple[int, rpc.Attr]:
         xid = self.next_xid()
-        body = self.call(xid, rpc.req_lookup(xid, dir_fh, name))
-        return rpc.FH.unpack_from(body, 0)[0], rpc.Attr.unpack(body, rpc.FH.size)
+        return self.call(xid, rpc.req_lookup(xid, dir_fh, name), parse=_fh_and_attr)
 
     def getattr(self, fh: int) -> rpc.Attr:
         xid = self.next_xid()
-        return rpc.Attr.unpack(self.call(xid, rpc.req_getattr(xid, fh)))
+        return self.call(xid, rpc.req_getattr(xid, fh), parse=rpc.Attr.unpack)
 
     def readdir(self, fh: int) -> list[tuple[str, int]]:
+        """Every entry, one READDIR after another. A reply without EOF must move the cookie on
+        (PROTOCOL.md): one that did not had this loop ask for the same entries forever."""
         entries, cookie = [], 0
         while True:
             xid = self.next_xid()
-            chunk, eof, cookie = rpc.unpack_entries(self.call(xid, rpc.req_readdir(xid, fh, cookie)))
+            chunk, eof, after = self.call(xid, rpc.req_readdir(xid, fh, cookie),
+                                          parse=rpc.unpack_entries)
             entries.extend(chunk)
             if eof:
                 return entries
+            if after <= cookie:
+                raise ProtocolError(f"READDIR from cookie {cookie} goes on from {after}, not further")
+            cookie = after
 
     def read(self, fh: int, offset: int, count: int) -> tuple[bytes, bool]:
         _check_io_size("READ", count)
         xid = self.next_xid()
-        body = self.call(xid, rpc.req_read(xid, fh, offset, count))
-        return bytes(body[1:]), body[0] == 1
+        data, eof = self.call(xid, rpc.req_read(xid, fh, offset, count),
+                              parse=lambda body: (bytes(body[1:]), body[0] == 1))
+        if len(data) > count:
+            raise ProtocolError(f"READ of {count} bytes at {offset} returned {len(data)}")
+        return data, eof
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         _check_io_size("WRITE", len(data))
         xid = self.next_xid()
-        body = self.call(xid, rpc.req_write_head(xid, fh, offset), data)
-        return rpc.U32.unpack_from(body, 0)[0]
+        count = self.call(xid, rpc.req_write_head(xid, fh, offset), data,
+                          parse=lambda body: rpc.U32.unpack_from(body, 0)[0])
+        if count != len(data):      # the server writes all or fails: a put must not lose the rest
+            raise ProtocolError(f"WRITE of {len(data)} bytes at {offset}: the server says it wrote {count}")
+        return count
 
     def create(self, dir_fh: int, name: str) -> int:
         xid = self.next_xid()
-        return rpc.FH.unpack_from(self.call(xid, rpc.req_create(xid, dir_fh, name)), 0)[0]
+        return self.call(xid, rpc.req_create(xid, dir_fh, name), parse=_fh_and_attr)[0]
 
     def create_temp(self, dir_fh: int) -> tuple[int, str]:
         """A hidden file for an upload, removed by the server if this connection ends before it
         is RENAMEd into place: (fh, the name the server gave it)."""
         xid = self.next_xid()
-        body = self.call(xid, rpc.req_create_temp(xid, dir_fh))
-        return rpc.FH.unpack_from(body, 0)[0], rpc.unpack_name(body, rpc.FH.size + rpc.ATTR.size)[0]
+        return self.call(xid, rpc.req_create_temp(xid, dir_fh), parse=lambda body: (
+            _fh_and_attr(body)[0], rpc.unpack_name(body, rpc.FH.size + rpc.ATTR.size)[0]))
 
     def remove(self, dir_fh: int, name: str) -> None:
         xid = self.next_xid()
@@ -208,7 +230,7 @@ class Client:
 
     def stats(self) -> dict:
         xid = self.next_xid()
-        return json.loads(bytes(self.call(xid, rpc.req_stats(xid))))
+        return self.call(xid, rpc.req_stats(xid), parse=lambda body: json.loads(bytes(body)))
 
     # ---- paths
 
@@ -232,9 +254,12 @@ class Client:
         return fh, parts[-1]
 
     def read_file(self, path: str, block: int = DEFAULT_BLOCK):
-        """Yield the file's bytes in READ-sized pieces, until the server says EOF."""
+        """Yield the file's bytes in READ-sized pieces, until the server says EOF. A server that
+        never says it would have this read forever, so data past the file's size is checked
+        against GETATTR (asked only then: the file may have grown since) and is an error if the
+        size does not cover it."""
         fh = self.walk(path)
-        offset = 0
+        offset = size = 0
         while True:
             data, eof = self.read(fh, offset, block)
             offset += len(data)
@@ -244,6 +269,11 @@ class Client:
                 return
             if not data:
                 raise ProtocolError(f"READ at {offset} returned nothing but no EOF")
+            if offset > size:
+                size = self.getattr(fh).size
+                if offset > size:
+                    raise ProtocolError(f"READs went on to byte {offset} without EOF, past the "
+                                        f"file's size ({size} bytes by GETATTR)")
 
     def get(self, path: str, block: int = DEFAULT_BLOCK) -> bytes:
         return b"".join(self.read_file(path, block))
@@ -315,10 +345,21 @@ _TYPE_MARK = {rpc.FT_FILE: "", rpc.FT_DIR: "/", rpc.FT_SYMLINK: "@", rpc.FT_OTHE
 def _shown(name: str) -> str:
     """How `ls` prints a name: as it is, or, when it is not printable or holds a quote or a
     backslash, as a Python string literal, so that each line is one name ("a\nb" printed raw
-    looked like two files) and no raw name can pass for a quoted one."""
-    if name.isprintable() and not any(c in name for c in "'\"\\"):
+    looked like two files) and no raw name can pass for a quoted one. So are names no file can
+    have, which only a broken server sends: '', '.', '..' and any with a '/' ("d/" printed raw
+    passed for a directory d, "a/b" for a path)."""
+    if (name.isprintable() and not any(c in name for c in "'\"\\/")
+            and name not in ("", ".", "..")):
         return name
     return repr(name)
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """An error as one line of printable text, at most `limit` characters: the server chooses
+    an error reply's message (and a refusal's reason), newlines and terminal escapes included,
+    and it may be a whole frame long."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _to_stdout(pieces) -> None:
@@ -350,15 +391,19 @@ def _exit_on_signal(signum, frame) -> None:
 def _local_target(remote: str, local: str | None) -> str:
     """Where `get REMOTE [LOCAL]` writes, as cp decides: LOCAL, or REMOTE's base name inside LOCAL
     when LOCAL is a directory (or in the current one when LOCAL is not given). LOCAL ending in '/'
-    must be an existing directory: NotADirectoryError, before anything is downloaded."""
+    must be an existing directory: NotADirectoryError, before anything is downloaded. A base name
+    of '', '.' or '..' (`get sub/..`) names a directory above or at LOCAL, not a file in it: the
+    download went beside that directory (its temporary file outside LOCAL), so it is refused."""
     name = os.path.basename(remote.rstrip("/"))
-    if not local:
-        return name
-    if os.path.isdir(local):
-        return os.path.join(local, name)
-    if local.endswith("/"):
-        raise NotADirectoryError(f"{local!r}: no such directory")
-    return local
+    if local and not os.path.isdir(local):
+        if local.endswith("/"):
+            raise NotADirectoryError(f"{local!r}: no such directory")
+        return local
+    if name in ("", ".", ".."):
+        where = repr(local) if local else "the current folder"
+        raise ValueError(f"{remote!r} ends in no file name to save under in {where}: "
+                         "give LOCAL as a file name")
+    return os.path.join(local, name) if local else name
 
 
 def _download(pieces, local: str) -> None:
@@ -401,6 +446,8 @@ def main(argv=None) -> int:
     p.add_argument("--suite", default="sfs2003", choices=("sfs2003", "modern"))
     p.add_argument("--block", type=int_in(1, MAX_IO, " (the server's READ limit, 256 KiB)"),
                    default=DEFAULT_BLOCK, help="READ size in bytes")
+    p.add_argument("--timeout", type=int_in(1, 86400), default=30, metavar="SECONDS",
+                   help="give up when the server sends nothing for this long (default 30)")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("ls").add_argument("path", nargs="?", default="")
     sub.add_parser("cat").add_argument("path")
@@ -416,7 +463,7 @@ def main(argv=None) -> int:
         signal.signal(signum, _exit_on_signal)
     try:
         target = _local_target(args.path, args.local) if args.cmd == "get" else None
-        with Client(args.server, args.suite) as c:
+        with Client(args.server, args.suite, timeout=args.timeout) as c:
             if args.cmd == "ls":
                 _to_stdout(f"{_shown(name)}{_TYPE_MARK.get(ftype, '?')}\n".encode("utf-8", "surrogateescape")
                            for name, ftype in c.listdir(args.path))
@@ -433,8 +480,11 @@ def main(argv=None) -> int:
         return _stdout_gone()
     except KeyboardInterrupt:         # Ctrl-C: what was being written is removed already
         return 128 + signal.SIGINT
+    except TimeoutError:              # said as 'timed out': by whom, how long, and what to change
+        print(f"error: the server sent nothing for {args.timeout} s (--timeout)", file=sys.stderr)
+        return 1
     except (rpc.RpcError, HandshakeError, ProtocolError, FrameError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     return 0
 

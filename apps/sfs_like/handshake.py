@@ -63,8 +63,11 @@ class ClientHandshake:
         got = fingerprint(static_pub)
         if got != expected_fp:
             raise FingerprintMismatch(f"server key fingerprint is {got}, the pathname pins {expected_fp}")
-        ikm = (self._eph.exchange(X25519PublicKey.from_public_bytes(eph_pub))
-               + self._eph.exchange(X25519PublicKey.from_public_bytes(static_pub)))
+        try:    # a low-order point (all zeros...) gives no shared secret: ValueError
+            ikm = (self._eph.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+                   + self._eph.exchange(X25519PublicKey.from_public_bytes(static_pub)))
+        except ValueError:
+            raise HandshakeError("server's ephemeral key is not a usable X25519 key") from None
         transcript = hashlib.sha256(self.hello + reply).digest()
         c2s, s2c = _derive(self.suite, ikm, transcript)
         return make_channel(self.suite, c2s, s2c), transcript

@@ -37,9 +37,10 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 
 from . import rpc
-from .client import Client, ProtocolError
+from .client import Client, ProtocolError, one_line
 from .framing import HEADER_SIZE, LENGTH, MAX_IO
 from .suites import SUITES
 
@@ -217,23 +218,24 @@ class ReaderThread(threading.Thread):
             _fail(self, exc)
 
     def _loop(self, client: Client, fh: int, span: int) -> None:
+        """READs, `depth` at a time. Each reply must answer the oldest READ outstanding (replies
+        come in request order) with all of its bytes: a reply to no READ of ours, repeated or
+        of another length was counted as file data."""
         block, offset = self.block, 0
-        outstanding = 0
+        xids = deque()              # of the READs outstanding, oldest first
         while True:
-            while outstanding < self.depth and not self.stop:
-                xid = client.next_xid()
-                client.send_request(rpc.req_read(xid, fh, offset, block))
+            while len(xids) < self.depth and not self.stop:
+                xids.append(client.next_xid())
+                client.send_request(rpc.req_read(xids[-1], fh, offset, block))
                 offset = (offset + block) % span
-                outstanding += 1
-            if outstanding == 0:
+            if not xids:
                 return
-            reply = client.recv_reply()
-            if len(reply) != rpc.READ_REPLY_HEAD.size + block or reply[4] != rpc.OK:
-                raise ProtocolError(f"unexpected READ reply of {len(reply)} bytes, status {reply[4]}")
+            results = rpc.parse_reply(client.recv_reply(), xids.popleft())   # eof | data
+            if len(results) != 1 + block:
+                raise ProtocolError(f"READ of {block} bytes answered with {len(results) - 1}")
             now = time.perf_counter()
             self.max_gap = max(self.max_gap, now - self.last_reply)
             self.last_reply = now
-            outstanding -= 1
             self.replies += 1
             self.bytes += block
 
@@ -377,13 +379,14 @@ class Skimmer(threading.Thread):
 
 
 def _describe(exc: BaseException) -> str:
-    """An exception as one line: its message, or its type when it has none (e.g. a bare OSError).
-    The load generator talks to nobody but the server, so a reset is said to be the server's."""
+    """An exception as one line: its message (the server's words, if it is an error reply: made
+    printable), or its type when it has none (e.g. a bare OSError). The load generator talks to
+    nobody but the server, so a reset is said to be the server's."""
     if isinstance(exc, ConnectionResetError):
         return "the server reset the connection"
     if isinstance(exc, BrokenPipeError):             # a request sent after the server went away
         return "the server closed the connection (a request could not be sent)"
-    return str(exc) or type(exc).__name__
+    return one_line(str(exc)) or type(exc).__name__
 
 
 def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: int = 64 * 1024,
@@ -423,9 +426,10 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
             stats1, bytes1, t1 = control.stats(), sum(t.bytes for t in threads), time.perf_counter()
             max_gap = max(max(t.max_gap, t1 - t.last_reply) for t in threads)
             cpu1 = os.times()
-    except (ProtocolError, OSError) as exc:
+    except (ProtocolError, OSError, rpc.RpcError) as exc:
         # A server that goes away mid-run fails the load threads and then the control connection's
-        # STATS; that one escaped as a traceback. Report it below, with the load threads' error.
+        # STATS; that one escaped as a traceback (as did an error status in reply to STATS).
+        # Report it below, with the load threads' error.
         lost = exc
     for t in threads:
         t.stop = True
@@ -435,31 +439,35 @@ def run_load(address: str, *, suite: str = "sfs2003", path: str = "big", block: 
     if failed:
         raise RuntimeError(f"load failed after {sum(t.replies for t in threads)} READs had "
                            f"completed: {_describe(failed[0])}") from failed[0]
-    elapsed = t1 - t0
-    reads = stats1["reads"] - stats0["reads"]
-    per_read = (lambda key: (stats1[key] - stats0[key]) / reads if reads else float("nan"))
-    return {
-        "suite": suite, "block": block, "clients": clients, "depth": depth, "client_decrypts": decrypt,
-        "client_sched": "batch" if os.sched_getscheduler(0) == os.SCHED_BATCH else "normal",
-        "seconds": elapsed,
-        "mb_per_s": (bytes1 - bytes0) / elapsed / 1e6,
-        "max_gap_ms": 1e3 * max_gap,
-        "server_reads": reads,
-        "server_mb_per_s": (stats1["read_bytes"] - stats0["read_bytes"]) / elapsed / 1e6,
-        "crypto_s_per_read": per_read("seal_s"),
-        "send_s_per_read": per_read("send_s"),
-        "server_cpu_s_per_read": per_read("cpu_s"),
-        "server_busy_s_per_read": per_read("busy_s"),
-        "server_cpu_util": (stats1["cpu_s"] - stats0["cpu_s"]) / elapsed,
-        "client_cpu_util": ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed,
-        "server_colors": stats1["colors"], "server_workers": stats1["workers"],
-        "server_steals": stats1["steals"] - stats0["steals"],
-        "server_loop_errors": stats1["loop_errors"],
-        "server_layers": {layer: {"callbacks": v[0] - stats0["layer_time_s"].get(layer, [0, 0, 0])[0],
-                                  "busy_s": v[1] - stats0["layer_time_s"].get(layer, [0, 0, 0])[1],
-                                  "queue_wait_s": v[2] - stats0["layer_time_s"].get(layer, [0, 0, 0])[2]}
-                          for layer, v in stats1["layer_time_s"].items()},
-    }
+    try:    # the server's STATS go into the report unchecked: one it has not sent is its fault
+        elapsed = t1 - t0
+        reads = stats1["reads"] - stats0["reads"]
+        per_read = (lambda key: (stats1[key] - stats0[key]) / reads if reads else float("nan"))
+        return {
+            "suite": suite, "block": block, "clients": clients, "depth": depth, "client_decrypts": decrypt,
+            "client_sched": "batch" if os.sched_getscheduler(0) == os.SCHED_BATCH else "normal",
+            "seconds": elapsed,
+            "mb_per_s": (bytes1 - bytes0) / elapsed / 1e6,
+            "max_gap_ms": 1e3 * max_gap,
+            "server_reads": reads,
+            "server_mb_per_s": (stats1["read_bytes"] - stats0["read_bytes"]) / elapsed / 1e6,
+            "crypto_s_per_read": per_read("seal_s"),
+            "send_s_per_read": per_read("send_s"),
+            "server_cpu_s_per_read": per_read("cpu_s"),
+            "server_busy_s_per_read": per_read("busy_s"),
+            "server_cpu_util": (stats1["cpu_s"] - stats0["cpu_s"]) / elapsed,
+            "client_cpu_util": ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed,
+            "server_colors": stats1["colors"], "server_workers": stats1["workers"],
+            "server_steals": stats1["steals"] - stats0["steals"],
+            "server_loop_errors": stats1["loop_errors"],
+            "server_layers": {layer: {"callbacks": v[0] - stats0["layer_time_s"].get(layer, [0, 0, 0])[0],
+                                      "busy_s": v[1] - stats0["layer_time_s"].get(layer, [0, 0, 0])[1],
+                                      "queue_wait_s": v[2] - stats0["layer_time_s"].get(layer, [0, 0, 0])[2]}
+                              for layer, v in stats1["layer_time_s"].items()},
+        }
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise RuntimeError(f"the server's STATS reply lacks what the report is made of "
+                           f"({type(exc).__name__}: {exc})") from None
 
 
 def _cpu_set(p: argparse.ArgumentParser, text: str) -> set[int]:

@@ -46,7 +46,7 @@ class RpcError(Exception):
     """A request the server answers with an error status (the connection stays open)."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{STATUS_NAMES.get(status, status)}: {message}")
+        super().__init__(f"{STATUS_NAMES.get(status, f'status {status}')}: {message}")
         self.status = status
         self.message = message
 
@@ -54,6 +54,11 @@ class RpcError(Exception):
 class MalformedRequest(RpcError):
     def __init__(self, message: str) -> None:
         super().__init__(INVAL, message)
+
+
+class ProtocolError(Exception):
+    """The server broke the protocol (a bad frame or MAC, a reply to another request, results
+    that do not fit their layout, a close mid-reply): the connection cannot be trusted further."""
 
 
 @dataclass(frozen=True)
@@ -160,12 +165,14 @@ def rep_malformed(xid: int, proc: int, message: str) -> bytes:
 
 
 def parse_reply(data: bytes, xid: int) -> memoryview:
-    """The result bytes of a reply to `xid`; RpcError if the server answered with an error."""
+    """The result bytes of a reply to `xid`; RpcError if the server answered with an error,
+    ProtocolError if this is no reply to `xid` (not a status the server gave: the stream is out
+    of step, and the next reply read would be another request's too)."""
     if len(data) < REP_HEAD.size:
-        raise RpcError(IO, "reply shorter than its header")
+        raise ProtocolError(f"reply of {len(data)} bytes is shorter than its header")
     got_xid, status = REP_HEAD.unpack_from(data, 0)
     if got_xid != xid:
-        raise RpcError(IO, f"reply for xid {got_xid}, expected {xid}")
+        raise ProtocolError(f"reply for xid {got_xid}, expected {xid}")
     body = memoryview(data)[REP_HEAD.size:]
     if status != OK:
         raise RpcError(status, bytes(body).decode("utf-8", "replace"))

@@ -7,7 +7,9 @@ server is started once and stays up; after a warm-up, trials go round all config
 (rotating the order), so the configurations are measured side by side on this noisy machine.
 wrk's threads and connections are the same for every configuration.
 
-Any wrk error (socket error, or a reply >= 400) makes the run fail loudly after the CSV is written.
+Any wrk error (socket error, or a reply >= 400), or a trial in which no request was answered, makes
+the run fail loudly after the CSV is written. wrk takes any other reply as served, so every server
+is first checked to answer a sample of the files (every 100th) with 200 and their bytes.
 
 wrk runs as a SCHED_BATCH task (`client_sched` column; `--client-sched normal` for the default
 policy): where it must share the server's CPUs, it then stops preempting a server thread at every
@@ -57,10 +59,10 @@ CLIENT_SCHED = ("batch", "normal")
 
 
 class BenchmarkErrors(RuntimeError):
-    """Some measurement saw wrk errors; `rows` still holds every measurement."""
+    """Some measurement saw wrk errors or no answer at all; `rows` still holds every measurement."""
 
     def __init__(self, rows, failures):
-        super().__init__("wrk reported errors:\n  " + "\n  ".join(failures))
+        super().__init__("failed measurements:\n  " + "\n  ".join(failures))
         self.rows = rows
 
 
@@ -117,7 +119,7 @@ def run_benchmark(quick: bool, servers=None, cpus=None, *, progress: bool = True
     workdir = tempfile.mkdtemp(prefix="colorloop-web-")
     os.chmod(workdir, 0o755)                 # Apache's www-data workers must read the files
     root = os.path.join(workdir, "files")
-    make_files(root)
+    paths = make_files(root)
     paths_file = os.path.join(root, PATHS_FILE)
     total = len(configs) * (1 + settings["trials"]) + (1 if "colorloop" in servers else 0)
     bar = Progress(total, "web bench") if progress else None
@@ -129,10 +131,11 @@ def run_benchmark(quick: bool, servers=None, cpus=None, *, progress: bool = True
             for server, mode, k in configs:
                 running[(server, mode, k)] = stack.enter_context(
                     peers.start(server, mode, k, cpu_split(k)[0], root))
+                peers.check_serves(running[(server, mode, k)].url, root, paths[::100])
             for cfg in configs:      # warm-up: caches filled, workers spawned; not recorded
                 result = _measure(running[cfg], cfg, paths_file, settings["warmup_s"], batch)
-                if result.errors:
-                    failures.append(f"{_name(cfg)} warm-up: {result.error_kinds}")
+                if result.fault:
+                    failures.append(f"{_name(cfg)} warm-up: {result.fault}")
                 if bar:
                     bar.step(f"warm-up {_name(cfg)}")
             for trial in range(settings["trials"]):
@@ -154,8 +157,8 @@ def run_benchmark(quick: bool, servers=None, cpus=None, *, progress: bool = True
                         "client_cpu_s_per_request": (round(result.cpu_s / result.requests, 9)
                                                      if result.requests else ""),
                     })
-                    if result.errors:
-                        failures.append(f"{_name(cfg)} trial {trial}: {result.error_kinds}")
+                    if result.fault:
+                        failures.append(f"{_name(cfg)} trial {trial}: {result.fault}")
                     if bar:
                         bar.step(f"{_name(cfg)} {result.requests_per_s:,.0f}/s")
         split = {}
@@ -189,14 +192,16 @@ def _measure(proc: peers.ServerProcess, cfg, paths_file: str, duration_s: float,
 
 
 def _add_speedups(rows: list[dict]) -> None:
-    """speedup = requests/s over the median of the same server and mode on 1 CPU."""
+    """speedup = requests/s over the median of the same server and mode on 1 CPU; none when that
+    median is 0 (trials nothing answered, failures already: they raised ZeroDivisionError, and
+    the rows were lost)."""
     base: dict = {}
     for row in rows:
         if row["cpus"] == 1:
             base.setdefault((row["server"], row["mode"]), []).append(row["requests_per_s"])
     for row in rows:
-        ones = base.get((row["server"], row["mode"]))
-        row["speedup"] = round(row["requests_per_s"] / median_and_spread(ones)[0], 3) if ones else ""
+        one = median_and_spread(base.get((row["server"], row["mode"])) or [0.0])[0]
+        row["speedup"] = round(row["requests_per_s"] / one, 3) if one else ""
 
 
 def _gil_split(root: str, paths_file: str, duration_s: float, batch: bool) -> dict:

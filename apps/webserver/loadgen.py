@@ -2,7 +2,8 @@
 
 wrk counts a reply with status >= 400 as a status error and reports connect, read, write and
 timeout errors separately; `mix.lua` prints all of them as one JSON line. A run with any of them
-is a failed run: `WrkResult.errors` carries the count and `require_clean` raises.
+is a failed run, as is one in which no request was answered: `WrkResult.fault` says why, and
+`require_clean` raises.
 """
 from __future__ import annotations
 
@@ -41,9 +42,18 @@ class WrkResult:
     def errors(self) -> int:
         return sum(self.error_kinds.values())
 
+    @property
+    def fault(self) -> str:
+        """Why this run measured nothing to keep ('' if nothing): wrk's errors, or no request
+        answered at all, which wrk does not count as an error when the run is shorter than its
+        --timeout (a server that accepts connections and never answers)."""
+        if self.errors:
+            return f"errors {self.error_kinds}"
+        return "" if self.requests else "no request was answered"
+
     def require_clean(self, what: str) -> "WrkResult":
-        if self.errors or not self.requests:
-            raise LoadError(f"{what}: {self.requests} requests, errors {self.error_kinds}")
+        if self.fault:
+            raise LoadError(f"{what}: {self.requests} requests, {self.fault}")
         return self
 
 

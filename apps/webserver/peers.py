@@ -85,16 +85,20 @@ def _start_announcing(name: str, cmd: list[str], cpus, env=None) -> tuple[subpro
     return proc, line.split()[1]
 
 
+def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
+    host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+    return http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+
 def wait_until_serving(url: str, procs, name: str, timeout_s: float = 15.0) -> None:
     """Poll until GET /index.html answers 200 (for servers that do not announce readiness)."""
-    host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
     deadline = time.monotonic() + timeout_s
     while True:
         for p in procs:
             if p.poll() is not None:
                 raise RuntimeError(f"{name} exited with {p.returncode} while starting")
         try:
-            conn = http.client.HTTPConnection(host, int(port), timeout=2)
+            conn = _connection(url, timeout=2)
             conn.request("GET", "/index.html")
             if conn.getresponse().status == 200:
                 conn.close()
@@ -105,6 +109,24 @@ def wait_until_serving(url: str, procs, name: str, timeout_s: float = 15.0) -> N
         if time.monotonic() > deadline:
             raise RuntimeError(f"{name} did not answer on {url} within {timeout_s}s")
         time.sleep(0.05)
+
+
+def check_serves(url: str, root: str | Path, paths: list[str]) -> None:
+    """GET each of `paths` and compare the reply with the file under `root`: RuntimeError if it is
+    not a 200 with the file's bytes. wrk counts every reply under 400 as served, whatever its
+    body, so a server that redirected, or answered 200 with other bytes, would be measured as if
+    it served the files. (A server that does so only under load is not caught.)"""
+    conn = _connection(url, timeout=10)
+    try:
+        for path in paths:
+            conn.request("GET", path)
+            reply = conn.getresponse()
+            body, want = reply.read(), (Path(root) / path.lstrip("/")).read_bytes()
+            if reply.status != 200 or body != want:
+                raise RuntimeError(f"{url}{path} answered {reply.status} {reply.reason} with "
+                                   f"{len(body)} bytes, not 200 with the file's {len(want)}")
+    finally:
+        conn.close()
 
 
 # ---- our server -------------------------------------------------------------------------------

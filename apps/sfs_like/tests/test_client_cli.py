@@ -12,13 +12,10 @@ import threading
 
 import pytest
 
-from apps.sfs_like._crypto_import import X25519PrivateKey
-from apps.sfs_like.client import recv_frame
-from apps.sfs_like.framing import frame
-from apps.sfs_like.handshake import READY, server_respond
-from apps.sfs_like.keys import fingerprint
+from apps.sfs_like import rpc
 
 from .conftest import REPO
+from .fakeserver import FakeServer
 
 FP = "a" * 32
 
@@ -91,50 +88,17 @@ def test_cat_into_a_reader_that_stops_exits_quietly(start_server, export):
     assert proc.returncode == 1
 
 
-class StallingServer:
-    """Completes the real handshake, then waits for the first request and never answers it: a
-    `get` is then in progress (its .part file made) for as long as the test likes."""
-
-    def __init__(self) -> None:
-        self.key = X25519PrivateKey.generate()
-        self.public = self.key.public_key().public_bytes_raw()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        port = self.listener.getsockname()[1]
-        self.address = f"127.0.0.1:{port}:{fingerprint(self.public)}"
-        self.asked = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        sock, _ = self.listener.accept()
-        with sock:
-            reply, channel, transcript = server_respond(self.key, self.public,
-                                                        bytes(recv_frame(sock)), {"sfs2003"})
-            sock.sendall(frame(reply))
-            sock.sendmsg(channel.send.seal([READY + transcript]))
-            recv_frame(sock)                           # the client's LOOKUP
-            self.asked.set()
-            while sock.recv(4096):                     # until the client is gone
-                pass
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(timeout=30)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_get_stopped_by_a_signal_leaves_no_part_file(tmp_path, signum):
-    server = StallingServer()
-    try:
+    with FakeServer() as server:
+        server.answers[rpc.LOOKUP] = server.stall      # a get in progress for as long as we like
         proc = subprocess.Popen([sys.executable, "-m", "apps.sfs_like.client", server.address,
                                  "get", "hello.txt", str(tmp_path / "hello.txt")],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert server.asked.wait(timeout=60)           # the .part file exists before the LOOKUP
+        assert server.stalled.wait(timeout=60)         # the .part file exists before the LOOKUP
         assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
-    finally:
-        server.close()
     assert proc.returncode == 128 + signum
     assert b"Traceback" not in err
     assert list(tmp_path.iterdir()) == []

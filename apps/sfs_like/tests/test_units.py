@@ -92,6 +92,10 @@ def test_handshake_pins_fingerprint_and_agrees_on_keys():
     reply, _, _ = server_respond(server_key, pub, hs.hello, set(SUITES))
     with pytest.raises(FingerprintMismatch):
         hs.finish(reply, fingerprint(os.urandom(32)))
+    # A man in the middle who knows the (public) long-term key sends an all-zero ephemeral key:
+    # cryptography's 'Error computing shared key.' reached the user as it was.
+    with pytest.raises(HandshakeError, match="ephemeral key is not a usable X25519 key"):
+        hs.finish(reply[:-32] + bytes(32), fp)
     with pytest.raises(HandshakeError, match="bad magic"):
         server_respond(server_key, pub, b"GET / HTTP/1.1\r\n", set(SUITES))
     with pytest.raises(HandshakeError, match="not offered"):
