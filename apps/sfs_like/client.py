@@ -71,7 +71,12 @@ class Client:
     def __init__(self, address, suite: str = "sfs2003", timeout: float | None = 30.0) -> None:
         self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
         self.suite = suite
-        self.sock = socket.create_connection((self.address.host, self.address.port), timeout=timeout)
+        try:
+            self.sock = socket.create_connection((self.address.host, self.address.port),
+                                                 timeout=timeout)
+        except TimeoutError:    # not the server going quiet (main's TimeoutError): none answered
+            raise ConnectionError(f"no server answered at {self.address.host}:{self.address.port} "
+                                  f"within {timeout:g} s (--timeout)") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._xid = 0
         self._unanswered = 0      # requests sent whose replies were not read (an interrupted call)

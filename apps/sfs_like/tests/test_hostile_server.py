@@ -3,6 +3,7 @@ replies): every failure is one line of error, status 1, and `get` leaves nothing
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -152,6 +153,30 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout(tmp_path
         one_line_error(proc, "error: the server sent nothing for 1 s (--timeout)")
         # The put's temporary file is removed over a new connection: the old one is out of step.
         assert server.requests[-3:] == [rpc.CREATE_TEMP, rpc.WRITE, rpc.REMOVE]
+
+
+def test_a_server_that_never_accepts_is_not_called_quiet_but_unanswered():
+    """A connect that times out is no server answering at all, not one that went quiet: the
+    client said 'the server sent nothing for N s' for both. A listener whose backlog is full
+    drops further SYNs, so connecting to it times out."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = "127.0.0.1:%d" % listener.getsockname()[1]
+        queued = []
+        try:
+            for _ in range(8):      # fill the backlog (its size is the kernel's business)
+                queued.append(socket.create_connection(listener.getsockname(), timeout=0.5))
+        except TimeoutError:
+            pass
+        else:
+            pytest.skip("this kernel accepted every connection into the backlog")
+        try:
+            with pytest.raises(ConnectionError, match=f"no server answered at {address} within 1 s"):
+                Client(f"{address}:{'a' * 32}", timeout=1)
+        finally:
+            for sock in queued:
+                sock.close()
 
 
 @pytest.mark.parametrize("remote, local", [("sub/..", None), ("..", "."), ("sub/.", None), ("/", None)])
