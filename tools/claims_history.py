@@ -79,6 +79,11 @@ def checked_points(rows: list[dict]) -> dict[tuple, float]:
             for r in rows if r["calibration"] != "True"}
 
 
+def _pct(error: float) -> str:
+    """A signed whole percentage; an error that rounds to 0 is "0%", not "-0%"."""
+    return f"{round(error):+d}%" if round(error) else "0%"
+
+
 def model_table(runs: list[list[dict]]) -> str:
     """The checked points that missed the goal in any run: newest run's error, range, and in how
     many runs the point was within the goal."""
@@ -92,10 +97,10 @@ def model_table(runs: list[list[dict]]) -> str:
         if all(abs(e) <= GOAL_PCT for e in errs):
             continue
         app, python, config, cpus = point
-        last = f"{points[0][point]:+.0f}%" if point in points[0] else "-"
+        last = _pct(points[0][point]) if point in points[0] else "-"
         within = sum(abs(e) <= GOAL_PCT for e in errs)
-        lines.append(f"| {app} {python}: {config} | {cpus} | {last} | {min(errs):+.0f}% .. "
-                     f"{max(errs):+.0f}% | {within} of {len(errs)} |")
+        lines.append(f"| {app} {python}: {config} | {cpus} | {last} | {_pct(min(errs))} .. "
+                     f"{_pct(max(errs))} | {within} of {len(errs)} |")
     summary = ", ".join(f"{sum(abs(e) <= GOAL_PCT for e in run.values())} of {len(run)}" for run in points)
     return f"Points within 15%, newest run first: {summary}.\n\n" + "\n".join(lines)
 

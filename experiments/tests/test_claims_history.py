@@ -101,12 +101,13 @@ def commit_model(repo: Path, errors: dict[str, float], subject: str, speed: floa
 
 def test_model_lists_the_points_that_ever_missed_by_their_nominal_lengths(tmp_path):
     git(tmp_path, "init", "-q")
-    commit_model(tmp_path, {"GIL hand-off, 8 us held, 10 us free": -25.0, "sha256": 3.0},
-                 "results: full make reproduce, run 1", 1.6)
-    commit_model(tmp_path, {"GIL hand-off, 7 us held, 9 us free": -12.0, "sha256": -16.0},
-                 "results: full make reproduce, run 2", 1.7)
+    commit_model(tmp_path, {"GIL hand-off, 8 us held, 10 us free": -25.0, "sha256": 3.0,
+                            "chacha": -20.0}, "results: full make reproduce, run 1", 1.6)
+    commit_model(tmp_path, {"GIL hand-off, 7 us held, 9 us free": -12.0, "sha256": -16.0,
+                            "chacha": -0.3}, "results: full make reproduce, run 2", 1.7)
     out = run(tmp_path, "--model").stdout
-    assert "Points within 15%, newest run first: 1 of 2, 1 of 2." in out
+    assert "Points within 15%, newest run first: 2 of 3, 1 of 3." in out
+    assert row_of(out, "runtime 3.11: chacha") == ["runtime 3.11: chacha", "2", "0%", "-20% .. 0%", "1 of 2"]
     assert row_of(out, "runtime 3.11: GIL hand-off, about 7 us held, 9 us free") == [
         "runtime 3.11: GIL hand-off, about 7 us held, 9 us free", "2", "-12%", "-25% .. -12%", "1 of 2"]
     assert row_of(out, "runtime 3.11: sha256") == ["runtime 3.11: sha256", "2", "-16%", "-16% .. +3%", "1 of 2"]
