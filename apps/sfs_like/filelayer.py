@@ -124,7 +124,7 @@ class FileLayer:
         self._handles: dict[str, int] = {self.root: rpc.ROOT_FH}
         # unfinished uploads (CREATE_TEMP): path -> owner, the connection whose end removes them
         self._temps: dict[str, object] = {}
-        self._temp_count: dict[object, int] = {}    # owner -> how many of `_temps` it owns
+        self._owned: dict[object, set[str]] = {}    # owner -> the paths of its `_temps`
         self._owner = None                  # the owner of the request being handled
         self.sync_later = sync_later
         self._unsynced: list[int] = []      # fds the current request must fsync before replying
@@ -168,7 +168,7 @@ class FileLayer:
     def release(self, owner) -> None:
         """`owner` is gone (its connection closed): remove its unfinished uploads. A client killed
         mid-put left its temporary file in the export for good, listed and readable."""
-        for path in [path for path, who in self._temps.items() if who == owner]:
+        for path in list(self._owned.get(owner, ())):
             self._untrack(path)
             self._forget(path)
             try:
@@ -192,9 +192,9 @@ class FileLayer:
         gone): it stops counting towards its owner's MAX_TEMPS."""
         if path in self._temps:
             owner = self._temps.pop(path)
-            self._temp_count[owner] -= 1
-            if not self._temp_count[owner]:
-                del self._temp_count[owner]
+            self._owned[owner].discard(path)
+            if not self._owned[owner]:
+                del self._owned[owner]
 
     def _durable(self, fd: int) -> None:
         """Take over `fd`: it is fsynced (and closed) before this request's reply goes out."""
@@ -270,7 +270,9 @@ class FileLayer:
             if path == src:                 # finished, if an upload: RENAME of itself
                 self._untrack(path)
             elif path in self._temps:       # an upload in a moved directory: still one
-                self._temps[new] = self._temps.pop(path)
+                owner = self._temps[new] = self._temps.pop(path)
+                self._owned[owner].discard(path)
+                self._owned[owner].add(new)
 
     def _inside(self, real: str) -> bool:
         return real == self.root or real.startswith(self.fs.prefix)
@@ -414,7 +416,7 @@ class FileLayer:
         first (then it is an ordinary file). Reply: fh, attr, name. A connection may have
         MAX_TEMPS of them at once: beyond, DQUOT (it could fill the export with them)."""
         (dir_fh,) = rpc.unpack_args(rpc.FH, args)
-        if self._temp_count.get(self._owner, 0) >= rpc.MAX_TEMPS:
+        if len(self._owned.get(self._owner, ())) >= rpc.MAX_TEMPS:
             raise rpc.RpcError(rpc.DQUOT, f"{rpc.MAX_TEMPS} unfinished uploads (CREATE_TEMP) on this "
                                           "connection already: RENAME or REMOVE one first")
         dir_path = self._path(dir_fh)
@@ -424,7 +426,7 @@ class FileLayer:
         path = os.path.join(dir_path, name)
         fd = self._open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "CREATE_TEMP", 0o644)
         self._temps[path] = self._owner
-        self._temp_count[self._owner] = self._temp_count.get(self._owner, 0) + 1
+        self._owned.setdefault(self._owner, set()).add(path)
         st = os.fstat(fd)
         self._durable(fd)
         self._fsync_dir(dir_path)

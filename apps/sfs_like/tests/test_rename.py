@@ -169,6 +169,18 @@ def test_an_unfinished_upload_is_not_listed_nor_looked_up_and_goes_with_its_conn
     assert _status(layer, rpc.req_getattr(8, fh))[0] == rpc.STALE
 
 
+def test_an_upload_in_a_moved_directory_still_goes_with_its_connection(layer, tmp_path):
+    """RENAME of the directory moves the upload's path; its connection's end must remove it
+    there, and the connection's count of uploads must not keep the old path."""
+    d = rpc.FH.unpack_from(_ok(layer, rpc.req_lookup(1, rpc.ROOT_FH, "d")))[0]
+    fh, name = _create_temp(layer, d, owner="conn 1")
+    _ok(layer, rpc.req_rename(2, rpc.ROOT_FH, "d", rpc.ROOT_FH, "moved"))
+    assert (tmp_path / "export" / "moved" / name).exists()
+    layer.release("conn 1")
+    assert sorted(os.listdir(tmp_path / "export" / "moved")) == ["f"]
+    assert _status(layer, rpc.req_getattr(3, fh))[0] == rpc.STALE
+
+
 def test_another_clients_upload_cannot_be_reached_by_counting_handles(layer):
     """Handles were sequential: the upload one client made got the handle after the last one
     issued, so another client could count from its own handles to it and READ or WRITE it."""
