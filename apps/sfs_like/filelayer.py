@@ -13,6 +13,7 @@ follows no symlink at all: one swapped into the path since the lookup makes the 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import re
@@ -176,16 +177,28 @@ class FileLayer:
             except OSError:         # removed or moved behind the server's back: nothing to do
                 pass
 
-    def remove_stale_uploads(self) -> int:
+    def remove_stale_uploads(self) -> int | None:
         """Remove the uploads (CREATE_TEMP files) anywhere in the export, and return how many: at
         start-up, the ones a server killed mid-put left, which no connection owns any more and
         which would stay for good. No client can give a file an upload's name (`_child`), so all
-        are uploads; but also those of another server running on the same export, if any."""
-        root = os.open(".", _SUBDIR, dir_fd=self.fs.root_fd)
+        are uploads, but another server serving the same export (the benchmark runs several) may
+        have some in progress. So every server holds a shared lock on the export for as long as it
+        runs (flock: it goes with the process, however that ends), and sweeps only if it can take
+        the lock alone first: None when another server holds it (or the file system has no
+        flock), and the stale uploads wait for a server that starts alone."""
+        lock = os.open(".", _SUBDIR, dir_fd=self.fs.root_fd)
         try:
-            return _remove_uploads(root, self.root)
-        finally:
-            os.close(root)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            removed = None
+        else:
+            removed = _remove_uploads(lock, self.root)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        except OSError:
+            pass            # no flock here: then no server sweeps, as above
+        self._export_lock = lock        # held, never closed: the lock lasts as long as we run
+        return removed
 
     def _untrack(self, path: str) -> None:
         """`path` is no longer an unfinished upload (RENAMEd into place, REMOVEd, or its owner

@@ -129,8 +129,13 @@ class Server:
         self.files = FileLayer(export, cache_bytes, sync_later=True,      # fsyncs on the crypto color
                                hidden=(os.path.realpath(key_path),),
                                hidden_ids=((key_st.st_dev, key_st.st_ino),))
-        log.info("stale uploads (%s*, left by a server killed mid-put) removed from the export: %d",
-                 UPLOAD_PREFIX, self.files.remove_stale_uploads())
+        removed = self.files.remove_stale_uploads()
+        if removed is None:
+            log.info("another server serves this export: stale uploads (%s*) are left for one that "
+                     "starts alone", UPLOAD_PREFIX)
+        else:
+            log.info("stale uploads (%s*, left by a server killed mid-put) removed from the "
+                     "export: %d", UPLOAD_PREFIX, removed)
         self.public = self.key.public_key().public_bytes_raw()
         self.fingerprint = fingerprint(self.public)
         unknown = set(suites) - set(SUITES)

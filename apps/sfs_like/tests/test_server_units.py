@@ -7,17 +7,21 @@ import logging
 import os
 import select
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from apps.sfs_like import rpc
 from apps.sfs_like import server as server_mod
 from apps.sfs_like.client import recv_frame
+from apps.sfs_like.filelayer import FileLayer
 from apps.sfs_like.framing import frame
 from apps.sfs_like.handshake import READY, ClientHandshake
 from apps.sfs_like.server import Server
 from apps.sfs_like.suites import SUITES
 
+from .conftest import REPO
 from .fakeloop import FakeLoop
 
 FRAME_TIMEOUT = 3.0
@@ -404,3 +408,32 @@ def test_start_up_removes_stale_uploads_and_nothing_else(tmp_path, export, caplo
     assert sorted(p.name for p in (export / "a").iterdir()) == [upload, "b"]
     assert os.listdir(export / "a" / "b") == [".sfs-upload.fedcba9876543210"]
     assert (outside / upload).read_bytes() == b"not the server's"
+
+
+def _layer_in_a_child(export, *, stay: bool) -> subprocess.Popen:
+    """A process with a FileLayer on `export` that prints what its start-up sweep removed, then
+    runs until its stdin closes (`stay`) or exits."""
+    code = ("import sys; from apps.sfs_like.filelayer import FileLayer; "
+            "print(FileLayer(sys.argv[1]).remove_stale_uploads(), flush=True)"
+            + ("; sys.stdin.read()" if stay else ""))
+    return subprocess.Popen([sys.executable, "-c", code, str(export)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_start_up_leaves_the_uploads_alone_while_another_server_serves_the_export(export):
+    """The benchmark runs several servers on one export. A server starting while another runs
+    must not remove that one's uploads in progress: it sweeps only when no other server holds
+    the export, which a server does until its process ends, however it ends (here: SIGKILL)."""
+    running = _layer_in_a_child(export, stay=True)
+    try:
+        assert running.stdout.readline() == "0\n"          # it started alone: it swept
+        in_progress = export / ".sfs-upload.0123456789abcdef"
+        in_progress.write_bytes(b"the running server's upload")
+        assert _layer_in_a_child(export, stay=False).communicate(timeout=30)[0] == "None\n"
+        assert in_progress.exists()
+    finally:
+        running.kill()
+        running.wait()
+    assert _layer_in_a_child(export, stay=False).communicate(timeout=30)[0] == "1\n"
+    assert not in_progress.exists()
