@@ -81,6 +81,15 @@ class Future:
                 return
         fn(self)
 
+    def remove_done_callback(self, fn) -> int:
+        """Take fn off the callbacks to run at completion; how many times it was there."""
+        with self._lock:
+            if not self._callbacks:
+                return 0
+            kept = [cb for cb in self._callbacks if cb != fn]
+            removed, self._callbacks = len(self._callbacks) - len(kept), kept
+        return removed
+
     def result(self, timeout: float | None = None):
         """The value, or raise the exception. Blocks up to `timeout` if called from a plain thread;
         on a loop's own threads it never blocks (InvalidStateError if not done): waiting there

@@ -348,3 +348,23 @@ def test_awaiting_readable_on_an_fd_with_a_reader_is_refused_and_the_reader_kept
     assert got == [(b"x", "MainThread")]
     a.close()
     b.close()
+
+
+def test_a_task_run_until_complete_gave_up_on_does_not_stop_a_later_run():
+    """The stopped-early task is cancelled; its cancellation is delivered in the next run, and
+    ending then must not stop that run before its own coroutine finishes."""
+    loop = runtime.Loop(workers=1)
+    never = runtime.Future()
+
+    async def forever():
+        await never
+
+    async def later():
+        await runtime.sleep(0.01)
+        return "finished"
+
+    loop.call_later(0.01, loop.stop)
+    with loop:
+        with pytest.raises(RuntimeError, match="stopped before"):
+            loop.run_until_complete(forever())
+        assert loop.run_until_complete(later()) == "finished"
