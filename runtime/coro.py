@@ -58,9 +58,11 @@ class Future:
     def set_exception(self, exc: BaseException) -> None:
         self._complete(None, exc)
 
-    def _complete(self, value, exc) -> None:
+    def _complete(self, value, exc, if_pending=False) -> None:
         with self._lock:
             if self._callbacks is None:
+                if if_pending:
+                    return
                 raise InvalidStateError("the future is already done")
             self._result, self._exception = value, exc
             callbacks, self._callbacks = self._callbacks, None
@@ -149,12 +151,14 @@ class Task(Future):
         cancellation is delivered at the first step that runs, whatever it was to deliver."""
         if self.done() or resumes is not self._waiting_on:
             return
+        self._waiting_on = None
         if self._cancel_requested:
             self._cancel_requested = False
             value, exc = None, CancelledError()
             if resumes is not None and resumes._on_abandon is not None and not resumes.done():
                 resumes._on_abandon()       # e.g. readable(fd): stop watching the fd
-        self._waiting_on = None
+                # Another task awaiting it too learns it will not come, as in asyncio.
+                resumes._complete(None, CancelledError(), if_pending=True)
         try:
             awaited = self._coro.send(value) if exc is None else self._coro.throw(exc)
         except StopIteration as stop:
@@ -230,7 +234,8 @@ def _name(coro) -> str:
 def sleep(delay: float) -> Future:
     """await runtime.sleep(s): resume on the task's color after `delay` seconds."""
     fut = Future()
-    _context.current_loop().call_later(delay, _resolve, fut, None, color=_here())
+    timer = _context.current_loop().call_later(delay, _resolve, fut, None, color=_here())
+    fut._on_abandon = timer.cancel      # else a cancelled long sleep holds its timer till then
     return fut
 
 
@@ -264,7 +269,7 @@ def call_in_color(color, fn, *args) -> Future:
     """await runtime.call_in_color(c, fn, x): run fn(x) as a callback of color c; get its result.
 
     This is how a coroutine on one color uses state owned by another color (say, a cache kept on
-    its own color) without locks.
+    its own color) without locks. If the waiting task is cancelled before fn starts, fn never runs.
     """
     loop = _context.current_loop()
     fut = Future()
@@ -273,10 +278,12 @@ def call_in_color(color, fn, *args) -> Future:
         try:
             value = fn(*args)
         except BaseException as exc:
-            fut.set_exception(exc)
+            fut._complete(None, exc, if_pending=True)     # pending unless the caller was cancelled
         else:
-            fut.set_result(value)
-    loop.call_soon(run, color=color)
+            fut._complete(value, None, if_pending=True)
+    # Cancelling the waiting task before fn started drops the call, as asyncio drops an
+    # executor job that has not started: nobody is left to want its result or its effects.
+    fut._on_abandon = loop.call_soon(run, color=color).cancel
     return fut
 
 

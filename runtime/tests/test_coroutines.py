@@ -368,3 +368,61 @@ def test_a_task_run_until_complete_gave_up_on_does_not_stop_a_later_run():
         with pytest.raises(RuntimeError, match="stopped before"):
             loop.run_until_complete(forever())
         assert loop.run_until_complete(later()) == "finished"
+
+
+def test_cancelling_a_task_in_sleep_cancels_its_timer():
+    async def sleeper():
+        await runtime.sleep(3600)
+
+    async def main():
+        task = loop.spawn(sleeper())
+        await runtime.sleep(0)
+        task.cancel()
+        with pytest.raises(runtime.CancelledError):
+            await task
+        return [timer.cancelled for _, _, timer in loop._timers]
+
+    with runtime.Loop(workers=1) as loop:
+        assert loop.run_until_complete(main()) == [True]
+
+
+def test_cancelling_a_task_before_its_call_in_color_starts_drops_the_call():
+    gate, ran = threading.Event(), []
+
+    async def caller():
+        await runtime.call_in_color(1, ran.append, "ran")
+
+    async def main():
+        loop.call_soon(gate.wait, 5, color=1)       # color 1 (worker 1) is busy until gate is set
+        task = loop.spawn(caller())
+        await runtime.sleep(0)                      # the caller's call is queued behind gate.wait
+        task.cancel()
+        with pytest.raises(runtime.CancelledError):
+            await task
+        gate.set()
+        await runtime.call_in_color(1, lambda: None)    # color 1 has run what it had queued
+        return ran
+
+    with runtime.Loop(workers=2) as loop:
+        assert loop.run_until_complete(main()) == []
+
+
+def test_a_task_sharing_an_await_with_a_cancelled_one_is_told_instead_of_left_waiting():
+    """Cancelling one awaiter releases what the awaitable holds (here the timer), so it will never
+    complete: the other awaiter gets CancelledError, as in asyncio, rather than wait for ever."""
+    async def waiter(shared):
+        await shared
+
+    async def main():
+        shared = runtime.sleep(3600)
+        first, second = loop.spawn(waiter(shared)), loop.spawn(waiter(shared))
+        await runtime.sleep(0)
+        first.cancel()
+        with pytest.raises(runtime.CancelledError):
+            await second
+        return "told"
+
+    with runtime.Loop(workers=1) as loop:
+        guard = loop.call_later(10, loop.stop)     # a failure, not a hang, if second is left waiting
+        assert loop.run_until_complete(main()) == "told"
+        guard.cancel()
