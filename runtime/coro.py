@@ -144,6 +144,13 @@ class Task(Future):
             self._loop.call_soon(self._step, None, None, waiting, color=self.color)
         return True
 
+    def set_result(self, value) -> None:
+        """Refused, as in asyncio: the coroutine's return is the result; set from outside, the
+        coroutine would be dropped at its await, its finally blocks never run."""
+        raise RuntimeError("a Task's result is its coroutine's; cancel() it to end it early")
+
+    set_exception = set_result
+
     def _step(self, value, exc, resumes: Future | None = None) -> None:
         """One step of the coroutine: resume the await on `resumes` (None: the first step) with
         `value` or `exc`. An await is resumed once: by its future's wake-up or by a cancel(),
@@ -162,11 +169,11 @@ class Task(Future):
         try:
             awaited = self._coro.send(value) if exc is None else self._coro.throw(exc)
         except StopIteration as stop:
-            self.set_result(stop.value)
+            self._complete(stop.value, None)
             return
         except BaseException as failure:       # the task's outcome, re-raised to who awaits it
             self._failed_on = _context.local.worker or 0
-            self.set_exception(failure)
+            self._complete(None, failure)
             if not isinstance(failure, Exception):
                 # SystemExit, KeyboardInterrupt: stop the loop as a callback raising it does
                 # (reported, loop stopped, run() raises it); so it needs no report when collected.

@@ -331,3 +331,19 @@ def test_two_threads_calling_run_at_once_start_one_run(monkeypatch):
     loop.close()
     assert not second_inside.is_set()
     assert sorted(outcomes) == ["ran", "this loop is already running"]
+
+
+@pytest.mark.parametrize("complete", ["set_result", "set_exception"])
+def test_a_task_cannot_be_completed_from_outside_its_coroutine(complete):
+    async def job():
+        await runtime.sleep(0)
+        return "its own result"
+
+    async def main():
+        task = loop.spawn(job())
+        with pytest.raises(RuntimeError, match="cancel"):
+            getattr(task, complete)(ValueError("from outside"))
+        return await task
+
+    with runtime.Loop(workers=1) as loop:
+        assert loop.run_until_complete(main()) == "its own result"
