@@ -18,6 +18,8 @@ callback raises it.
 """
 from __future__ import annotations
 
+import collections.abc
+import inspect
 import selectors
 import threading
 
@@ -122,8 +124,13 @@ class Task(Future):
     """A coroutine whose every step runs as a callback of `color` on `loop`."""
 
     def __init__(self, loop, coro, color=DEFAULT_COLOR):
-        if not hasattr(coro, "send"):
+        if not isinstance(coro, collections.abc.Coroutine):
             raise TypeError(f"spawn() needs a coroutine, got {coro!r}")
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) != inspect.CORO_CREATED:
+            # Started: something else drives it, and our first send() would resume its await
+            # with None. Finished: it would only fail with a puzzling "cannot reuse" error.
+            raise RuntimeError(f"spawn() needs a coroutine not started yet; {_name(coro)} is "
+                               f"{inspect.getcoroutinestate(coro).lower()[5:]}")
         super().__init__()
         self._loop = loop
         self._coro = coro

@@ -347,3 +347,33 @@ def test_a_task_cannot_be_completed_from_outside_its_coroutine(complete):
 
     with runtime.Loop(workers=1) as loop:
         assert loop.run_until_complete(main()) == "its own result"
+
+
+def test_spawn_refuses_what_is_not_a_fresh_coroutine():
+    """A generator or async generator is refused, as a function is; a coroutine already running
+    as a task is refused too: a second task would resume its await with None."""
+    def generator():
+        yield
+
+    async def async_generator():
+        yield
+
+    async def waits(fut):
+        return await fut
+
+    fut = runtime.Future()
+
+    async def main():
+        coro = waits(fut)
+        first = loop.spawn(coro)
+        await runtime.sleep(0)
+        with pytest.raises(RuntimeError, match="not started yet"):
+            loop.spawn(coro)
+        fut.set_result("untouched")
+        return await first
+
+    with runtime.Loop(workers=1) as loop:
+        for wrong in (generator(), async_generator(), generator):
+            with pytest.raises(TypeError, match="needs a coroutine"):
+                loop.spawn(wrong)
+        assert loop.run_until_complete(main()) == "untouched"
