@@ -181,9 +181,10 @@ class Task(Future):
         except BaseException as failure:       # the task's outcome, re-raised to who awaits it
             self._failed_on = _context.local.worker or 0
             self._complete(None, failure)
-            if not isinstance(failure, Exception):
-                # SystemExit, KeyboardInterrupt: stop the loop as a callback raising it does
-                # (reported, loop stopped, run() raises it); so it needs no report when collected.
+            if isinstance(failure, (SystemExit, KeyboardInterrupt)):
+                # Stop the loop as a callback raising it does (reported, loop stopped, run()
+                # raises it); so it needs no report when collected. Any other BaseException
+                # (GeneratorExit, a program's own) is only the outcome, as in asyncio.
                 self._retrieved = True
                 raise
             return

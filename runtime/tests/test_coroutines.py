@@ -426,3 +426,27 @@ def test_a_task_sharing_an_await_with_a_cancelled_one_is_told_instead_of_left_wa
         guard = loop.call_later(10, loop.stop)     # a failure, not a hang, if second is left waiting
         assert loop.run_until_complete(main()) == "told"
         guard.cancel()
+
+
+class _OwnBaseException(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("exc_type", [GeneratorExit, _OwnBaseException])
+def test_another_base_exception_in_a_task_is_its_outcome_and_does_not_stop_the_loop(exc_type):
+    reports = []
+
+    async def raises():
+        await runtime.sleep(0)
+        raise exc_type("outcome")
+
+    async def main():
+        with pytest.raises(exc_type):
+            await loop.spawn(raises(), color="x")
+        await runtime.sleep(0)          # the loop still runs steps
+        return "still running"
+
+    loop = runtime.Loop(workers=2, on_error=reports.append)
+    with loop:
+        assert loop.run_until_complete(main()) == "still running"
+    assert reports == []
