@@ -19,6 +19,7 @@ callback raises it.
 from __future__ import annotations
 
 import collections.abc
+import functools
 import inspect
 import selectors
 import threading
@@ -136,9 +137,14 @@ class Task(Future):
         self._coro = coro
         self.color = color
         self._waiting_on: Future | None = None
+        # Numbers the coroutine's suspensions (0: before its first step). A step names the one it
+        # resumes, so that of two steps for one (a wake-up and a cancel, two cancels, a cancel
+        # from another thread racing the step that is suspending) only the first resumes it,
+        # even if the coroutine then awaits the very same future again.
+        self._suspension = 0
         self._cancel_requested = False
         self._failed_on = 0          # the worker whose step raised, for a report at collection
-        loop.call_soon(self._step, None, None, color=color)
+        loop.call_soon(self._step, None, None, 0, color=color)
 
     def cancel(self) -> bool:
         """Throw CancelledError into the coroutine at its current await (or at its first step,
@@ -146,9 +152,9 @@ class Task(Future):
         if self.done():
             return False
         self._cancel_requested = True
-        waiting = self._waiting_on
-        if waiting is not None:
-            self._loop.call_soon(self._step, None, None, waiting, color=self.color)
+        suspension = self._suspension
+        if self._waiting_on is not None:
+            self._loop.call_soon(self._step, None, None, suspension, color=self.color)
         return True
 
     def set_result(self, value) -> None:
@@ -158,14 +164,15 @@ class Task(Future):
 
     set_exception = set_result
 
-    def _step(self, value, exc, resumes: Future | None = None) -> None:
-        """One step of the coroutine: resume the await on `resumes` (None: the first step) with
-        `value` or `exc`. An await is resumed once: by its future's wake-up or by a cancel(),
-        whichever runs first; the other finds it resumed already and does nothing. A requested
-        cancellation is delivered at the first step that runs, whatever it was to deliver."""
-        if self.done() or resumes is not self._waiting_on:
+    def _step(self, value, exc, suspension: int) -> None:
+        """One step of the coroutine: resume `suspension` with `value` or `exc`. It is resumed
+        once: by its future's wake-up or by a cancel(), whichever runs first; the other finds it
+        resumed already and does nothing. A requested cancellation is delivered at the first
+        step that runs, whatever it was to deliver."""
+        if self.done() or suspension != self._suspension:
             return
-        self._waiting_on = None
+        self._suspension += 1
+        resumes, self._waiting_on = self._waiting_on, None
         if self._cancel_requested:
             self._cancel_requested = False
             value, exc = None, CancelledError()
@@ -194,22 +201,22 @@ class Task(Future):
             else:
                 problem = TypeError(f"a colorloop task can only await colorloop awaitables, "
                                     f"not {awaited!r}")
-            self._loop.call_soon(self._step, None, problem, color=self.color)
+            self._loop.call_soon(self._step, None, problem, self._suspension, color=self.color)
             return
         self._waiting_on = awaited
-        awaited.add_done_callback(self._wake)
+        awaited.add_done_callback(functools.partial(self._wake, self._suspension))
         if self._cancel_requested:
             # cancel() ran during this step, when there was no await yet to interrupt
-            self._loop.call_soon(self._step, None, None, awaited, color=self.color)
+            self._loop.call_soon(self._step, None, None, self._suspension, color=self.color)
 
-    def _wake(self, awaited: Future) -> None:
-        if self._waiting_on is not awaited:
+    def _wake(self, suspension: int, awaited: Future) -> None:
+        if suspension != self._suspension:
             return      # cancelled meanwhile; that step already ran
         try:
             value, exc = awaited.result(), None
         except BaseException as failure:
             value, exc = None, failure
-        self._loop.call_soon(self._step, value, exc, awaited, color=self.color)
+        self._loop.call_soon(self._step, value, exc, suspension, color=self.color)
 
     def __del__(self):
         """asyncio's "Task exception was never retrieved": report a failure nobody looked at.

@@ -377,3 +377,48 @@ def test_spawn_refuses_what_is_not_a_fresh_coroutine():
             with pytest.raises(TypeError, match="needs a coroutine"):
                 loop.spawn(wrong)
         assert loop.run_until_complete(main()) == "untouched"
+
+
+class _CancelsAsItIsAwaited(runtime.Future):
+    """Calls task.cancel() inside add_done_callback: the moment at which a cancel() from another
+    thread can land, while the step is suspending the coroutine (its await set, not yet checked
+    for a cancel), made deterministic."""
+
+    task = None
+
+    def add_done_callback(self, fn):
+        super().add_done_callback(fn)
+        if self.task is not None:
+            self.task, task = None, self.task
+            task.cancel()
+
+
+@pytest.mark.parametrize("how", ["cancel twice", "cancel while suspending"])
+def test_a_cancel_resumes_its_await_once_even_if_the_same_future_is_awaited_again(how):
+    """The coroutine survives the cancel and awaits the same future again; the second step the
+    cancel(s) scheduled must not resume that new await with None (it raised InvalidStateError)."""
+    fut = _CancelsAsItIsAwaited()
+    cancels = []
+
+    async def stubborn():
+        while True:
+            try:
+                return await fut
+            except runtime.CancelledError:
+                cancels.append("cancelled")
+
+    async def main():
+        task = loop.spawn(stubborn())
+        if how == "cancel twice":
+            await runtime.sleep(0)
+            task.cancel()
+            task.cancel()
+        else:
+            fut.task = task
+        await runtime.call_in_color(0, lambda: None)     # resumes after the cancellation steps
+        fut.set_result("the value")
+        return await task
+
+    with runtime.Loop(workers=1) as loop:
+        assert loop.run_until_complete(main()) == "the value"
+    assert cancels == ["cancelled"]
