@@ -135,7 +135,7 @@ class Task(Future):
         super().__init__()
         self._loop = loop
         self._coro = coro
-        self.color = color
+        self._color = color
         self._waiting_on: Future | None = None
         # Numbers the coroutine's suspensions (0: before its first step). A step names the one it
         # resumes, so that of two steps for one (a wake-up and a cancel, two cancels, a cancel
@@ -145,6 +145,12 @@ class Task(Future):
         self._cancel_requested = False
         self._failed_on = 0          # the worker whose step raised, for a report at collection
         loop.call_soon(self._step, None, None, 0, color=color)
+
+    @property
+    def color(self):
+        """Read-only: steps already queued run on the old color, so a task whose color changed
+        could run two steps at once, on two colors."""
+        return self._color
 
     def cancel(self) -> bool:
         """Throw CancelledError into the coroutine at its current await (or at its first step,

@@ -422,3 +422,18 @@ def test_a_cancel_resumes_its_await_once_even_if_the_same_future_is_awaited_agai
     with runtime.Loop(workers=1) as loop:
         assert loop.run_until_complete(main()) == "the value"
     assert cancels == ["cancelled"]
+
+
+def test_a_tasks_color_cannot_be_changed():
+    async def job():
+        await runtime.sleep(0)
+
+    async def main():
+        task = loop.spawn(job(), color="a")
+        with pytest.raises(AttributeError):
+            task.color = "b"
+        await task
+        return task.color
+
+    with runtime.Loop(workers=1) as loop:
+        assert loop.run_until_complete(main()) == "a"
