@@ -284,12 +284,16 @@ def _fd_once(fd, event) -> Future:
     loop = _context.current_loop()
     fut = Future()
 
+    def stop_watching():
+        # By number: a socket closed meanwhile says fileno() -1, and the wait must still go.
+        loop._remove_fd(registration.watch.fd, event, only=registration)
+
     def fire():
-        loop._remove_fd(fd, event, only=registration)
+        stop_watching()
         if not fut.done():
             fut.set_result(None)
     registration = loop._add_fd(fd, event, fire, (), _here(), once=True)
-    fut._on_abandon = lambda: loop._remove_fd(fd, event, only=registration)
+    fut._on_abandon = stop_watching
     return fut
 
 

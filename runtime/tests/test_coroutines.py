@@ -450,3 +450,39 @@ def test_another_base_exception_in_a_task_is_its_outcome_and_does_not_stop_the_l
     with loop:
         assert loop.run_until_complete(main()) == "still running"
     assert reports == []
+
+
+def test_cancelling_a_wait_on_a_socket_closed_meanwhile_ends_the_task_and_frees_the_fd():
+    """The closed socket's fileno() is -1: the cancelled wait stopped nothing and raised in the
+    task's step, which then never delivered the cancellation (the task hung). The fd number must
+    be free for the next socket that gets it."""
+    a, b = socket.socketpair()
+
+    async def waiter():
+        await runtime.readable(a)
+
+    async def main():
+        task = loop.spawn(waiter())
+        await runtime.sleep(0)
+        number = a.fileno()
+        a.close()
+        task.cancel()
+        with pytest.raises(runtime.CancelledError):
+            await task
+        c, d = socket.socketpair()
+        reuser = c if c.fileno() == number else d
+        got = runtime.Future()
+        loop.add_reader(reuser, lambda: got.done() or got.set_result(reuser.recv(10)))
+        (d if reuser is c else c).send(b"next")
+        try:
+            return loop.stats()["fds"], await got
+        finally:
+            loop.remove_reader(reuser)
+            c.close()
+            d.close()
+
+    with runtime.Loop(workers=1) as loop:
+        guard = loop.call_later(10, loop.stop)      # a failure, not a hang, if the task hangs
+        assert loop.run_until_complete(main()) == (1, b"next")
+        guard.cancel()
+    b.close()
