@@ -369,6 +369,8 @@ class Loop:
 
     def run_until_complete(self, coro, color=DEFAULT_COLOR):
         """Spawn `coro`, run the loop until it finishes, stop, and return its result (or raise)."""
+        if self._loop_thread is not None:   # refused before spawning: else coro runs all the same
+            raise RuntimeError("this loop is already running: spawn() the coroutine instead")
         task = self.spawn(coro, color)
         stop = lambda _: self.stop()
         task.add_done_callback(stop)

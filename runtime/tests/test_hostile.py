@@ -437,3 +437,24 @@ def test_a_tasks_color_cannot_be_changed():
 
     with runtime.Loop(workers=1) as loop:
         assert loop.run_until_complete(main()) == "a"
+
+
+def test_run_until_complete_on_a_running_loop_is_refused_without_running_the_coroutine():
+    ran = []
+
+    async def job():
+        ran.append("ran")
+
+    coro = job()
+
+    def nested():
+        with pytest.raises(RuntimeError, match="already running"):
+            loop.run_until_complete(coro)
+
+    async def main():
+        await runtime.call_in_color(0, nested)      # a step job() got would have run before this
+        return ran
+
+    with runtime.Loop(workers=1) as loop:
+        assert loop.run_until_complete(main()) == []
+    coro.close()
