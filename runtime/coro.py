@@ -226,16 +226,25 @@ class Task(Future):
 
     def __del__(self):
         """asyncio's "Task exception was never retrieved": report a failure nobody looked at.
+        And its "Task was destroyed but it is pending": a pending task is only collected when
+        nothing can ever resume it (a queued step or an awaited future's wake-up holds it), so
+        it would vanish silently, a hang nobody hears of.
 
         CancelledError is not a failure to report: someone asked for it. Runs on whichever thread
         collects the task, as asyncio's does.
         """
-        exc = getattr(self, "_exception", None)         # None too if __init__ refused the coro
-        if exc is None or self._retrieved or isinstance(exc, CancelledError):
+        if not hasattr(self, "_coro"):          # __init__ refused the coro
+            return
+        exc, what = self._exception, "its exception was never retrieved"
+        if not self.done():
+            exc = RuntimeError("the task was garbage-collected while it waited: nothing held "
+                               "what it awaited, so nothing could ever complete it")
+            what = "destroyed while pending"
+        elif exc is None or self._retrieved or isinstance(exc, CancelledError):
             return
         try:
-            self._loop._report(self.color, f"task {_name(self._coro)} (its exception was never "
-                               "retrieved)", exc, self._failed_on)
+            self._loop._report(self.color, f"task {_name(self._coro)} ({what})", exc,
+                               self._failed_on)
         except Exception:       # at interpreter exit, or a loop gone half-way: nothing to do
             pass
 

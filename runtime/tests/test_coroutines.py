@@ -486,3 +486,22 @@ def test_cancelling_a_wait_on_a_socket_closed_meanwhile_ends_the_task_and_frees_
         assert loop.run_until_complete(main()) == (1, b"next")
         guard.cancel()
     b.close()
+
+
+def test_a_pending_task_nothing_can_resume_is_reported_when_collected():
+    reports = []
+
+    async def orphan():
+        await runtime.Future()          # nobody else has it: nothing can ever complete it
+
+    async def main():
+        loop.spawn(orphan(), color="o")
+        await runtime.call_in_color("o", lambda: None)      # orphan is at its await now
+
+    loop = runtime.Loop(workers=2, on_error=reports.append)
+    with loop:
+        loop.run_until_complete(main())
+        gc.collect()
+    assert [(r.color, r.callback) for r in reports] == [
+        ("o", "task test_a_pending_task_nothing_can_resume_is_reported_when_collected.<locals>"
+              ".orphan (destroyed while pending)")]
