@@ -18,6 +18,9 @@ callback raises it.
 """
 from __future__ import annotations
 
+import collections.abc
+import functools
+import inspect
 import selectors
 import threading
 
@@ -58,9 +61,11 @@ class Future:
     def set_exception(self, exc: BaseException) -> None:
         self._complete(None, exc)
 
-    def _complete(self, value, exc) -> None:
+    def _complete(self, value, exc, if_pending=False) -> None:
         with self._lock:
             if self._callbacks is None:
+                if if_pending:
+                    return
                 raise InvalidStateError("the future is already done")
             self._result, self._exception = value, exc
             callbacks, self._callbacks = self._callbacks, None
@@ -80,6 +85,15 @@ class Future:
                 self._callbacks.append(fn)
                 return
         fn(self)
+
+    def remove_done_callback(self, fn) -> int:
+        """Take fn off the callbacks to run at completion; how many times it was there."""
+        with self._lock:
+            if not self._callbacks:
+                return 0
+            kept = [cb for cb in self._callbacks if cb != fn]
+            removed, self._callbacks = len(self._callbacks) - len(kept), kept
+        return removed
 
     def result(self, timeout: float | None = None):
         """The value, or raise the exception. Blocks up to `timeout` if called from a plain thread;
@@ -111,16 +125,32 @@ class Task(Future):
     """A coroutine whose every step runs as a callback of `color` on `loop`."""
 
     def __init__(self, loop, coro, color=DEFAULT_COLOR):
-        if not hasattr(coro, "send"):
+        if not isinstance(coro, collections.abc.Coroutine):
             raise TypeError(f"spawn() needs a coroutine, got {coro!r}")
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) != inspect.CORO_CREATED:
+            # Started: something else drives it, and our first send() would resume its await
+            # with None. Finished: it would only fail with a puzzling "cannot reuse" error.
+            raise RuntimeError(f"spawn() needs a coroutine not started yet; {_name(coro)} is "
+                               f"{inspect.getcoroutinestate(coro).lower()[5:]}")
         super().__init__()
         self._loop = loop
         self._coro = coro
-        self.color = color
+        self._color = color
         self._waiting_on: Future | None = None
+        # Numbers the coroutine's suspensions (0: before its first step). A step names the one it
+        # resumes, so that of two steps for one (a wake-up and a cancel, two cancels, a cancel
+        # from another thread racing the step that is suspending) only the first resumes it,
+        # even if the coroutine then awaits the very same future again.
+        self._suspension = 0
         self._cancel_requested = False
         self._failed_on = 0          # the worker whose step raised, for a report at collection
-        loop.call_soon(self._step, None, None, color=color)
+        loop.call_soon(self._step, None, None, 0, color=color)
+
+    @property
+    def color(self):
+        """Read-only: steps already queued run on the old color, so a task whose color changed
+        could run two steps at once, on two colors."""
+        return self._color
 
     def cancel(self) -> bool:
         """Throw CancelledError into the coroutine at its current await (or at its first step,
@@ -128,35 +158,46 @@ class Task(Future):
         if self.done():
             return False
         self._cancel_requested = True
-        waiting = self._waiting_on
-        if waiting is not None:
-            self._loop.call_soon(self._step, None, None, waiting, color=self.color)
+        suspension = self._suspension
+        if self._waiting_on is not None:
+            self._loop.call_soon(self._step, None, None, suspension, color=self.color)
         return True
 
-    def _step(self, value, exc, resumes: Future | None = None) -> None:
-        """One step of the coroutine: resume the await on `resumes` (None: the first step) with
-        `value` or `exc`. An await is resumed once: by its future's wake-up or by a cancel(),
-        whichever runs first; the other finds it resumed already and does nothing. A requested
-        cancellation is delivered at the first step that runs, whatever it was to deliver."""
-        if self.done() or resumes is not self._waiting_on:
+    def set_result(self, value) -> None:
+        """Refused, as in asyncio: the coroutine's return is the result; set from outside, the
+        coroutine would be dropped at its await, its finally blocks never run."""
+        raise RuntimeError("a Task's result is its coroutine's; cancel() it to end it early")
+
+    set_exception = set_result
+
+    def _step(self, value, exc, suspension: int) -> None:
+        """One step of the coroutine: resume `suspension` with `value` or `exc`. It is resumed
+        once: by its future's wake-up or by a cancel(), whichever runs first; the other finds it
+        resumed already and does nothing. A requested cancellation is delivered at the first
+        step that runs, whatever it was to deliver."""
+        if self.done() or suspension != self._suspension:
             return
+        self._suspension += 1
+        resumes, self._waiting_on = self._waiting_on, None
         if self._cancel_requested:
             self._cancel_requested = False
             value, exc = None, CancelledError()
             if resumes is not None and resumes._on_abandon is not None and not resumes.done():
                 resumes._on_abandon()       # e.g. readable(fd): stop watching the fd
-        self._waiting_on = None
+                # Another task awaiting it too learns it will not come, as in asyncio.
+                resumes._complete(None, CancelledError(), if_pending=True)
         try:
             awaited = self._coro.send(value) if exc is None else self._coro.throw(exc)
         except StopIteration as stop:
-            self.set_result(stop.value)
+            self._complete(stop.value, None)
             return
         except BaseException as failure:       # the task's outcome, re-raised to who awaits it
             self._failed_on = _context.local.worker or 0
-            self.set_exception(failure)
-            if not isinstance(failure, Exception):
-                # SystemExit, KeyboardInterrupt: stop the loop as a callback raising it does
-                # (reported, loop stopped, run() raises it); so it needs no report when collected.
+            self._complete(None, failure)
+            if isinstance(failure, (SystemExit, KeyboardInterrupt)):
+                # Stop the loop as a callback raising it does (reported, loop stopped, run()
+                # raises it); so it needs no report when collected. Any other BaseException
+                # (GeneratorExit, a program's own) is only the outcome, as in asyncio.
                 self._retrieved = True
                 raise
             return
@@ -166,35 +207,44 @@ class Task(Future):
             else:
                 problem = TypeError(f"a colorloop task can only await colorloop awaitables, "
                                     f"not {awaited!r}")
-            self._loop.call_soon(self._step, None, problem, color=self.color)
+            self._loop.call_soon(self._step, None, problem, self._suspension, color=self.color)
             return
         self._waiting_on = awaited
-        awaited.add_done_callback(self._wake)
+        awaited.add_done_callback(functools.partial(self._wake, self._suspension))
         if self._cancel_requested:
             # cancel() ran during this step, when there was no await yet to interrupt
-            self._loop.call_soon(self._step, None, None, awaited, color=self.color)
+            self._loop.call_soon(self._step, None, None, self._suspension, color=self.color)
 
-    def _wake(self, awaited: Future) -> None:
-        if self._waiting_on is not awaited:
+    def _wake(self, suspension: int, awaited: Future) -> None:
+        if suspension != self._suspension:
             return      # cancelled meanwhile; that step already ran
         try:
             value, exc = awaited.result(), None
         except BaseException as failure:
             value, exc = None, failure
-        self._loop.call_soon(self._step, value, exc, awaited, color=self.color)
+        self._loop.call_soon(self._step, value, exc, suspension, color=self.color)
 
     def __del__(self):
         """asyncio's "Task exception was never retrieved": report a failure nobody looked at.
+        And its "Task was destroyed but it is pending": a pending task is only collected when
+        nothing can ever resume it (a queued step or an awaited future's wake-up holds it), so
+        it would vanish silently, a hang nobody hears of.
 
         CancelledError is not a failure to report: someone asked for it. Runs on whichever thread
         collects the task, as asyncio's does.
         """
-        exc = getattr(self, "_exception", None)         # None too if __init__ refused the coro
-        if exc is None or self._retrieved or isinstance(exc, CancelledError):
+        if not hasattr(self, "_coro"):          # __init__ refused the coro
+            return
+        exc, what = self._exception, "its exception was never retrieved"
+        if not self.done():
+            exc = RuntimeError("the task was garbage-collected while it waited: nothing held "
+                               "what it awaited, so nothing could ever complete it")
+            what = "destroyed while pending"
+        elif exc is None or self._retrieved or isinstance(exc, CancelledError):
             return
         try:
-            self._loop._report(self.color, f"task {_name(self._coro)} (its exception was never "
-                               "retrieved)", exc, self._failed_on)
+            self._loop._report(self.color, f"task {_name(self._coro)} ({what})", exc,
+                               self._failed_on)
         except Exception:       # at interpreter exit, or a loop gone half-way: nothing to do
             pass
 
@@ -221,7 +271,8 @@ def _name(coro) -> str:
 def sleep(delay: float) -> Future:
     """await runtime.sleep(s): resume on the task's color after `delay` seconds."""
     fut = Future()
-    _context.current_loop().call_later(delay, _resolve, fut, None, color=_here())
+    timer = _context.current_loop().call_later(delay, _resolve, fut, None, color=_here())
+    fut._on_abandon = timer.cancel      # else a cancelled long sleep holds its timer till then
     return fut
 
 
@@ -242,12 +293,16 @@ def _fd_once(fd, event) -> Future:
     loop = _context.current_loop()
     fut = Future()
 
+    def stop_watching():
+        # By number: a socket closed meanwhile says fileno() -1, and the wait must still go.
+        loop._remove_fd(registration.watch.fd, event, only=registration)
+
     def fire():
-        loop._remove_fd(fd, event, only=registration)
+        stop_watching()
         if not fut.done():
             fut.set_result(None)
     registration = loop._add_fd(fd, event, fire, (), _here(), once=True)
-    fut._on_abandon = lambda: loop._remove_fd(fd, event, only=registration)
+    fut._on_abandon = stop_watching
     return fut
 
 
@@ -255,7 +310,7 @@ def call_in_color(color, fn, *args) -> Future:
     """await runtime.call_in_color(c, fn, x): run fn(x) as a callback of color c; get its result.
 
     This is how a coroutine on one color uses state owned by another color (say, a cache kept on
-    its own color) without locks.
+    its own color) without locks. If the waiting task is cancelled before fn starts, fn never runs.
     """
     loop = _context.current_loop()
     fut = Future()
@@ -264,10 +319,12 @@ def call_in_color(color, fn, *args) -> Future:
         try:
             value = fn(*args)
         except BaseException as exc:
-            fut.set_exception(exc)
+            fut._complete(None, exc, if_pending=True)     # pending unless the caller was cancelled
         else:
-            fut.set_result(value)
-    loop.call_soon(run, color=color)
+            fut._complete(value, None, if_pending=True)
+    # Cancelling the waiting task before fn started drops the call, as asyncio drops an
+    # executor job that has not started: nobody is left to want its result or its effects.
+    fut._on_abandon = loop.call_soon(run, color=color).cancel
     return fut
 
 

@@ -369,9 +369,16 @@ class Loop:
 
     def run_until_complete(self, coro, color=DEFAULT_COLOR):
         """Spawn `coro`, run the loop until it finishes, stop, and return its result (or raise)."""
+        if self._loop_thread is not None:   # refused before spawning: else coro runs all the same
+            raise RuntimeError("this loop is already running: spawn() the coroutine instead")
         task = self.spawn(coro, color)
-        task.add_done_callback(lambda _: self.stop())
-        self.run()
+        stop = lambda _: self.stop()
+        task.add_done_callback(stop)
+        try:
+            self.run()
+        finally:
+            # A task this run gave up on may finish in a later run(): it must not stop that one.
+            task.remove_done_callback(stop)
         if not task.done():      # another stop() ended the run first
             task.cancel()
             raise RuntimeError("the loop stopped before the coroutine finished")

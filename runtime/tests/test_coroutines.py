@@ -348,3 +348,160 @@ def test_awaiting_readable_on_an_fd_with_a_reader_is_refused_and_the_reader_kept
     assert got == [(b"x", "MainThread")]
     a.close()
     b.close()
+
+
+def test_a_task_run_until_complete_gave_up_on_does_not_stop_a_later_run():
+    """The stopped-early task is cancelled; its cancellation is delivered in the next run, and
+    ending then must not stop that run before its own coroutine finishes."""
+    loop = runtime.Loop(workers=1)
+    never = runtime.Future()
+
+    async def forever():
+        await never
+
+    async def later():
+        await runtime.sleep(0.01)
+        return "finished"
+
+    loop.call_later(0.01, loop.stop)
+    with loop:
+        with pytest.raises(RuntimeError, match="stopped before"):
+            loop.run_until_complete(forever())
+        assert loop.run_until_complete(later()) == "finished"
+
+
+def test_cancelling_a_task_in_sleep_cancels_its_timer():
+    async def sleeper():
+        await runtime.sleep(3600)
+
+    async def main():
+        task = loop.spawn(sleeper())
+        await runtime.sleep(0)
+        task.cancel()
+        with pytest.raises(runtime.CancelledError):
+            await task
+        return [timer.cancelled for _, _, timer in loop._timers]
+
+    with runtime.Loop(workers=1) as loop:
+        assert loop.run_until_complete(main()) == [True]
+
+
+def test_cancelling_a_task_before_its_call_in_color_starts_drops_the_call():
+    gate, ran = threading.Event(), []
+
+    async def caller():
+        await runtime.call_in_color(1, ran.append, "ran")
+
+    async def main():
+        loop.call_soon(gate.wait, 5, color=1)       # color 1 (worker 1) is busy until gate is set
+        task = loop.spawn(caller())
+        await runtime.sleep(0)                      # the caller's call is queued behind gate.wait
+        task.cancel()
+        with pytest.raises(runtime.CancelledError):
+            await task
+        gate.set()
+        await runtime.call_in_color(1, lambda: None)    # color 1 has run what it had queued
+        return ran
+
+    with runtime.Loop(workers=2) as loop:
+        assert loop.run_until_complete(main()) == []
+
+
+def test_a_task_sharing_an_await_with_a_cancelled_one_is_told_instead_of_left_waiting():
+    """Cancelling one awaiter releases what the awaitable holds (here the timer), so it will never
+    complete: the other awaiter gets CancelledError, as in asyncio, rather than wait for ever."""
+    async def waiter(shared):
+        await shared
+
+    async def main():
+        shared = runtime.sleep(3600)
+        first, second = loop.spawn(waiter(shared)), loop.spawn(waiter(shared))
+        await runtime.sleep(0)
+        first.cancel()
+        with pytest.raises(runtime.CancelledError):
+            await second
+        return "told"
+
+    with runtime.Loop(workers=1) as loop:
+        guard = loop.call_later(10, loop.stop)     # a failure, not a hang, if second is left waiting
+        assert loop.run_until_complete(main()) == "told"
+        guard.cancel()
+
+
+class _OwnBaseException(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("exc_type", [GeneratorExit, _OwnBaseException])
+def test_another_base_exception_in_a_task_is_its_outcome_and_does_not_stop_the_loop(exc_type):
+    reports = []
+
+    async def raises():
+        await runtime.sleep(0)
+        raise exc_type("outcome")
+
+    async def main():
+        with pytest.raises(exc_type):
+            await loop.spawn(raises(), color="x")
+        await runtime.sleep(0)          # the loop still runs steps
+        return "still running"
+
+    loop = runtime.Loop(workers=2, on_error=reports.append)
+    with loop:
+        assert loop.run_until_complete(main()) == "still running"
+    assert reports == []
+
+
+def test_cancelling_a_wait_on_a_socket_closed_meanwhile_ends_the_task_and_frees_the_fd():
+    """The closed socket's fileno() is -1: the cancelled wait stopped nothing and raised in the
+    task's step, which then never delivered the cancellation (the task hung). The fd number must
+    be free for the next socket that gets it."""
+    a, b = socket.socketpair()
+
+    async def waiter():
+        await runtime.readable(a)
+
+    async def main():
+        task = loop.spawn(waiter())
+        await runtime.sleep(0)
+        number = a.fileno()
+        a.close()
+        task.cancel()
+        with pytest.raises(runtime.CancelledError):
+            await task
+        c, d = socket.socketpair()
+        reuser = c if c.fileno() == number else d
+        got = runtime.Future()
+        loop.add_reader(reuser, lambda: got.done() or got.set_result(reuser.recv(10)))
+        (d if reuser is c else c).send(b"next")
+        try:
+            return loop.stats()["fds"], await got
+        finally:
+            loop.remove_reader(reuser)
+            c.close()
+            d.close()
+
+    with runtime.Loop(workers=1) as loop:
+        guard = loop.call_later(10, loop.stop)      # a failure, not a hang, if the task hangs
+        assert loop.run_until_complete(main()) == (1, b"next")
+        guard.cancel()
+    b.close()
+
+
+def test_a_pending_task_nothing_can_resume_is_reported_when_collected():
+    reports = []
+
+    async def orphan():
+        await runtime.Future()          # nobody else has it: nothing can ever complete it
+
+    async def main():
+        loop.spawn(orphan(), color="o")
+        await runtime.call_in_color("o", lambda: None)      # orphan is at its await now
+
+    loop = runtime.Loop(workers=2, on_error=reports.append)
+    with loop:
+        loop.run_until_complete(main())
+        gc.collect()
+    assert [(r.color, r.callback) for r in reports] == [
+        ("o", "task test_a_pending_task_nothing_can_resume_is_reported_when_collected.<locals>"
+              ".orphan (destroyed while pending)")]

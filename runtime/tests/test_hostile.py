@@ -331,3 +331,130 @@ def test_two_threads_calling_run_at_once_start_one_run(monkeypatch):
     loop.close()
     assert not second_inside.is_set()
     assert sorted(outcomes) == ["ran", "this loop is already running"]
+
+
+@pytest.mark.parametrize("complete", ["set_result", "set_exception"])
+def test_a_task_cannot_be_completed_from_outside_its_coroutine(complete):
+    async def job():
+        await runtime.sleep(0)
+        return "its own result"
+
+    async def main():
+        task = loop.spawn(job())
+        with pytest.raises(RuntimeError, match="cancel"):
+            getattr(task, complete)(ValueError("from outside"))
+        return await task
+
+    with runtime.Loop(workers=1) as loop:
+        assert loop.run_until_complete(main()) == "its own result"
+
+
+def test_spawn_refuses_what_is_not_a_fresh_coroutine():
+    """A generator or async generator is refused, as a function is; a coroutine already running
+    as a task is refused too: a second task would resume its await with None."""
+    def generator():
+        yield
+
+    async def async_generator():
+        yield
+
+    async def waits(fut):
+        return await fut
+
+    fut = runtime.Future()
+
+    async def main():
+        coro = waits(fut)
+        first = loop.spawn(coro)
+        await runtime.sleep(0)
+        with pytest.raises(RuntimeError, match="not started yet"):
+            loop.spawn(coro)
+        fut.set_result("untouched")
+        return await first
+
+    with runtime.Loop(workers=1) as loop:
+        for wrong in (generator(), async_generator(), generator):
+            with pytest.raises(TypeError, match="needs a coroutine"):
+                loop.spawn(wrong)
+        assert loop.run_until_complete(main()) == "untouched"
+
+
+class _CancelsAsItIsAwaited(runtime.Future):
+    """Calls task.cancel() inside add_done_callback: the moment at which a cancel() from another
+    thread can land, while the step is suspending the coroutine (its await set, not yet checked
+    for a cancel), made deterministic."""
+
+    task = None
+
+    def add_done_callback(self, fn):
+        super().add_done_callback(fn)
+        if self.task is not None:
+            self.task, task = None, self.task
+            task.cancel()
+
+
+@pytest.mark.parametrize("how", ["cancel twice", "cancel while suspending"])
+def test_a_cancel_resumes_its_await_once_even_if_the_same_future_is_awaited_again(how):
+    """The coroutine survives the cancel and awaits the same future again; the second step the
+    cancel(s) scheduled must not resume that new await with None (it raised InvalidStateError)."""
+    fut = _CancelsAsItIsAwaited()
+    cancels = []
+
+    async def stubborn():
+        while True:
+            try:
+                return await fut
+            except runtime.CancelledError:
+                cancels.append("cancelled")
+
+    async def main():
+        task = loop.spawn(stubborn())
+        if how == "cancel twice":
+            await runtime.sleep(0)
+            task.cancel()
+            task.cancel()
+        else:
+            fut.task = task
+        await runtime.call_in_color(0, lambda: None)     # resumes after the cancellation steps
+        fut.set_result("the value")
+        return await task
+
+    with runtime.Loop(workers=1) as loop:
+        assert loop.run_until_complete(main()) == "the value"
+    assert cancels == ["cancelled"]
+
+
+def test_a_tasks_color_cannot_be_changed():
+    async def job():
+        await runtime.sleep(0)
+
+    async def main():
+        task = loop.spawn(job(), color="a")
+        with pytest.raises(AttributeError):
+            task.color = "b"
+        await task
+        return task.color
+
+    with runtime.Loop(workers=1) as loop:
+        assert loop.run_until_complete(main()) == "a"
+
+
+def test_run_until_complete_on_a_running_loop_is_refused_without_running_the_coroutine():
+    ran = []
+
+    async def job():
+        ran.append("ran")
+
+    coro = job()
+
+    def nested():
+        with pytest.raises(RuntimeError, match="already running"):
+            loop.run_until_complete(coro)
+
+    async def main():
+        await runtime.call_in_color(0, nested)      # a step job() got would have run before this
+        return ran
+
+    with runtime.Loop(workers=1) as loop:
+        assert loop.run_until_complete(main()) == []
+    coro.close()
