@@ -93,14 +93,14 @@ def summarize(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
 
 def machine_footer(machines: list[dict | None], notes: list[str] = ()) -> str:
     """Which machine(s), CPU, core count and Python made the CSVs behind a figure."""
-    lines, seen = [], set()
+    summaries = []
     for info in machines:
-        if not info:
-            continue
-        line = common.machine_summary(info)
-        if line not in seen:
-            seen.add(line)
-            lines.append("measured on: " + line)
+        line = common.machine_summary(info) if info else None
+        if line and line not in summaries:
+            summaries.append(line)
+    # a CSV of the same machine that names fewer Pythons adds nothing to one naming more
+    summaries = [s for s in summaries if not any(o != s and o.startswith(s) for o in summaries)]
+    lines = [("measured on: " if i == 0 else "and on: ") + s for i, s in enumerate(summaries)]
     if not lines:
         lines.append("measured on: (no machine description found beside the CSV)")
     lines.extend(notes)

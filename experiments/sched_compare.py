@@ -159,8 +159,9 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     df = figlib.read_csv(NAME, results)
     fig, (ax,) = figlib.new_figure("Scheduler: hash placement vs work stealing (same run, same loads)",
                                    width=8.5, height=5.2)
-    notes = ["Mely (Gaud et al., ICDCS 2010) on libasync-smp: work stealing can cost 33% on a web server "
-             "(qualitative reference, dotted line at 0.67; no per-load value from the 2003 paper)"]
+    notes = ["paper: the 2003 abstract gives no number for scheduling, so no paper point is drawn; the dotted "
+             "line at 0.67 is Mely (Gaud et al., ICDCS 2010) on libasync-smp: work stealing can cost 33% "
+             "on a web server (a qualitative reference, not per load)"]
     if df is None:
         figlib.no_data(ax, f"{NAME}.csv")
     else:

@@ -707,8 +707,9 @@ def main(argv=None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, loop.stop)
         print(server.address(), flush=True)
-        log.info("serving %s at %s, colors %s, %d workers, suites %s", server.files.root,
-                 server.address(), args.colors, args.workers, ",".join(sorted(suites)))
+        log.info("serving %s at %s, colors %s, %d worker%s, suites %s", server.files.root,
+                 server.address(), args.colors, args.workers, "s" * (args.workers != 1),
+                 ",".join(sorted(suites)))
         try:
             loop.run()
         except KeyboardInterrupt:

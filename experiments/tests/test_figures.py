@@ -174,6 +174,12 @@ def test_a_csv_with_3_13t_rows_records_that_interpreter_and_its_footer_says_so(t
     only = json.loads((tmp_path / "results" / "only311.machine.json").read_text())["machine"]
     assert "python_freethreaded" not in only
     assert "3.13t" not in figlib.machine_footer([only])
+    # one machine's CSVs, one naming both Pythons: the footer says the machine once, with both
+    footer = figlib.machine_footer([only, both, only])
+    assert footer.count("measured on") == 1 and "and on" not in footer
+    assert "Python 3.11" in footer and "3.13t" in footer
+    other = dict(only, cpu_model="Another CPU")
+    assert figlib.machine_footer([both, other]).splitlines()[1].startswith("and on: Another CPU")
 
 
 def test_tool_versions_names_installed_programs_and_skips_missing_ones(tmp_path, monkeypatch):
