@@ -67,13 +67,24 @@ class Future:
             self._result, self._exception = value, exc
             callbacks, self._callbacks = self._callbacks, None
             self._done.set()
+        stop = None
         for fn in callbacks:
+            # One bad callback must not skip the others: a waiting task's wake-up may be among
+            # them, and skipped it would leave that task pending for ever.
             try:
                 fn(self)
             except ERRORS as exc:
-                # One bad callback must not skip the others (a waiting task's wake-up among them)
-                # nor raise into whoever completed the future, often a plain thread.
+                # Nor raise into whoever completed the future, often a plain thread.
                 _report_callback_error(fn, exc)
+            except BaseException as exc:
+                # SystemExit, KeyboardInterrupt: a request to stop, raised on once every callback
+                # ran, so that it stops the loop as from any callback. A second one is reported.
+                if stop is None:
+                    stop = exc
+                else:
+                    _report_callback_error(fn, exc)
+        if stop is not None:
+            raise stop
 
     def add_done_callback(self, fn) -> None:
         """fn(future) once it is done: immediately, in this thread, if it already is."""

@@ -545,6 +545,35 @@ def _done_callbacks_after(first, ran):
     return [first, lambda f: ran.append("second"), lambda f: ran.append("third")]
 
 
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+@pytest.mark.parametrize("completes", ["a future", "a task"])
+def test_a_done_callback_that_exits_lets_the_later_ones_run_then_stops_the_loop(completes, exc_type):
+    """One of the later callbacks may be a waiting task's wake-up: skipping it would leave that
+    task pending for ever. So every callback runs first; then the exit stops the loop as usual."""
+    reports, ran = [], []
+
+    def exits(fut):
+        raise exc_type(2)
+
+    async def returns():
+        return "done"
+
+    with runtime.Loop(workers=2, on_error=reports.append) as loop:
+        if completes == "a task":
+            fut = loop.spawn(returns(), color=1)
+        else:
+            fut = runtime.Future()
+            loop.call_soon(fut.set_result, "done", color=1)
+        for fn in _done_callbacks_after(exits, ran):
+            fut.add_done_callback(fn)
+        guard = loop.call_later(10, loop.stop)      # a failure, not a hang, if nothing stops it
+        with pytest.raises(exc_type):
+            loop.run()
+        guard.cancel()
+    assert ran == ["second", "third"]
+    assert [(r.color, type(r.exception)) for r in reports] == [(1, exc_type)]
+
+
 def test_a_done_callback_raising_cancelled_error_is_reported_and_the_loop_goes_on():
     """A done callback that asks a cancelled task for its result gets its CancelledError: an
     ordinary bug in that callback, reported; the other callbacks run and the loop carries on."""
