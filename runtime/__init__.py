@@ -26,8 +26,8 @@ timers, signals, workers), `coro` (coroutines on a color), `callbacks` and `erro
 """
 from ._context import current_color
 from .callbacks import DEFAULT_COLOR, Callback, Handle, cwrap, wrap
-from .coro import CancelledError, Future, InvalidStateError, Task, call_in_color, readable, sleep, writable
-from .errors import ErrorReport
+from .coro import Future, InvalidStateError, Task, call_in_color, readable, sleep, writable
+from .errors import CancelledError, ErrorReport
 from .loop import Loop
 from .scheduler import HASH, OTHER_COLORS, POLICIES, STEAL
 

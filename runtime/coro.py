@@ -14,7 +14,8 @@ A coroutine's exception is the task's outcome, raised again to whoever awaits th
 not lost: it is reported to the loop's `on_error`, and counted, when the task is garbage-collected.
 SystemExit and KeyboardInterrupt are not outcomes to hand on but requests to stop: a step that
 raises one ends the task with it and then raises it on, so the loop stops exactly as when a plain
-callback raises it.
+callback raises it. CancelledError is a BaseException, as asyncio's: a task's `except Exception:`
+lets its cancellation through (runtime/errors.py says why, and what it means outside a task).
 """
 from __future__ import annotations
 
@@ -26,13 +27,9 @@ import threading
 
 from . import _context
 from .callbacks import DEFAULT_COLOR, describe
-from .errors import log_report, make_report
+from .errors import ERRORS, CancelledError, log_report, make_report
 
 _PENDING, _DONE = "pending", "done"
-
-
-class CancelledError(Exception):
-    """Raised inside a coroutine whose task was cancelled, at the `await` it was suspended in."""
 
 
 class InvalidStateError(Exception):
@@ -70,13 +67,24 @@ class Future:
             self._result, self._exception = value, exc
             callbacks, self._callbacks = self._callbacks, None
             self._done.set()
+        stop = None
         for fn in callbacks:
+            # One bad callback must not skip the others: a waiting task's wake-up may be among
+            # them, and skipped it would leave that task pending for ever.
             try:
                 fn(self)
-            except Exception as exc:
-                # One bad callback must not skip the others (a waiting task's wake-up among them)
-                # nor raise into whoever completed the future, often a plain thread.
+            except ERRORS as exc:
+                # Nor raise into whoever completed the future, often a plain thread.
                 _report_callback_error(fn, exc)
+            except BaseException as exc:
+                # SystemExit, KeyboardInterrupt: a request to stop, raised on once every callback
+                # ran, so that it stops the loop as from any callback. A second one is reported.
+                if stop is None:
+                    stop = exc
+                else:
+                    _report_callback_error(fn, exc)
+        if stop is not None:
+            raise stop
 
     def add_done_callback(self, fn) -> None:
         """fn(future) once it is done: immediately, in this thread, if it already is."""
@@ -253,7 +261,7 @@ class Task(Future):
         return f"<Task {_name(self._coro)} color={self.color!r} {state}>"
 
 
-def _report_callback_error(fn, exc: Exception) -> None:
+def _report_callback_error(fn, exc: BaseException) -> None:
     """To the on_error of the loop whose thread this is, as a callback's error; else logged."""
     what = f"future done callback {describe(fn)}"
     loop = getattr(_context.local, "loop", None)

@@ -37,7 +37,7 @@ from types import FunctionType
 
 from . import _context
 from .callbacks import DEFAULT_COLOR, Handle, describe, resolve
-from .errors import log_report, make_report
+from .errors import ERRORS, log_report, make_report
 from .poller import Poller
 from .scheduler import Scheduler
 
@@ -550,7 +550,7 @@ class Loop:
         started = _perf_counter()
         try:
             handle.fn(*handle.args)
-        except Exception as exc:
+        except ERRORS as exc:             # also CancelledError: outside a task, a plain bug
             self._report(color, describe(handle.fn), exc, worker)
         except BaseException as exc:      # SystemExit, KeyboardInterrupt: end run() with it
             self._report(color, describe(handle.fn), exc, worker)
@@ -579,7 +579,7 @@ class Loop:
         report = make_report(color, what, exc, worker)
         try:
             self.on_error(report)
-        except Exception as handler_exc:     # a broken handler must not kill a worker
+        except ERRORS as handler_exc:        # a broken handler must not kill a worker
             log_report(report)
             log_report(make_report(color, f"on_error handler {describe(self.on_error)}",
                                    handler_exc, worker))

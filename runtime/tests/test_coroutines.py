@@ -505,3 +505,90 @@ def test_a_pending_task_nothing_can_resume_is_reported_when_collected():
     assert [(r.color, r.callback) for r in reports] == [
         ("o", "task test_a_pending_task_nothing_can_resume_is_reported_when_collected.<locals>"
               ".orphan (destroyed while pending)")]
+
+
+def test_cancelled_error_is_a_base_exception_as_in_asyncio():
+    assert issubclass(runtime.CancelledError, BaseException)
+    assert not issubclass(runtime.CancelledError, Exception)
+
+
+def test_a_task_catching_exception_does_not_swallow_its_cancellation():
+    """`except Exception:` around an await (log it and carry on) is common in server code: it must
+    let the cancellation through, as in asyncio since 3.8. The finally blocks still run."""
+    started, cleaned = runtime.Future(), []
+
+    async def careless():
+        started.set_result(None)
+        try:
+            await runtime.sleep(30)
+        except Exception:
+            return "swallowed"
+        finally:
+            cleaned.append("finally")
+        return "woke up"
+
+    async def main():
+        task = loop.spawn(careless(), color=1)
+        await started
+        assert task.cancel()
+        with pytest.raises(runtime.CancelledError):
+            await task
+        return "cancelled"
+
+    with runtime.Loop(workers=2) as loop:
+        assert loop.run_until_complete(main()) == "cancelled"
+    assert cleaned == ["finally"]
+
+
+def _done_callbacks_after(first, ran):
+    """Three done callbacks: `first`, then two that record that they ran."""
+    return [first, lambda f: ran.append("second"), lambda f: ran.append("third")]
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+@pytest.mark.parametrize("completes", ["a future", "a task"])
+def test_a_done_callback_that_exits_lets_the_later_ones_run_then_stops_the_loop(completes, exc_type):
+    """One of the later callbacks may be a waiting task's wake-up: skipping it would leave that
+    task pending for ever. So every callback runs first; then the exit stops the loop as usual."""
+    reports, ran = [], []
+
+    def exits(fut):
+        raise exc_type(2)
+
+    async def returns():
+        return "done"
+
+    with runtime.Loop(workers=2, on_error=reports.append) as loop:
+        if completes == "a task":
+            fut = loop.spawn(returns(), color=1)
+        else:
+            fut = runtime.Future()
+            loop.call_soon(fut.set_result, "done", color=1)
+        for fn in _done_callbacks_after(exits, ran):
+            fut.add_done_callback(fn)
+        guard = loop.call_later(10, loop.stop)      # a failure, not a hang, if nothing stops it
+        with pytest.raises(exc_type):
+            loop.run()
+        guard.cancel()
+    assert ran == ["second", "third"]
+    assert [(r.color, type(r.exception)) for r in reports] == [(1, exc_type)]
+
+
+def test_a_done_callback_raising_cancelled_error_is_reported_and_the_loop_goes_on():
+    """A done callback that asks a cancelled task for its result gets its CancelledError: an
+    ordinary bug in that callback, reported; the other callbacks run and the loop carries on."""
+    reports, ran = [], []
+
+    async def waits():
+        await runtime.Future()
+
+    with runtime.Loop(workers=2, on_error=reports.append) as loop:
+        task = loop.spawn(waits(), color=1)
+        for fn in _done_callbacks_after(lambda t: t.result(), ran):
+            task.add_done_callback(fn)
+        task.cancel()
+        loop.call_soon(loop.stop, color=1)
+        loop.run()
+    assert ran == ["second", "third"]
+    assert [(r.color, type(r.exception)) for r in reports] == [(1, runtime.CancelledError)]
+    assert "future done callback" in reports[0].callback

@@ -412,11 +412,13 @@ def test_raising_callback_is_reported_and_the_loop_goes_on():
     assert stats["errors"] == 1
 
 
-def test_broken_error_handler_does_not_kill_the_worker(caplog):
+@pytest.mark.parametrize("exc_type", [RuntimeError, runtime.CancelledError])
+def test_broken_error_handler_does_not_kill_the_worker(caplog, exc_type):
+    """A CancelledError from the handler is a broken handler too, not a request to stop."""
     done = threading.Event()
 
     def bad_handler(report):
-        raise RuntimeError("handler broken")
+        raise exc_type("handler broken")
 
     with runtime.Loop(workers=2, on_error=bad_handler) as loop:
         loop.call_soon(lambda: 1 / 0, color=1)
@@ -424,6 +426,30 @@ def test_broken_error_handler_does_not_kill_the_worker(caplog):
         run_until(loop, done)
     assert "ZeroDivisionError" in caplog.text
     assert "handler broken" in caplog.text
+
+
+@pytest.mark.parametrize("color", [0, 1])       # the loop thread, a worker thread
+def test_a_cancelled_error_escaping_a_plain_callback_is_reported_like_any_error(color):
+    """CancelledError is a BaseException, as asyncio's, so that a task's `except Exception:` does
+    not swallow its cancellation. Outside a task nobody asked for it: a plain callback that lets
+    one escape (here by calling result() on a cancelled task) has a bug to report, like any
+    other; it is no request to stop the loop, and must not kill the worker that ran it."""
+    reports, ran = [], []
+
+    async def waits():
+        await runtime.Future()
+
+    with runtime.Loop(workers=2, on_error=reports.append) as loop:
+        task = loop.spawn(waits(), color=color)
+        task.cancel()                               # delivered at its first step, queued first
+        loop.call_soon(task.result, color=color)    # raises the task's CancelledError
+        loop.call_soon(ran.append, "the color still runs", color=color)
+        loop.call_soon(loop.stop, color=color)
+        loop.run()                                  # returns: nothing stopped it but stop()
+        assert loop.stats()["errors"] == 1
+    assert ran == ["the color still runs"]
+    assert [(r.color, type(r.exception)) for r in reports] == [(color, runtime.CancelledError)]
+    assert "result" in reports[0].callback
 
 
 def test_stop_runs_what_was_scheduled_before_and_keeps_the_rest():
