@@ -23,7 +23,8 @@ from . import responses
 from .cache import FileCache, NeedsSlash, Unavailable
 from .paths import BadPath, origin_form, target_to_relpath
 
-ALLOW = b"Allow: GET, HEAD\r\n"
+ALLOW = responses.ALLOW
+_METHODS = (b"GET", b"HEAD", b"OPTIONS")
 _CRLFCRLF = b"\r\n\r\n"
 _HTTP_1X = (b" HTTP/1.1", b" HTTP/1.0")
 # Host = uri-host [":" port] (RFC 3986 3.2.2): an IP literal in brackets, or a reg-name (which
@@ -287,7 +288,7 @@ class HttpSession:
         back until we answer: say now whether to send it, instead of both sides waiting."""
         if self._expect != b"100-continue":
             raise _Reject(417)
-        if self._method not in (b"GET", b"HEAD"):
+        if self._method not in _METHODS:
             raise _Reject(405, ALLOW)       # a body we would only discard: not worth receiving
         if self._version == "1.1" and self._body_announced:
             self.out.append(responses.CONTINUE)
@@ -317,10 +318,16 @@ class HttpSession:
             return
         method = self._method
         head_only = method == b"HEAD"
+        options = False
         if not head_only and method != b"GET":
-            self._reply_error(405, keep_alive, version, False, ALLOW)
-            return
+            if method != b"OPTIONS":
+                self._reply_error(405, keep_alive, version, False, ALLOW)
+                return
+            options = True
         target = self._url_parts[0] if len(self._url_parts) == 1 else b"".join(self._url_parts)
+        if options and target == b"*":          # the server as a whole (RFC 9110 9.3.7)
+            self._reply_options(keep_alive, version)
+            return
         try:
             target = origin_form(target)
             relpath = target_to_relpath(target)
@@ -337,6 +344,9 @@ class HttpSession:
             return
         if entry is None:
             self._reply_error(404, keep_alive, version, head_only)
+            return
+        if options:                 # it selects no representation: preconditions do not apply
+            self._reply_options(keep_alive, version)
             return
         if self._conditions:
             status = self._precondition_status(entry)
@@ -361,6 +371,10 @@ class HttpSession:
             self.out.append(entry.body)          # the cached object itself: queueing copies nothing
         else:
             self.out.append(SendFile(entry, head, keep_alive, version))
+        self.closing = not keep_alive
+
+    def _reply_options(self, keep_alive, version):
+        self.out.append(responses.options_reply(keep_alive=keep_alive, version=version))
         self.closing = not keep_alive
 
     def _reply_error(self, code, keep_alive, version, head_only, extra=b""):

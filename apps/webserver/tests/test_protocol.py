@@ -153,7 +153,7 @@ def test_keep_alive_errors(cache, raw, code):
     session, replies = run(cache, raw + b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [r[0] for r in replies] == [code, 200]
     if code == 405:
-        assert replies[0][1]["allow"] == "GET, HEAD"
+        assert replies[0][1]["allow"] == "GET, HEAD, OPTIONS"
 
 
 @pytest.mark.parametrize("raw, code", [
@@ -255,7 +255,7 @@ def test_expect_100_continue_is_answered_before_the_body(cache):
     session.feed(b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n"
                  b"Expect: 100-continue\r\n\r\n")
     replies = parse(session.out)            # answered now, without the 50000 bytes
-    assert [r[0] for r in replies] == [405] and replies[0][1]["allow"] == "GET, HEAD"
+    assert [r[0] for r in replies] == [405] and replies[0][1]["allow"] == "GET, HEAD, OPTIONS"
     assert session.closing
     session = HttpSession(cache)
     session.feed(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
@@ -559,3 +559,46 @@ def test_a_file_without_validators_meets_only_if_match_star():
                    for field in (b"If-Match: \"zz\"", b"If-Match: *",
                                  b"If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"))
     assert [r[0] for r in run(FileCache("/proc/self"), raw)[1]] == [412, 200, 200]
+
+
+def test_options_star_and_options_on_a_file_get_200_with_allow(cache):
+    """RFC 9110 9.3.7: `OPTIONS *` asks about the server, `OPTIONS /file` about one file; both
+    were 405. The reply has no body (Content-Length: 0) and keeps the connection."""
+    session, replies = run(cache, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"OPTIONS /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"OPTIONS /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [(r[0], r[2]) for r in replies] == [(200, b""), (200, b""), (404, b"404 Not Found\n"),
+                                               (200, b"hello, world\n")]
+    for _, headers, _ in replies[:2]:
+        assert headers["allow"] == "GET, HEAD, OPTIONS" and headers["content-length"] == "0"
+        assert "etag" not in headers and "content-type" not in headers
+    assert not session.closing
+    session, [(status, headers, _)] = run(cache, b"OPTIONS * HTTP/1.0\r\n\r\n")
+    assert status == 200 and headers["connection"] == "close" and session.closing
+
+
+def test_options_ignores_preconditions_and_follows_the_body_rules_of_get(cache):
+    """RFC 9110 13.2.1: OPTIONS selects no representation, so If-Match and the like are ignored.
+    A body is read and discarded as for GET: 100 Continue when asked, 413 over the limit."""
+    _, replies = run(cache, b"OPTIONS /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Match: \"zz\"\r\n\r\n"
+                            b"OPTIONS * HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n"
+                            b"OPTIONS * HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                            b"Content-Length: 3\r\n\r\nabc"
+                            b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in replies] == [200, 200, 200, 200]
+    session = HttpSession(cache)
+    session.feed(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    assert session.out == [responses.CONTINUE]
+    session.feed(b"abc")
+    assert [r[0] for r in parse(session.out)] == [100, 200] and not session.closing
+    session, replies = run(cache, b"OPTIONS * HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n")
+    assert [r[0] for r in replies] == [413] and session.closing
+
+
+def test_a_405_allows_the_methods_options_announces(cache):
+    _, replies = run(cache, b"DELETE /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+                            b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in replies] == [405, 200]
+    assert replies[0][1]["allow"] == replies[1][1]["allow"] == "GET, HEAD, OPTIONS"

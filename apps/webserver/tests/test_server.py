@@ -38,6 +38,19 @@ def test_http_client_keep_alive_get_and_head(server, docroot):
     conn.close()
 
 
+def test_options_over_the_wire_keeps_the_connection(server):
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    for target in ("*", "/hello.txt"):
+        conn.request("OPTIONS", target)
+        reply = conn.getresponse()
+        assert (reply.status, reply.read()) == (200, b"")
+        assert reply.getheader("Allow") == "GET, HEAD, OPTIONS"
+    first_socket = conn.sock
+    conn.request("GET", "/hello.txt")
+    assert conn.getresponse().read() == b"hello, world\n" and conn.sock is first_socket
+    conn.close()
+
+
 def test_conditional_requests_give_304(server):
     conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
     conn.request("GET", "/style.css")
