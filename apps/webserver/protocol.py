@@ -331,8 +331,8 @@ class HttpSession:
         try:
             target = origin_form(target)
             relpath = target_to_relpath(target)
-        except BadPath:
-            self._reply_error(400, keep_alive, version, head_only)
+        except BadPath as exc:
+            self._reply_error(exc.status, keep_alive, version, head_only)
             return
         try:
             entry = self.cache.lookup(relpath)

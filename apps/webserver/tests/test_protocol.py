@@ -602,3 +602,27 @@ def test_a_405_allows_the_methods_options_announces(cache):
                             b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [r[0] for r in replies] == [405, 200]
     assert replies[0][1]["allow"] == replies[1][1]["allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_dotfiles_are_404_however_the_target_spells_them(tmp_path):
+    """A .git folder or .htpasswd left under the root was served to anyone who asked."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("[remote] secret\n")
+    (tmp_path / ".git" / "index.html").write_text("secret index\n")
+    (tmp_path / ".htpasswd").write_text("admin:secret\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".env").write_text("TOKEN=secret\n")
+    (tmp_path / "x.txt").write_text("x\n")
+    targets = [b"/.git/config", b"/%2egit/config", b"/%2Egit%2Fconfig", b"/.git/", b"/.git",
+               b"/.htpasswd", b"/.htpasswd/", b"/sub/.env", b"/sub/./.env", b"/sub/%2eenv",
+               b"//.htpasswd", b"/.nothing-there", b"http://h/.htpasswd"]
+    raw = b"".join(b"GET " + t + b" HTTP/1.1\r\nHost: x\r\n\r\n" for t in targets)
+    raw += b"OPTIONS /.htpasswd HTTP/1.1\r\nHost: x\r\n\r\n"
+    raw += b"GET /./x.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /../ HTTP/1.1\r\nHost: x\r\n\r\n"
+    cache = FileCache(str(tmp_path))
+    session, replies = run(cache, raw)
+    assert [r[0] for r in replies] == [404] * (len(targets) + 1) + [200, 400]
+    assert all(b"secret" not in r[2] and "location" not in r[1] for r in replies)
+    assert replies[-2][2] == b"x\n"
+    session, _ = run(cache, b"HEAD /.htpasswd HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert session.out[0].startswith(b"HTTP/1.1 404 ")
