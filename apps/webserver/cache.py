@@ -39,17 +39,24 @@ _SHORTAGE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 
 
 class Unavailable(Exception):
-    """The file exists, or may, but cannot be served now: reply with `status` (and `extra`)."""
+    """The file exists, or may, but cannot be served now: reply with `status` (and `extra`
+    header lines, and `detail` for the body's one line)."""
 
-    def __init__(self, status: int, extra: bytes = b""):
+    def __init__(self, status: int, extra: bytes = b"", detail: str = ""):
         super().__init__(status)
         self.status = status
         self.extra = extra
+        self.detail = detail
 
 
 class NeedsSlash(Exception):
-    """The target names a folder but does not end with "/": the reply is a redirect to the name
-    with the slash, so that the relative links of its index.html resolve inside the folder."""
+    """The target names a folder with an index.html but does not end with "/": the reply is a
+    redirect to the name with the slash, so that the relative links of its index resolve inside
+    the folder. A folder without one is a 403 instead, with or without the slash: a redirect
+    would only lead to that same refusal."""
+
+
+NO_LISTING = "this server does not list directories"
 
 
 def _refusal(exc: OSError) -> Unavailable | None:
@@ -171,12 +178,10 @@ class FileCache:
         try:
             st = os.stat(full)
             if stat.S_ISDIR(st.st_mode):
-                if relpath and not relpath.endswith("/"):
-                    if self._resolved_inside(full) is None:
-                        return None
-                    raise NeedsSlash(relpath)
                 full = os.path.join(full, INDEX)
-                st = os.stat(full)
+                st = self._index_stat(full, relpath)
+                if st is None:
+                    return None
         except ValueError:
             return None
         except OSError as exc:
@@ -194,6 +199,27 @@ class FileCache:
         if entry is not None and entry.stable:
             table.insert(full, entry, self.max_bytes)
         return entry
+
+    def _index_stat(self, index: str, relpath: str) -> os.stat_result | None:
+        """The stat of a folder's index.html, to serve it (a hit costs this one stat). Without
+        one (no such name, or not a file) the folder is a 403, as we list no folders; with one,
+        a name without its slash is a 301. None (a 404) when the index, or the folder, leads out
+        of the root: a 403 or 301 there would tell which paths exist outside. OSErrors other
+        than a missing name pass to the caller, which answers them as for any file."""
+        try:
+            st = os.stat(index)
+        except OSError as exc:
+            if exc.errno not in _MISSING:
+                raise
+            st = None
+        has_index = st is not None and stat.S_ISREG(st.st_mode)
+        if has_index and (not relpath or relpath.endswith("/")):
+            return st                        # served; _load checks where it leads
+        if self._resolved_inside(index) is None:
+            return None
+        if not has_index:
+            raise Unavailable(403, detail=NO_LISTING)
+        raise NeedsSlash(relpath)
 
     def _resolved_inside(self, path: str) -> str | None:
         """`path` with its symlinks followed, if that is the root or inside it; else None."""

@@ -337,7 +337,7 @@ class HttpSession:
         try:
             entry = self.cache.lookup(relpath)
         except Unavailable as exc:
-            self._reply_error(exc.status, keep_alive, version, head_only, exc.extra)
+            self._reply_error(exc.status, keep_alive, version, head_only, exc.extra, exc.detail)
             return
         except NeedsSlash:
             self._reply_error(301, keep_alive, version, head_only, _location(relpath, target))
@@ -377,9 +377,9 @@ class HttpSession:
         self.out.append(responses.options_reply(keep_alive=keep_alive, version=version))
         self.closing = not keep_alive
 
-    def _reply_error(self, code, keep_alive, version, head_only, extra=b""):
+    def _reply_error(self, code, keep_alive, version, head_only, extra=b"", detail=""):
         self.out.append(responses.error_reply(code, keep_alive=keep_alive, version=version,
-                                              head_only=head_only, extra=extra))
+                                              head_only=head_only, extra=extra, detail=detail))
         self.closing = not keep_alive
 
     def _precondition_status(self, entry) -> int:

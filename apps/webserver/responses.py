@@ -58,9 +58,9 @@ def connection_header(keep_alive: bool, version: str) -> bytes:
 
 
 def error_reply(code: int, *, keep_alive: bool = False, version: str = "1.1",
-                head_only: bool = False, extra: bytes = b"") -> bytes:
-    """A complete reply with a one-line text body saying what went wrong."""
-    body = f"{code} {REASONS[code]}\n".encode()
+                head_only: bool = False, extra: bytes = b"", detail: str = "") -> bytes:
+    """A complete reply with a one-line text body saying what went wrong (and `detail`, why)."""
+    body = f"{code} {REASONS[code]}{': ' + detail if detail else ''}\n".encode()
     head = b"".join((
         STATUS_LINES[code], b"Server: ", SERVER_NAME, b"\r\n", DATE(),
         b"Content-Type: text/plain; charset=utf-8\r\n",

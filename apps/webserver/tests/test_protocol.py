@@ -78,8 +78,9 @@ def test_directory_serves_its_index(cache):
 ])
 def test_a_folder_without_its_slash_is_redirected(tmp_path, target, location):
     """Served directly, the relative links of sub/index.html would resolve against the parent."""
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "spaced dir").mkdir()
+    for folder in ("sub", "spaced dir"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "index.html").write_text("<p>in</p>\n")
     session, replies = run(FileCache(str(tmp_path)),
                            b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"
                            b"HEAD " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -307,7 +308,10 @@ def test_cache_refreshes_on_change_and_stays_bounded(tmp_path):
     for i in range(10):
         cache.lookup(f"f{i}")
     assert cache.cached_bytes <= 3500 and len(cache) == 3
-    assert cache.lookup("missing") is None and cache.lookup("") is None
+    assert cache.lookup("missing") is None
+    with pytest.raises(cache_module.Unavailable) as refused:    # a root without index.html
+        cache.lookup("")
+    assert refused.value.status == 403
 
 
 @settings(max_examples=150, deadline=None)
@@ -626,3 +630,48 @@ def test_dotfiles_are_404_however_the_target_spells_them(tmp_path):
     assert replies[-2][2] == b"x\n"
     session, _ = run(cache, b"HEAD /.htpasswd HTTP/1.1\r\nHost: x\r\n\r\n")
     assert session.out[0].startswith(b"HTTP/1.1 404 ")
+
+
+NO_LISTING = b"403 Forbidden: this server does not list directories\n"
+
+
+def test_a_folder_without_an_index_is_403_with_or_without_its_slash(tmp_path):
+    """/bare was redirected to /bare/, which then said 404: a redirect to a dead end, and a
+    "not found" for a folder that is there. Only a folder with an index.html is redirected."""
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "x.txt").write_text("x\n")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "index.html").mkdir()           # an index that is not a file
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "index.html").write_text("<p>home</p>\n")
+    targets = [b"/bare", b"/bare/", b"/bare?q=1", b"/odd", b"/odd/", b"/", b"/home", b"/home/",
+               b"/bare/x.txt"]
+    cache = FileCache(str(tmp_path))
+    session, replies = run(cache, b"".join(b"GET " + t + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                                           for t in targets))
+    assert [(r[0], r[2]) for r in replies] == [(403, NO_LISTING)] * 6 + [
+        (301, b"301 Moved Permanently\n"), (200, b"<p>home</p>\n"), (200, b"x\n")]
+    assert [r[1].get("location") for r in replies[:7]] == [None] * 6 + ["/home/"]
+    assert replies[0][1]["content-length"] == str(len(NO_LISTING)) and not session.closing
+    session, _ = run(cache, b"HEAD /bare HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert session.out[0].startswith(b"HTTP/1.1 403 ") and session.out[0].endswith(b"\r\n\r\n")
+
+
+def test_a_folder_outside_the_root_is_404_with_or_without_an_index(tmp_path):
+    """Through a symlink leading out, a folder without an index must not become a 403: that
+    would tell which folders exist out there (a dangling index link too)."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "bare").mkdir(parents=True)
+    (outside / "home").mkdir()
+    (outside / "home" / "index.html").write_text("outside\n")
+    root.mkdir()
+    os.symlink(outside, root / "out")
+    (root / "lead").mkdir()
+    os.symlink(outside / "home" / "index.html", root / "lead" / "index.html")
+    (root / "dangle").mkdir()
+    os.symlink(outside / "no-such-file", root / "dangle" / "index.html")
+    targets = [b"/out", b"/out/", b"/out/bare", b"/out/bare/", b"/out/home", b"/out/home/",
+               b"/lead", b"/lead/", b"/dangle", b"/dangle/"]
+    _, replies = run(FileCache(str(root)), b"".join(b"GET " + t + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                                                    for t in targets))
+    assert [r[0] for r in replies] == [404] * len(targets)
