@@ -127,6 +127,10 @@ class CachedFile:
         return reply
 
     def not_modified_headers(self) -> bytes:
+        """After the status line and Date of a 304: the validators a 200 would carry, if any
+        (an unstable file gets a 304 only for `If-None-Match: *`, and has none)."""
+        if not self.stable:
+            return b"Server: " + responses.SERVER_NAME + b"\r\n"
         return b"".join((b"Server: ", responses.SERVER_NAME, b"\r\n",
                          b"Last-Modified: ", self.last_modified, b"\r\n",
                          b"ETag: ", self.etag, b"\r\n"))

@@ -391,14 +391,16 @@ class HttpSession:
         # strong comparison (13.1.1): the client wants these very bytes, not an equivalent
         if if_match is not None and not _names(if_match, entry, strong=True):
             return 412
-        if not entry.stable:
-            return 200                       # no validators were given: nothing to compare
-        if if_match is None:
+        # An unstable file was sent without Last-Modified: no date to compare with. Its tags
+        # are still compared: none names it, but "*" does (13.1.2).
+        if if_match is None and entry.stable:
             since = _http_date(conditions.get(b"if-unmodified-since"))
             if since is not None and entry.mtime_s > since:
                 return 412
         if b"if-none-match" in conditions:
             return 304 if _names(conditions[b"if-none-match"], entry, strong=False) else 200
+        if not entry.stable:
+            return 200
         since = _http_date(conditions.get(b"if-modified-since"))
         return 304 if since is not None and entry.mtime_s <= since else 200
 

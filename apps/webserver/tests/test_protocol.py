@@ -675,3 +675,23 @@ def test_a_folder_outside_the_root_is_404_with_or_without_an_index(tmp_path):
     _, replies = run(FileCache(str(root)), b"".join(b"GET " + t + b" HTTP/1.1\r\nHost: x\r\n\r\n"
                                                     for t in targets))
     assert [r[0] for r in replies] == [404] * len(targets)
+
+
+def test_if_none_match_star_is_304_for_a_file_without_validators():
+    """RFC 9110 13.1.2: "*" matches any current representation, with or without an ETag; a
+    procfs file (sent without validators) got 200. Its 304 carries no validator either."""
+    cache = FileCache("/proc/self")
+    now = formatdate(time.time() + 60, usegmt=True)
+    raw = b"".join(b"GET /status HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n"
+                   for field in (b"If-None-Match: *", b"If-None-Match: \"zz\", *",
+                                 b"If-None-Match: \"zz\"", b"If-Match: *",
+                                 b"If-Modified-Since: " + now.encode(),
+                                 b"If-Match: *\r\nIf-None-Match: *"))
+    replies = run(cache, raw)[1]
+    assert [r[0] for r in replies] == [304, 304, 200, 200, 200, 304]
+    assert all("etag" not in r[1] and "last-modified" not in r[1] for r in replies)
+    assert replies[3][2].startswith(b"Name:")
+    for field, code in ((b"If-None-Match: *", 304), (b"If-Match: *", 200)):
+        session, _ = run(cache, b"HEAD /status HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n")
+        assert session.out[0].startswith(b"HTTP/1.1 %d " % code), field
+        assert session.out[0].endswith(b"\r\n\r\n") and not session.closing
