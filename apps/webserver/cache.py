@@ -73,7 +73,7 @@ def _refusal(exc: OSError) -> Unavailable | None:
 class CachedFile:
     """One file as served: its metadata, its reply headers and (when small enough) its bytes."""
 
-    __slots__ = ("path", "size", "mtime_ns", "mtime_s", "dev", "ino", "ctime_ns", "mode", "etag",
+    __slots__ = ("path", "size", "mtime_ns", "mtime_s", "modified_s", "dev", "ino", "ctime_ns", "mode", "etag",
                  "last_modified", "headers", "body", "_ready", "referenced", "stable")
 
     def __init__(self, path: str, size: int, mtime_ns: int, body: bytes | None,
@@ -94,7 +94,9 @@ class CachedFile:
         # RFC 9110 8.8.2.1: never a Last-Modified later than now (a file unpacked with a future
         # mtime). A client would send that date back, and every change made before it would be
         # "not modified" to it. 304s still compare with the real mtime: such a file gets none.
-        self.last_modified = responses.http_date(min(self.mtime_s, int(time.time()))).encode()
+        # If-Unmodified-Since compares with the date we sent: given back, it must pass.
+        self.modified_s = min(self.mtime_s, int(time.time()))
+        self.last_modified = responses.http_date(self.modified_s).encode()
         self.body = body
         validators = (b"Last-Modified: ", self.last_modified, b"\r\n",
                       b"ETag: ", self.etag, b"\r\n") if stable else ()

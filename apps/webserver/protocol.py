@@ -395,7 +395,7 @@ class HttpSession:
         # are still compared: none names it, but "*" does (13.1.2).
         if if_match is None and entry.stable:
             since = _http_date(conditions.get(b"if-unmodified-since"))
-            if since is not None and entry.mtime_s > since:
+            if since is not None and entry.modified_s > since:     # Last-Modified's time
                 return 412
         if b"if-none-match" in conditions:
             return 304 if _names(conditions[b"if-none-match"], entry, strong=False) else 200

@@ -695,3 +695,21 @@ def test_if_none_match_star_is_304_for_a_file_without_validators():
         session, _ = run(cache, b"HEAD /status HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n")
         assert session.out[0].startswith(b"HTTP/1.1 %d " % code), field
         assert session.out[0].endswith(b"\r\n\r\n") and not session.closing
+
+
+def test_if_unmodified_since_compares_with_the_last_modified_we_sent(tmp_path):
+    """A file dated in the future is sent with Last-Modified capped at when it was loaded, but
+    If-Unmodified-Since was compared with its real mtime: the very date we sent was a 412."""
+    path = tmp_path / "ahead.txt"
+    path.write_bytes(b"from the future\n")
+    later = time.time() + 86400
+    os.utime(path, (later, later))
+    cache = FileCache(str(tmp_path))
+    _, [(_, headers, _)] = run(cache, b"GET /ahead.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    modified = headers["last-modified"].encode()
+    old = formatdate(0, usegmt=True).encode()
+    raw = b"".join(b"GET /ahead.txt HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n"
+                   for field in (b"If-Unmodified-Since: " + modified,
+                                 b"If-Unmodified-Since: " + old,
+                                 b"If-Modified-Since: " + modified))
+    assert [r[0] for r in run(cache, raw)[1]] == [200, 412, 200]
