@@ -85,6 +85,11 @@ class HttpSession:
         self.out: list = []          # bytes and SendFile, in reply order
         self.closing = False         # no more requests will be read on this connection
         self.requests = 0
+        # Replies by status, for the stats file: this connection's own counts, touched only on
+        # its color, so counting takes no lock; the server merges them on the accept color. The
+        # 200s have an int of their own: the hot path adds one to it, not a dict entry.
+        self.ok = 0
+        self._other_statuses: dict[int, int] = {}
         self.in_request = False      # a request has begun and has not completed
         self.request_started = 0.0   # `now` of the feed in which the current request began
         self._parser = httptools.HttpRequestParser(self)
@@ -210,7 +215,23 @@ class HttpSession:
         elif not self._url_parts and self._head_bytes > self.limits.max_request_line:
             self._fail(414)
 
+    def count(self, code: int) -> None:
+        """One more reply with status `code` (the connection counts the ones it decides)."""
+        if code == 200:
+            self.ok += 1
+        else:
+            self._other_statuses[code] = self._other_statuses.get(code, 0) + 1
+
+    @property
+    def statuses(self) -> dict[int, int]:
+        """Replies so far by status code."""
+        counts = dict(self._other_statuses)
+        if self.ok:
+            counts[200] = self.ok
+        return counts
+
     def _fail(self, code: int, extra: bytes = b"") -> None:
+        self.count(code)
         self.out.append(responses.error_reply(code, keep_alive=False, extra=extra))
         self.closing = True
         self.in_request = False
@@ -354,30 +375,36 @@ class HttpSession:
                 self._reply_error(412, keep_alive, version, head_only)
                 return
             if status == 304:
+                self.count(304)
                 self.out.append(b"".join((
                     responses.STATUS_LINES[304], self.date(), entry.not_modified_headers(),
                     responses.connection_header(keep_alive, version), b"\r\n")))
                 self.closing = not keep_alive
                 return
         if keep_alive and version == "1.1" and not head_only and entry.body is not None:
+            self.ok += 1
             self.out.append(entry.keepalive_reply(self.date()))   # the common case, ready-made
             return
         head = b"".join((responses.STATUS_LINES[200], self.date(), entry.headers,
                          responses.connection_header(keep_alive, version), b"\r\n"))
         if head_only:
+            self.ok += 1
             self.out.append(head)
         elif entry.body is not None:
+            self.ok += 1
             self.out.append(head)
             self.out.append(entry.body)          # the cached object itself: queueing copies nothing
-        else:
+        else:                   # counted by the connection when opened: it may yet be an error
             self.out.append(SendFile(entry, head, keep_alive, version))
         self.closing = not keep_alive
 
     def _reply_options(self, keep_alive, version):
+        self.count(200)
         self.out.append(responses.options_reply(keep_alive=keep_alive, version=version))
         self.closing = not keep_alive
 
     def _reply_error(self, code, keep_alive, version, head_only, extra=b"", detail=""):
+        self.count(code)
         self.out.append(responses.error_reply(code, keep_alive=keep_alive, version=version,
                                               head_only=head_only, extra=extra, detail=detail))
         self.closing = not keep_alive

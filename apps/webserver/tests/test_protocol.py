@@ -713,3 +713,17 @@ def test_if_unmodified_since_compares_with_the_last_modified_we_sent(tmp_path):
                                  b"If-Unmodified-Since: " + old,
                                  b"If-Modified-Since: " + modified))
     assert [r[0] for r in run(cache, raw)[1]] == [200, 412, 200]
+
+
+def test_each_session_counts_its_replies_by_status(cache):
+    """The per-status counts of the stats file start here: one plain dict per connection,
+    touched only by the connection's color (merged on the accept color when it closes)."""
+    raw = b"".join(b"%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % parts for parts in (
+        (b"GET", b"/hello.txt", b""), (b"GET", b"/hello.txt", b""), (b"GET", b"/nope", b""),
+        (b"GET", b"/sub", b""), (b"OPTIONS", b"*", b""), (b"DELETE", b"/x", b""),
+        (b"GET", b"/hello.txt", b"If-Match: \"zz\"\r\n"), (b"GET", b"/hello.txt", b"If-None-Match: *\r\n"),
+        (b"GET", b"/%zz", b""), (b"GET", b"/big.bin", b""), (b"GET", b"/", b"Host: y\r\n")))
+    session, _ = run(cache, raw)
+    # the file sent from disk is counted when it is opened (connection.py), the second Host
+    # line is a 400 that closes the connection
+    assert session.statuses == {200: 3, 404: 1, 301: 1, 405: 1, 412: 1, 304: 1, 400: 2}
