@@ -95,7 +95,7 @@ class CachedFile:
         # mtime). A client would send that date back, and every change made before it would be
         # "not modified" to it. 304s still compare with the real mtime: such a file gets none.
         # If-Unmodified-Since compares with the date we sent: given back, it must pass.
-        self.modified_s = min(self.mtime_s, int(time.time()))
+        self.modified_s = _modified_s(self.mtime_s, ctime_ns // 1_000_000_000)
         self.last_modified = responses.http_date(self.modified_s).encode()
         self.body = body
         validators = (b"Last-Modified: ", self.last_modified, b"\r\n",
@@ -136,6 +136,18 @@ class CachedFile:
         return b"".join((b"Server: ", responses.SERVER_NAME, b"\r\n",
                          b"Last-Modified: ", self.last_modified, b"\r\n",
                          b"ETag: ", self.etag, b"\r\n"))
+
+
+def _modified_s(mtime_s: int, ctime_s: int) -> int:
+    """The Last-Modified time of a file: its mtime, unless that is in the future; then its ctime
+    (every write moves the ctime too, so no change of its bytes is later, and `touch -d` or tar
+    set the mtime but leave the ctime at now), or failing that, now. Not just now: each worker
+    thread loads a file into its own table, at its own time, and they must send the same date,
+    or one worker's date would be a 412 on another (If-Unmodified-Since)."""
+    now = int(time.time())
+    if mtime_s <= now:
+        return mtime_s
+    return ctime_s if 0 < ctime_s <= now else now
 
 
 class FileCache:

@@ -727,3 +727,22 @@ def test_each_session_counts_its_replies_by_status(cache):
     # the file sent from disk is counted when it is opened (connection.py), the second Host
     # line is a 400 that closes the connection
     assert session.statuses == {200: 3, 404: 1, 301: 1, 405: 1, 412: 1, 304: 1, 400: 2}
+
+
+def test_every_worker_sends_the_same_last_modified_for_a_file_dated_in_the_future(tmp_path):
+    """Each worker thread loads a file into its own table; capped at the clock of each load, a
+    future-dated file had a Last-Modified per worker, and the date one gave was a 412 on the
+    other (half the requests of `curl -H If-Unmodified-Since` with --colors on, 2 workers)."""
+    path = tmp_path / "ahead.txt"
+    path.write_bytes(b"from the future\n")
+    later = time.time() + 86400
+    os.utime(path, (later, later))
+    entries = []
+    for delay in (0, 5):                     # two loads, as two workers would, 5 s apart
+        with mock.patch.object(cache_module.time, "time", return_value=time.time() + delay):
+            entries.append(FileCache(str(tmp_path)).lookup("ahead.txt"))
+    assert entries[0].last_modified == entries[1].last_modified
+    raw = b"GET /ahead.txt HTTP/1.1\r\nHost: x\r\nIf-Unmodified-Since: " + entries[0].last_modified
+    session = HttpSession(mock.Mock(lookup=lambda relpath: entries[1]))
+    session.feed(raw + b"\r\n\r\n")
+    assert [r[0] for r in parse(session.out)] == [200]
