@@ -39,17 +39,24 @@ _SHORTAGE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 
 
 class Unavailable(Exception):
-    """The file exists, or may, but cannot be served now: reply with `status` (and `extra`)."""
+    """The file exists, or may, but cannot be served now: reply with `status` (and `extra`
+    header lines, and `detail` for the body's one line)."""
 
-    def __init__(self, status: int, extra: bytes = b""):
+    def __init__(self, status: int, extra: bytes = b"", detail: str = ""):
         super().__init__(status)
         self.status = status
         self.extra = extra
+        self.detail = detail
 
 
 class NeedsSlash(Exception):
-    """The target names a folder but does not end with "/": the reply is a redirect to the name
-    with the slash, so that the relative links of its index.html resolve inside the folder."""
+    """The target names a folder with an index.html but does not end with "/": the reply is a
+    redirect to the name with the slash, so that the relative links of its index resolve inside
+    the folder. A folder without one is a 403 instead, with or without the slash: a redirect
+    would only lead to that same refusal."""
+
+
+NO_LISTING = "this server does not list directories"
 
 
 def _refusal(exc: OSError) -> Unavailable | None:
@@ -66,7 +73,7 @@ def _refusal(exc: OSError) -> Unavailable | None:
 class CachedFile:
     """One file as served: its metadata, its reply headers and (when small enough) its bytes."""
 
-    __slots__ = ("path", "size", "mtime_ns", "mtime_s", "dev", "ino", "ctime_ns", "mode", "etag",
+    __slots__ = ("path", "size", "mtime_ns", "mtime_s", "modified_s", "dev", "ino", "ctime_ns", "mode", "etag",
                  "last_modified", "headers", "body", "_ready", "referenced", "stable")
 
     def __init__(self, path: str, size: int, mtime_ns: int, body: bytes | None,
@@ -87,7 +94,9 @@ class CachedFile:
         # RFC 9110 8.8.2.1: never a Last-Modified later than now (a file unpacked with a future
         # mtime). A client would send that date back, and every change made before it would be
         # "not modified" to it. 304s still compare with the real mtime: such a file gets none.
-        self.last_modified = responses.http_date(min(self.mtime_s, int(time.time()))).encode()
+        # If-Unmodified-Since compares with the date we sent: given back, it must pass.
+        self.modified_s = _modified_s(self.mtime_s, ctime_ns // 1_000_000_000)
+        self.last_modified = responses.http_date(self.modified_s).encode()
         self.body = body
         validators = (b"Last-Modified: ", self.last_modified, b"\r\n",
                       b"ETag: ", self.etag, b"\r\n") if stable else ()
@@ -120,9 +129,25 @@ class CachedFile:
         return reply
 
     def not_modified_headers(self) -> bytes:
+        """After the status line and Date of a 304: the validators a 200 would carry, if any
+        (an unstable file gets a 304 only for `If-None-Match: *`, and has none)."""
+        if not self.stable:
+            return b"Server: " + responses.SERVER_NAME + b"\r\n"
         return b"".join((b"Server: ", responses.SERVER_NAME, b"\r\n",
                          b"Last-Modified: ", self.last_modified, b"\r\n",
                          b"ETag: ", self.etag, b"\r\n"))
+
+
+def _modified_s(mtime_s: int, ctime_s: int) -> int:
+    """The Last-Modified time of a file: its mtime, unless that is in the future; then its ctime
+    (every write moves the ctime too, so no change of its bytes is later, and `touch -d` or tar
+    set the mtime but leave the ctime at now), or failing that, now. Not just now: each worker
+    thread loads a file into its own table, at its own time, and they must send the same date,
+    or one worker's date would be a 412 on another (If-Unmodified-Since)."""
+    now = int(time.time())
+    if mtime_s <= now:
+        return mtime_s
+    return ctime_s if 0 < ctime_s <= now else now
 
 
 class FileCache:
@@ -171,12 +196,10 @@ class FileCache:
         try:
             st = os.stat(full)
             if stat.S_ISDIR(st.st_mode):
-                if relpath and not relpath.endswith("/"):
-                    if self._resolved_inside(full) is None:
-                        return None
-                    raise NeedsSlash(relpath)
                 full = os.path.join(full, INDEX)
-                st = os.stat(full)
+                st = self._index_stat(full, relpath)
+                if st is None:
+                    return None
         except ValueError:
             return None
         except OSError as exc:
@@ -194,6 +217,27 @@ class FileCache:
         if entry is not None and entry.stable:
             table.insert(full, entry, self.max_bytes)
         return entry
+
+    def _index_stat(self, index: str, relpath: str) -> os.stat_result | None:
+        """The stat of a folder's index.html, to serve it (a hit costs this one stat). Without
+        one (no such name, or not a file) the folder is a 403, as we list no folders; with one,
+        a name without its slash is a 301. None (a 404) when the index, or the folder, leads out
+        of the root: a 403 or 301 there would tell which paths exist outside. OSErrors other
+        than a missing name pass to the caller, which answers them as for any file."""
+        try:
+            st = os.stat(index)
+        except OSError as exc:
+            if exc.errno not in _MISSING:
+                raise
+            st = None
+        has_index = st is not None and stat.S_ISREG(st.st_mode)
+        if has_index and (not relpath or relpath.endswith("/")):
+            return st                        # served; _load checks where it leads
+        if self._resolved_inside(index) is None:
+            return None
+        if not has_index:
+            raise Unavailable(403, detail=NO_LISTING)
+        raise NeedsSlash(relpath)
 
     def _resolved_inside(self, path: str) -> str | None:
         """`path` with its symlinks followed, if that is the root or inside it; else None."""

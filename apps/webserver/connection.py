@@ -208,12 +208,16 @@ class Connection:
     def _open_file(self, item: SendFile) -> list:
         """Open a large file before its head is sent: [head, item] once open, else [an error
         reply]. Out of descriptors, say, the client hears 503 instead of a 200 and no body."""
+        count = self.session.count              # its status is decided here, not when queued
         try:
             fd = self.server.cache.open_cached(item.entry)
         except Unavailable as exc:
+            count(exc.status)
             return [item.error_reply(exc.status, exc.extra)]
         if fd < 0:
+            count(404)
             return [item.error_reply(404)]          # gone, or now leading out of the root
+        count(200)
         self.file_fd, self.file_off = fd, 0
         return [item.head, item]
 
@@ -284,6 +288,7 @@ class Connection:
         # A request began and did not finish in time (a slow or stalled client): 408, then close.
         self.session.in_request = False
         self.session.closing = True
+        self.session.count(408)
         self.session.out.append(responses.error_reply(408))
         self.timer = self.loop.call_later(LINGER_S, self._on_timer, color=self.color)
         self._flush()

@@ -7,6 +7,12 @@ when its dots or slashes arrive percent-encoded, e.g. `..%2f`), or a backslash. 
 a normalised relative path whose segments contain no separators, so joining it to the root cannot
 leave the root; symbolic links inside the root are still resolved and checked by the cache
 before a file is opened.
+
+A path with a segment that starts with "." (`.git/config`, `.htpasswd`, `.env`), however it was
+spelt (`%2egit`, `/.git/`), is hidden: a 404, the same whether the file exists or not. Such
+files are left under a document root by accident far more often than on purpose, and a server
+that serves them gives away repositories and passwords; a site that wants `.well-known/` served
+needs another server.
 """
 from __future__ import annotations
 
@@ -20,7 +26,16 @@ _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 class BadPath(ValueError):
-    """The target can never name a file under the root: the reply is 400."""
+    """The target can never name a file we serve: the reply is `status` (400: unsafe or junk)."""
+
+    status = 400
+
+
+class Hidden(BadPath):
+    """A segment starts with ".": answered as a name that is not there, so that the reply tells
+    nothing of which dotfiles exist (and traversal beside it is still the 400 it was)."""
+
+    status = 404
 
 
 def origin_form(target: bytes) -> bytes:
@@ -61,6 +76,9 @@ def target_to_relpath(target: bytes) -> str:
         if segment == "..":
             raise BadPath("'..' in path")
         parts.append(segment)
+    for segment in parts:
+        if segment[0] == ".":
+            raise Hidden("a segment starts with '.'")
     relpath = "/".join(parts)
     if text.endswith("/") and relpath:
         relpath += "/"

@@ -23,7 +23,8 @@ from . import responses
 from .cache import FileCache, NeedsSlash, Unavailable
 from .paths import BadPath, origin_form, target_to_relpath
 
-ALLOW = b"Allow: GET, HEAD\r\n"
+ALLOW = responses.ALLOW
+_METHODS = (b"GET", b"HEAD", b"OPTIONS")
 _CRLFCRLF = b"\r\n\r\n"
 _HTTP_1X = (b" HTTP/1.1", b" HTTP/1.0")
 # Host = uri-host [":" port] (RFC 3986 3.2.2): an IP literal in brackets, or a reg-name (which
@@ -84,6 +85,11 @@ class HttpSession:
         self.out: list = []          # bytes and SendFile, in reply order
         self.closing = False         # no more requests will be read on this connection
         self.requests = 0
+        # Replies by status, for the stats file: this connection's own counts, touched only on
+        # its color, so counting takes no lock; the server merges them on the accept color. The
+        # 200s have an int of their own: the hot path adds one to it, not a dict entry.
+        self.ok = 0
+        self._other_statuses: dict[int, int] = {}
         self.in_request = False      # a request has begun and has not completed
         self.request_started = 0.0   # `now` of the feed in which the current request began
         self._parser = httptools.HttpRequestParser(self)
@@ -209,7 +215,23 @@ class HttpSession:
         elif not self._url_parts and self._head_bytes > self.limits.max_request_line:
             self._fail(414)
 
+    def count(self, code: int) -> None:
+        """One more reply with status `code` (the connection counts the ones it decides)."""
+        if code == 200:
+            self.ok += 1
+        else:
+            self._other_statuses[code] = self._other_statuses.get(code, 0) + 1
+
+    @property
+    def statuses(self) -> dict[int, int]:
+        """Replies so far by status code."""
+        counts = dict(self._other_statuses)
+        if self.ok:
+            counts[200] = self.ok
+        return counts
+
     def _fail(self, code: int, extra: bytes = b"") -> None:
+        self.count(code)
         self.out.append(responses.error_reply(code, keep_alive=False, extra=extra))
         self.closing = True
         self.in_request = False
@@ -287,7 +309,7 @@ class HttpSession:
         back until we answer: say now whether to send it, instead of both sides waiting."""
         if self._expect != b"100-continue":
             raise _Reject(417)
-        if self._method not in (b"GET", b"HEAD"):
+        if self._method not in _METHODS:
             raise _Reject(405, ALLOW)       # a body we would only discard: not worth receiving
         if self._version == "1.1" and self._body_announced:
             self.out.append(responses.CONTINUE)
@@ -317,20 +339,26 @@ class HttpSession:
             return
         method = self._method
         head_only = method == b"HEAD"
+        options = False
         if not head_only and method != b"GET":
-            self._reply_error(405, keep_alive, version, False, ALLOW)
-            return
+            if method != b"OPTIONS":
+                self._reply_error(405, keep_alive, version, False, ALLOW)
+                return
+            options = True
         target = self._url_parts[0] if len(self._url_parts) == 1 else b"".join(self._url_parts)
+        if options and target == b"*":          # the server as a whole (RFC 9110 9.3.7)
+            self._reply_options(keep_alive, version)
+            return
         try:
             target = origin_form(target)
             relpath = target_to_relpath(target)
-        except BadPath:
-            self._reply_error(400, keep_alive, version, head_only)
+        except BadPath as exc:
+            self._reply_error(exc.status, keep_alive, version, head_only)
             return
         try:
             entry = self.cache.lookup(relpath)
         except Unavailable as exc:
-            self._reply_error(exc.status, keep_alive, version, head_only, exc.extra)
+            self._reply_error(exc.status, keep_alive, version, head_only, exc.extra, exc.detail)
             return
         except NeedsSlash:
             self._reply_error(301, keep_alive, version, head_only, _location(relpath, target))
@@ -338,34 +366,47 @@ class HttpSession:
         if entry is None:
             self._reply_error(404, keep_alive, version, head_only)
             return
+        if options:                 # it selects no representation: preconditions do not apply
+            self._reply_options(keep_alive, version)
+            return
         if self._conditions:
             status = self._precondition_status(entry)
             if status == 412:
                 self._reply_error(412, keep_alive, version, head_only)
                 return
             if status == 304:
+                self.count(304)
                 self.out.append(b"".join((
                     responses.STATUS_LINES[304], self.date(), entry.not_modified_headers(),
                     responses.connection_header(keep_alive, version), b"\r\n")))
                 self.closing = not keep_alive
                 return
         if keep_alive and version == "1.1" and not head_only and entry.body is not None:
+            self.ok += 1
             self.out.append(entry.keepalive_reply(self.date()))   # the common case, ready-made
             return
         head = b"".join((responses.STATUS_LINES[200], self.date(), entry.headers,
                          responses.connection_header(keep_alive, version), b"\r\n"))
         if head_only:
+            self.ok += 1
             self.out.append(head)
         elif entry.body is not None:
+            self.ok += 1
             self.out.append(head)
             self.out.append(entry.body)          # the cached object itself: queueing copies nothing
-        else:
+        else:                   # counted by the connection when opened: it may yet be an error
             self.out.append(SendFile(entry, head, keep_alive, version))
         self.closing = not keep_alive
 
-    def _reply_error(self, code, keep_alive, version, head_only, extra=b""):
+    def _reply_options(self, keep_alive, version):
+        self.count(200)
+        self.out.append(responses.options_reply(keep_alive=keep_alive, version=version))
+        self.closing = not keep_alive
+
+    def _reply_error(self, code, keep_alive, version, head_only, extra=b"", detail=""):
+        self.count(code)
         self.out.append(responses.error_reply(code, keep_alive=keep_alive, version=version,
-                                              head_only=head_only, extra=extra))
+                                              head_only=head_only, extra=extra, detail=detail))
         self.closing = not keep_alive
 
     def _precondition_status(self, entry) -> int:
@@ -377,14 +418,16 @@ class HttpSession:
         # strong comparison (13.1.1): the client wants these very bytes, not an equivalent
         if if_match is not None and not _names(if_match, entry, strong=True):
             return 412
-        if not entry.stable:
-            return 200                       # no validators were given: nothing to compare
-        if if_match is None:
+        # An unstable file was sent without Last-Modified: no date to compare with. Its tags
+        # are still compared: none names it, but "*" does (13.1.2).
+        if if_match is None and entry.stable:
             since = _http_date(conditions.get(b"if-unmodified-since"))
-            if since is not None and entry.mtime_s > since:
+            if since is not None and entry.modified_s > since:     # Last-Modified's time
                 return 412
         if b"if-none-match" in conditions:
             return 304 if _names(conditions[b"if-none-match"], entry, strong=False) else 200
+        if not entry.stable:
+            return 200
         since = _http_date(conditions.get(b"if-modified-since"))
         return 304 if since is not None and entry.mtime_s <= since else 200
 

@@ -22,6 +22,8 @@ REASONS = {
 }
 STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()}
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The methods we serve: what a 405 and an OPTIONS reply both announce (RFC 9110 10.2.1, 9.3.7).
+ALLOW = b"Allow: GET, HEAD, OPTIONS\r\n"
 
 
 def http_date(seconds: float) -> str:
@@ -56,15 +58,21 @@ def connection_header(keep_alive: bool, version: str) -> bytes:
 
 
 def error_reply(code: int, *, keep_alive: bool = False, version: str = "1.1",
-                head_only: bool = False, extra: bytes = b"") -> bytes:
-    """A complete reply with a one-line text body saying what went wrong."""
-    body = f"{code} {REASONS[code]}\n".encode()
+                head_only: bool = False, extra: bytes = b"", detail: str = "") -> bytes:
+    """A complete reply with a one-line text body saying what went wrong (and `detail`, why)."""
+    body = f"{code} {REASONS[code]}{': ' + detail if detail else ''}\n".encode()
     head = b"".join((
         STATUS_LINES[code], b"Server: ", SERVER_NAME, b"\r\n", DATE(),
         b"Content-Type: text/plain; charset=utf-8\r\n",
         b"Content-Length: ", str(len(body)).encode(), b"\r\n",
         extra, connection_header(keep_alive, version), b"\r\n"))
     return head if head_only else head + body
+
+
+def options_reply(*, keep_alive: bool, version: str) -> bytes:
+    """The 200 to `OPTIONS *` or to OPTIONS on a file we serve: the methods, and no body."""
+    return b"".join((STATUS_LINES[200], b"Server: ", SERVER_NAME, b"\r\n", DATE(), ALLOW,
+                     b"Content-Length: 0\r\n", connection_header(keep_alive, version), b"\r\n"))
 
 
 # The system's table (/etc/mime.types) is read now, at import, before the server accepts anyone.

@@ -55,6 +55,7 @@ class Server:
         self._shortage_is_reported = False     # the shortage now going on was logged
         self.totals = {"connections": 0, "refused": 0, "requests": 0, "io_s": 0.0,
                        "accept_pauses": 0}
+        self.statuses: dict[int, int] = {}    # replies by status of closed connections, refusals
         self.bugs = 0
 
     # ---- set-up ------------------------------------------------------------------------------
@@ -165,6 +166,7 @@ class Server:
 
     def _refuse(self, sock: socket.socket) -> None:
         self.totals["refused"] += 1
+        self.statuses[503] = self.statuses.get(503, 0) + 1
         try:
             sock.setblocking(False)
             sock.send(responses.error_reply(503, extra=b"Retry-After: 1\r\n"))
@@ -212,6 +214,7 @@ class Server:
     def _add_counts(self, conn: Connection) -> None:
         self.totals["requests"] += conn.session.requests
         self.totals["io_s"] += conn.io_s
+        _merge(self.statuses, conn.session.statuses)
 
     def report_bug(self, exc: BaseException) -> None:
         self.bugs += 1       # approximate under colors on; it only says "look at the log"
@@ -221,9 +224,12 @@ class Server:
     def final_counts(self) -> dict:
         """Totals including still-open connections; call only when the loop no longer runs."""
         counts = dict(self.totals)
+        statuses = dict(self.statuses)
         for conn in filter(None, self.open.values()):
             counts["requests"] += conn.session.requests
             counts["io_s"] += conn.io_s
+            _merge(statuses, conn.session.statuses)
+        counts["statuses"] = {str(code): statuses[code] for code in sorted(statuses)}
         times = os.times()
         counts["cpu_s"] = times.user + times.system
         counts["cpu_s_serving"] = counts["cpu_s"] - getattr(self, "_cpu_at_start", 0.0)
@@ -235,3 +241,8 @@ class Server:
 
 
 RECV_DISCARD = 4096
+
+
+def _merge(into: dict[int, int], counts: dict[int, int]) -> None:
+    for code, n in counts.items():
+        into[code] = into.get(code, 0) + n

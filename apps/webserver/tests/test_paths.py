@@ -5,13 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.webserver.paths import BadPath, origin_form, target_to_relpath
+from apps.webserver.paths import BadPath, Hidden, origin_form, target_to_relpath
 
 
 @pytest.mark.parametrize("target, expected", [
     (b"/", ""), (b"/index.html", "index.html"), (b"/sub/", "sub/"), (b"/a//b/./c", "a/b/c"),
     (b"/with%20space.txt", "with space.txt"), (b"/x.html?q=1&r=..", "x.html"),
-    (b"/..foo", "..foo"), (b"/caf%C3%A9", "caf\u00e9"),
+    (b"/caf%C3%A9", "caf\u00e9"), (b"/./x", "x"), (b"/a/./b/", "a/b/"), (b"/foo.", "foo."),
+    (b"/a.b/c.d", "a.b/c.d"),
 ])
 def test_good_targets(target, expected):
     assert target_to_relpath(target) == expected
@@ -65,3 +66,22 @@ def test_absolute_form_targets_become_their_path(target, expected):
 def test_an_invalid_absolute_url_is_a_bad_path():
     with pytest.raises(BadPath):
         origin_form(b"http://")
+
+
+@pytest.mark.parametrize("target", [
+    b"/.git/config", b"/.htpasswd", b"/.git/", b"/.git", b"/sub/.env", b"/a/./.git/config",
+    b"/%2egit/config", b"/%2Ehtpasswd", b"/sub%2f.env", b"/.%2egit", b"/.%2f.git", b"/.htpasswd/",
+    b"/.htpasswd?x=1", b"/..foo", b"/...", b"//.git//config", b"/.well-known/x",
+])
+def test_a_segment_starting_with_a_dot_is_hidden_whatever_its_spelling(target):
+    """Dotfiles (.git, .htpasswd, .env) are not served: a 404, the same whether they exist."""
+    with pytest.raises(Hidden) as caught:
+        target_to_relpath(target)
+    assert caught.value.status == 404
+
+
+@pytest.mark.parametrize("target", [b"/../", b"/.git/../x", b"/%2e%2e/.env", b"/.htpasswd%00"])
+def test_traversal_beside_a_dotfile_is_still_a_400(target):
+    with pytest.raises(BadPath) as caught:
+        target_to_relpath(target)
+    assert caught.value.status == 400 and not isinstance(caught.value, Hidden)

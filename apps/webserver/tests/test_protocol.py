@@ -78,8 +78,9 @@ def test_directory_serves_its_index(cache):
 ])
 def test_a_folder_without_its_slash_is_redirected(tmp_path, target, location):
     """Served directly, the relative links of sub/index.html would resolve against the parent."""
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "spaced dir").mkdir()
+    for folder in ("sub", "spaced dir"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "index.html").write_text("<p>in</p>\n")
     session, replies = run(FileCache(str(tmp_path)),
                            b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"
                            b"HEAD " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -153,7 +154,7 @@ def test_keep_alive_errors(cache, raw, code):
     session, replies = run(cache, raw + b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [r[0] for r in replies] == [code, 200]
     if code == 405:
-        assert replies[0][1]["allow"] == "GET, HEAD"
+        assert replies[0][1]["allow"] == "GET, HEAD, OPTIONS"
 
 
 @pytest.mark.parametrize("raw, code", [
@@ -255,7 +256,7 @@ def test_expect_100_continue_is_answered_before_the_body(cache):
     session.feed(b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n"
                  b"Expect: 100-continue\r\n\r\n")
     replies = parse(session.out)            # answered now, without the 50000 bytes
-    assert [r[0] for r in replies] == [405] and replies[0][1]["allow"] == "GET, HEAD"
+    assert [r[0] for r in replies] == [405] and replies[0][1]["allow"] == "GET, HEAD, OPTIONS"
     assert session.closing
     session = HttpSession(cache)
     session.feed(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
@@ -307,7 +308,10 @@ def test_cache_refreshes_on_change_and_stays_bounded(tmp_path):
     for i in range(10):
         cache.lookup(f"f{i}")
     assert cache.cached_bytes <= 3500 and len(cache) == 3
-    assert cache.lookup("missing") is None and cache.lookup("") is None
+    assert cache.lookup("missing") is None
+    with pytest.raises(cache_module.Unavailable) as refused:    # a root without index.html
+        cache.lookup("")
+    assert refused.value.status == 403
 
 
 @settings(max_examples=150, deadline=None)
@@ -559,3 +563,186 @@ def test_a_file_without_validators_meets_only_if_match_star():
                    for field in (b"If-Match: \"zz\"", b"If-Match: *",
                                  b"If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"))
     assert [r[0] for r in run(FileCache("/proc/self"), raw)[1]] == [412, 200, 200]
+
+
+def test_options_star_and_options_on_a_file_get_200_with_allow(cache):
+    """RFC 9110 9.3.7: `OPTIONS *` asks about the server, `OPTIONS /file` about one file; both
+    were 405. The reply has no body (Content-Length: 0) and keeps the connection."""
+    session, replies = run(cache, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"OPTIONS /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"OPTIONS /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [(r[0], r[2]) for r in replies] == [(200, b""), (200, b""), (404, b"404 Not Found\n"),
+                                               (200, b"hello, world\n")]
+    for _, headers, _ in replies[:2]:
+        assert headers["allow"] == "GET, HEAD, OPTIONS" and headers["content-length"] == "0"
+        assert "etag" not in headers and "content-type" not in headers
+    assert not session.closing
+    session, [(status, headers, _)] = run(cache, b"OPTIONS * HTTP/1.0\r\n\r\n")
+    assert status == 200 and headers["connection"] == "close" and session.closing
+
+
+def test_options_ignores_preconditions_and_follows_the_body_rules_of_get(cache):
+    """RFC 9110 13.2.1: OPTIONS selects no representation, so If-Match and the like are ignored.
+    A body is read and discarded as for GET: 100 Continue when asked, 413 over the limit."""
+    _, replies = run(cache, b"OPTIONS /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Match: \"zz\"\r\n\r\n"
+                            b"OPTIONS * HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n"
+                            b"OPTIONS * HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                            b"Content-Length: 3\r\n\r\nabc"
+                            b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in replies] == [200, 200, 200, 200]
+    session = HttpSession(cache)
+    session.feed(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    assert session.out == [responses.CONTINUE]
+    session.feed(b"abc")
+    assert [r[0] for r in parse(session.out)] == [100, 200] and not session.closing
+    session, replies = run(cache, b"OPTIONS * HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n")
+    assert [r[0] for r in replies] == [413] and session.closing
+
+
+def test_a_405_allows_the_methods_options_announces(cache):
+    _, replies = run(cache, b"DELETE /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+                            b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in replies] == [405, 200]
+    assert replies[0][1]["allow"] == replies[1][1]["allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_dotfiles_are_404_however_the_target_spells_them(tmp_path):
+    """A .git folder or .htpasswd left under the root was served to anyone who asked."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("[remote] secret\n")
+    (tmp_path / ".git" / "index.html").write_text("secret index\n")
+    (tmp_path / ".htpasswd").write_text("admin:secret\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".env").write_text("TOKEN=secret\n")
+    (tmp_path / "x.txt").write_text("x\n")
+    targets = [b"/.git/config", b"/%2egit/config", b"/%2Egit%2Fconfig", b"/.git/", b"/.git",
+               b"/.htpasswd", b"/.htpasswd/", b"/sub/.env", b"/sub/./.env", b"/sub/%2eenv",
+               b"//.htpasswd", b"/.nothing-there", b"http://h/.htpasswd"]
+    raw = b"".join(b"GET " + t + b" HTTP/1.1\r\nHost: x\r\n\r\n" for t in targets)
+    raw += b"OPTIONS /.htpasswd HTTP/1.1\r\nHost: x\r\n\r\n"
+    raw += b"GET /./x.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /../ HTTP/1.1\r\nHost: x\r\n\r\n"
+    cache = FileCache(str(tmp_path))
+    session, replies = run(cache, raw)
+    assert [r[0] for r in replies] == [404] * (len(targets) + 1) + [200, 400]
+    assert all(b"secret" not in r[2] and "location" not in r[1] for r in replies)
+    assert replies[-2][2] == b"x\n"
+    session, _ = run(cache, b"HEAD /.htpasswd HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert session.out[0].startswith(b"HTTP/1.1 404 ")
+
+
+NO_LISTING = b"403 Forbidden: this server does not list directories\n"
+
+
+def test_a_folder_without_an_index_is_403_with_or_without_its_slash(tmp_path):
+    """/bare was redirected to /bare/, which then said 404: a redirect to a dead end, and a
+    "not found" for a folder that is there. Only a folder with an index.html is redirected."""
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "x.txt").write_text("x\n")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "index.html").mkdir()           # an index that is not a file
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "index.html").write_text("<p>home</p>\n")
+    targets = [b"/bare", b"/bare/", b"/bare?q=1", b"/odd", b"/odd/", b"/", b"/home", b"/home/",
+               b"/bare/x.txt"]
+    cache = FileCache(str(tmp_path))
+    session, replies = run(cache, b"".join(b"GET " + t + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                                           for t in targets))
+    assert [(r[0], r[2]) for r in replies] == [(403, NO_LISTING)] * 6 + [
+        (301, b"301 Moved Permanently\n"), (200, b"<p>home</p>\n"), (200, b"x\n")]
+    assert [r[1].get("location") for r in replies[:7]] == [None] * 6 + ["/home/"]
+    assert replies[0][1]["content-length"] == str(len(NO_LISTING)) and not session.closing
+    session, _ = run(cache, b"HEAD /bare HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert session.out[0].startswith(b"HTTP/1.1 403 ") and session.out[0].endswith(b"\r\n\r\n")
+
+
+def test_a_folder_outside_the_root_is_404_with_or_without_an_index(tmp_path):
+    """Through a symlink leading out, a folder without an index must not become a 403: that
+    would tell which folders exist out there (a dangling index link too)."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "bare").mkdir(parents=True)
+    (outside / "home").mkdir()
+    (outside / "home" / "index.html").write_text("outside\n")
+    root.mkdir()
+    os.symlink(outside, root / "out")
+    (root / "lead").mkdir()
+    os.symlink(outside / "home" / "index.html", root / "lead" / "index.html")
+    (root / "dangle").mkdir()
+    os.symlink(outside / "no-such-file", root / "dangle" / "index.html")
+    targets = [b"/out", b"/out/", b"/out/bare", b"/out/bare/", b"/out/home", b"/out/home/",
+               b"/lead", b"/lead/", b"/dangle", b"/dangle/"]
+    _, replies = run(FileCache(str(root)), b"".join(b"GET " + t + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                                                    for t in targets))
+    assert [r[0] for r in replies] == [404] * len(targets)
+
+
+def test_if_none_match_star_is_304_for_a_file_without_validators():
+    """RFC 9110 13.1.2: "*" matches any current representation, with or without an ETag; a
+    procfs file (sent without validators) got 200. Its 304 carries no validator either."""
+    cache = FileCache("/proc/self")
+    now = formatdate(time.time() + 60, usegmt=True)
+    raw = b"".join(b"GET /status HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n"
+                   for field in (b"If-None-Match: *", b"If-None-Match: \"zz\", *",
+                                 b"If-None-Match: \"zz\"", b"If-Match: *",
+                                 b"If-Modified-Since: " + now.encode(),
+                                 b"If-Match: *\r\nIf-None-Match: *"))
+    replies = run(cache, raw)[1]
+    assert [r[0] for r in replies] == [304, 304, 200, 200, 200, 304]
+    assert all("etag" not in r[1] and "last-modified" not in r[1] for r in replies)
+    assert replies[3][2].startswith(b"Name:")
+    for field, code in ((b"If-None-Match: *", 304), (b"If-Match: *", 200)):
+        session, _ = run(cache, b"HEAD /status HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n")
+        assert session.out[0].startswith(b"HTTP/1.1 %d " % code), field
+        assert session.out[0].endswith(b"\r\n\r\n") and not session.closing
+
+
+def test_if_unmodified_since_compares_with_the_last_modified_we_sent(tmp_path):
+    """A file dated in the future is sent with Last-Modified capped at when it was loaded, but
+    If-Unmodified-Since was compared with its real mtime: the very date we sent was a 412."""
+    path = tmp_path / "ahead.txt"
+    path.write_bytes(b"from the future\n")
+    later = time.time() + 86400
+    os.utime(path, (later, later))
+    cache = FileCache(str(tmp_path))
+    _, [(_, headers, _)] = run(cache, b"GET /ahead.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    modified = headers["last-modified"].encode()
+    old = formatdate(0, usegmt=True).encode()
+    raw = b"".join(b"GET /ahead.txt HTTP/1.1\r\nHost: x\r\n" + field + b"\r\n\r\n"
+                   for field in (b"If-Unmodified-Since: " + modified,
+                                 b"If-Unmodified-Since: " + old,
+                                 b"If-Modified-Since: " + modified))
+    assert [r[0] for r in run(cache, raw)[1]] == [200, 412, 200]
+
+
+def test_each_session_counts_its_replies_by_status(cache):
+    """The per-status counts of the stats file start here: one plain dict per connection,
+    touched only by the connection's color (merged on the accept color when it closes)."""
+    raw = b"".join(b"%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % parts for parts in (
+        (b"GET", b"/hello.txt", b""), (b"GET", b"/hello.txt", b""), (b"GET", b"/nope", b""),
+        (b"GET", b"/sub", b""), (b"OPTIONS", b"*", b""), (b"DELETE", b"/x", b""),
+        (b"GET", b"/hello.txt", b"If-Match: \"zz\"\r\n"), (b"GET", b"/hello.txt", b"If-None-Match: *\r\n"),
+        (b"GET", b"/%zz", b""), (b"GET", b"/big.bin", b""), (b"GET", b"/", b"Host: y\r\n")))
+    session, _ = run(cache, raw)
+    # the file sent from disk is counted when it is opened (connection.py), the second Host
+    # line is a 400 that closes the connection
+    assert session.statuses == {200: 3, 404: 1, 301: 1, 405: 1, 412: 1, 304: 1, 400: 2}
+
+
+def test_every_worker_sends_the_same_last_modified_for_a_file_dated_in_the_future(tmp_path):
+    """Each worker thread loads a file into its own table; capped at the clock of each load, a
+    future-dated file had a Last-Modified per worker, and the date one gave was a 412 on the
+    other (half the requests of `curl -H If-Unmodified-Since` with --colors on, 2 workers)."""
+    path = tmp_path / "ahead.txt"
+    path.write_bytes(b"from the future\n")
+    later = time.time() + 86400
+    os.utime(path, (later, later))
+    entries = []
+    for delay in (0, 5):                     # two loads, as two workers would, 5 s apart
+        with mock.patch.object(cache_module.time, "time", return_value=time.time() + delay):
+            entries.append(FileCache(str(tmp_path)).lookup("ahead.txt"))
+    assert entries[0].last_modified == entries[1].last_modified
+    raw = b"GET /ahead.txt HTTP/1.1\r\nHost: x\r\nIf-Unmodified-Since: " + entries[0].last_modified
+    session = HttpSession(mock.Mock(lookup=lambda relpath: entries[1]))
+    session.feed(raw + b"\r\n\r\n")
+    assert [r[0] for r in parse(session.out)] == [200]

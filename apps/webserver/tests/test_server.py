@@ -38,6 +38,19 @@ def test_http_client_keep_alive_get_and_head(server, docroot):
     conn.close()
 
 
+def test_options_over_the_wire_keeps_the_connection(server):
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    for target in ("*", "/hello.txt"):
+        conn.request("OPTIONS", target)
+        reply = conn.getresponse()
+        assert (reply.status, reply.read()) == (200, b"")
+        assert reply.getheader("Allow") == "GET, HEAD, OPTIONS"
+    first_socket = conn.sock
+    conn.request("GET", "/hello.txt")
+    assert conn.getresponse().read() == b"hello, world\n" and conn.sock is first_socket
+    conn.close()
+
+
 def test_conditional_requests_give_304(server):
     conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
     conn.request("GET", "/style.css")
@@ -591,3 +604,30 @@ def test_root_slash_serves_a_proc_file_with_its_bytes_not_empty(server_factory):
     assert status == 200 and body.startswith(b"Name:")
     assert f"\nPid:\t{server.proc.pid}\n".encode() in body
     assert int(headers["content-length"]) == len(body) and "etag" not in headers
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_the_stats_file_counts_replies_by_status(server_factory, docroot, tmp_path, mode):
+    """Counted per connection without a lock, merged when it closes or when the server stops."""
+    stats = tmp_path / "stats.json"
+    server = server_factory(docroot, "--colors", mode, "--workers", "2", "--max-connections", "3",
+                            "--stats-file", str(stats))
+    socks = [server.connect() for _ in range(3)]
+    for sock, raw, statuses in (
+            (socks[0], b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /big.bin HTTP/1.1\r\n"
+                       b"Host: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n", [200, 200, 404]),
+            (socks[1], b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /%zz HTTP/1.1\r\n"
+                       b"Host: t\r\n\r\n", [200, 400]),
+            (socks[2], b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", [200])):
+        sock.sendall(raw)
+        replies = Replies(sock)
+        assert [replies.next()[0] for _ in statuses] == statuses
+    with server.connect() as sock:                   # over --max-connections
+        assert read_reply(sock)[0] == 503
+    socks.pop(0).close()                             # its counts are merged when it closes
+    time.sleep(0.2)
+    assert server.stop() == 0                        # the others' when the server stops
+    for sock in socks:
+        sock.close()
+    counts = json.loads(stats.read_text())
+    assert counts["statuses"] == {"200": 4, "400": 1, "404": 1, "503": 1}
