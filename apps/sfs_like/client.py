@@ -1,6 +1,6 @@
 """Client library and CLI: pins the server's fingerprint and verifies every reply's MAC.
 
-    python -m apps.sfs_like.client HOST:PORT:FINGERPRINT ls [DIR]
+    python -m apps.sfs_like.client HOST:PORT:FINGERPRINT ls [DIR | FILE]
     python -m apps.sfs_like.client HOST:PORT:FINGERPRINT cat FILE
     python -m apps.sfs_like.client HOST:PORT:FINGERPRINT get FILE [LOCAL]
     python -m apps.sfs_like.client HOST:PORT:FINGERPRINT put LOCAL [FILE]
@@ -418,6 +418,14 @@ class Client:
     def listdir(self, path: str = "") -> list[tuple[str, int]]:
         return self.readdir(self.walk(path))
 
+    def lookup_path(self, path: str) -> tuple[int, rpc.Attr | None]:
+        """The handle of `path` and its attributes (None for the export root, which is named by
+        no LOOKUP): as walk(), with the attributes the last LOOKUP returned at no extra cost."""
+        fh, attr = rpc.ROOT_FH, None
+        for name in self.split(path):
+            fh, attr = self.lookup(fh, name)
+        return fh, attr
+
     def rm(self, path: str) -> None:
         dir_fh, name = self.parent_and_name(path)
         self.remove(dir_fh, name)
@@ -450,6 +458,20 @@ def _shown(name: str) -> str:
             and name not in ("", ".", "..")):
         return name
     return repr(name)
+
+
+def _ls_lines(c: Client, path: str):
+    """What `ls PATH` prints, as ls does: a directory's entries, one a line; anything else (a
+    file, a FIFO...) is one line for PATH itself, as typed, with its type's mark. Listing a file
+    failed with NOTDIR. PATH ending in '/' must be a directory, as for ls."""
+    fh, attr = c.lookup_path(path)
+    if attr is None or attr.type == rpc.FT_DIR:
+        entries = c.readdir(fh)
+        return [f"{_shown(name)}{_TYPE_MARK.get(ftype, '?')}\n" for name, ftype in entries]
+    if path.endswith("/"):
+        raise rpc.RpcError(rpc.NOTDIR, f"{path!r} is not a directory")
+    shown = "/".join(_shown(part) if part else part for part in path.split("/"))
+    return [f"{shown}{_TYPE_MARK.get(attr.type, '?')}\n"]
 
 
 def one_line(text: str, limit: int = 1000) -> str:
@@ -564,8 +586,7 @@ def main(argv=None) -> int:
         target = _local_target(args.path, args.local) if args.cmd == "get" else None
         with Client(args.server, args.suite, timeout=args.timeout) as c:
             if args.cmd == "ls":
-                _to_stdout(f"{_shown(name)}{_TYPE_MARK.get(ftype, '?')}\n".encode("utf-8", "surrogateescape")
-                           for name, ftype in c.listdir(args.path))
+                _to_stdout(line.encode("utf-8", "surrogateescape") for line in _ls_lines(c, args.path))
             elif args.cmd == "cat":
                 _to_stdout(c.read_file(args.path, args.block))
             elif args.cmd == "get":
