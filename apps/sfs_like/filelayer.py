@@ -29,7 +29,8 @@ _ERRNO_STATUS = {errno.ENOENT: rpc.NOENT, errno.EACCES: rpc.ACCES, errno.EPERM: 
                  errno.EEXIST: rpc.EXIST, errno.ENOTDIR: rpc.NOTDIR, errno.EISDIR: rpc.ISDIR,
                  errno.EINVAL: rpc.INVAL, errno.EFBIG: rpc.FBIG, errno.ENAMETOOLONG: rpc.NAMETOOLONG,
                  errno.ELOOP: rpc.ACCES, errno.ENXIO: rpc.INVAL,     # ENXIO: a FIFO with no reader
-                 errno.ENOTEMPTY: rpc.EXIST}                       # RENAME over a non-empty directory
+                 errno.ENOTEMPTY: rpc.EXIST,                       # RENAME over a non-empty directory
+                 errno.EDQUOT: rpc.DQUOT}                          # Linux's 122 is the protocol's 69
 MAX_FILE_SIZE = 1 << 40
 READDIR_BUDGET = 32 * 1024      # name bytes per READDIR reply, far below the frame limit
 READ_TRIES = 3                  # a READ whose file changes between its stat and its read stats again

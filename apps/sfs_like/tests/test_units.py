@@ -1,6 +1,7 @@
 """Units that need no server: framing, the two suites, fingerprints, the block cache, path safety."""
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -557,3 +558,28 @@ def test_a_file_changed_between_the_stat_and_the_read_is_read_again(tmp_path, ch
     assert (data, eof) == ((b"", 1) if change == "truncated" else (b"B" * 10, 1))
     old = done[0]
     assert not layer.cache._by_file.get((old.st_dev, old.st_ino))   # nothing cached as the old file
+
+
+@pytest.mark.parametrize("err, status, says", [
+    (errno.ENOSPC, rpc.IO, b"No space left on device"), (errno.EDQUOT, rpc.DQUOT, b"Disk quota exceeded"),
+    (errno.EACCES, rpc.ACCES, b"Permission denied"), (errno.EROFS, rpc.IO, b"Read-only file system")])
+def test_a_write_the_disk_refuses_gets_its_reason_and_the_layer_goes_on(layer, monkeypatch, err,
+                                                                         status, says):
+    """A full disk, a quota, a read-only folder during an upload: the reply names the reason
+    (EDQUOT came back as IO: Linux's errno 122 is not the protocol's DQUOT, 69), nothing is half
+    made, and the next requests are served."""
+    dir_fh = _fh(layer, "d")
+    fh = _fh(layer, "f", dir_fh)
+
+    def refused(*args, **kw):
+        raise OSError(err, os.strerror(err))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "pwrite", refused)
+        assert _status(layer, rpc.req_write_head(2, fh, 0) + b"x" * 1000) == (status, says)
+    with monkeypatch.context() as m:
+        m.setattr(layer.fs, "open", refused)
+        assert _status(layer, rpc.req_create_temp(3, dir_fh)) == (status, says)
+    assert not [name for name in os.listdir(layer.root + "/d") if name != "f"]
+    parts = layer.handle(rpc.req_read(4, fh, 0, 100))
+    assert bytes(parts[1]) == b"data"
