@@ -17,6 +17,15 @@ from collections import OrderedDict
 DEFAULT_BLOCK = 256 * 1024     # the largest READ, so an aligned READ is one zero-copy slice
 
 
+class FileChanged(Exception):
+    """The file at the path is not (or no longer) the one the caller's stat describes: it was
+    replaced, truncated or written between that stat and the read. Nothing was cached."""
+
+
+def _version(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
 class BlockCache:
     def __init__(self, capacity_bytes: int, block_size: int = DEFAULT_BLOCK, open_file=None) -> None:
         if capacity_bytes < block_size:
@@ -54,9 +63,19 @@ class BlockCache:
             self.hits += 1
             return block
         self.misses += 1
+        # The file opened must be the one `st` describes, before and after the pread: one
+        # swapped in or truncated since the caller's stat had its bytes cached (and served)
+        # under the old file's key (a hard link to the server's key, a file cut short: a READ
+        # with neither data nor EOF). FileChanged instead; the caller stats again.
+        version = _version(st)
         fd = self._open(path)
         try:
+            if _version(os.fstat(fd)) != version:
+                raise FileChanged(path)
             block = os.pread(fd, self.block_size, idx * self.block_size)
+            if (_version(os.fstat(fd)) != version
+                    or len(block) != min(self.block_size, st.st_size - idx * self.block_size)):
+                raise FileChanged(path)
         finally:
             os.close(fd)
         self._blocks[key] = block

@@ -1,6 +1,6 @@
 """Client library and CLI: pins the server's fingerprint and verifies every reply's MAC.
 
-    python -m apps.sfs_like.client HOST:PORT:FINGERPRINT ls [DIR]
+    python -m apps.sfs_like.client HOST:PORT:FINGERPRINT ls [DIR | FILE]
     python -m apps.sfs_like.client HOST:PORT:FINGERPRINT cat FILE
     python -m apps.sfs_like.client HOST:PORT:FINGERPRINT get FILE [LOCAL]
     python -m apps.sfs_like.client HOST:PORT:FINGERPRINT put LOCAL [FILE]
@@ -19,6 +19,7 @@ import socket
 import stat
 import struct
 import sys
+import time
 
 from . import rpc
 from .framing import HEADER_SIZE, LENGTH, MAX_FRAME, MAX_IO, FrameError, frame
@@ -40,6 +41,45 @@ def _check_io_size(proc: str, n: int) -> None:
 def _fh_and_attr(body) -> tuple[int, rpc.Attr]:
     """The results of LOOKUP and CREATE (and the start of CREATE_TEMP's)."""
     return rpc.FH.unpack_from(body, 0)[0], rpc.Attr.unpack(body, rpc.FH.size)
+
+
+class ServerTimeout(TimeoutError):
+    """The server did not finish something within the client's timeout: its message says what
+    (nothing at all, or only part of a reply or of the handshake) and how long."""
+
+
+class _Deadline:
+    """One timeout for a whole exchange (a request sent and its reply received in full, or the
+    connect and the handshake), not for each recv: a server trickling a byte just inside each
+    recv's timeout held a `get` for ever. Every socket call on the way is given what is left."""
+
+    def __init__(self, sock: socket.socket | None, timeout: float | None, what: str) -> None:
+        self.sock, self.timeout, self.what = sock, timeout, what
+        self.end = None if timeout is None else time.monotonic() + timeout
+        self.received = 0           # bytes of the answer received so far
+
+    def left(self) -> float | None:
+        """Seconds left (None: no timeout); ServerTimeout once none are."""
+        if self.end is None:
+            return None
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise self.expired()
+        return left
+
+    def arm(self) -> None:
+        """Give the socket's next call what is left of the deadline."""
+        if self.end is not None:
+            self.sock.settimeout(self.left())
+
+    def expired(self, sent: int | None = None, total: int = 0) -> ServerTimeout:
+        limit = f"{self.timeout:g} s (--timeout)"
+        if sent is not None:
+            return ServerTimeout(f"the server took in only {sent} of the {total} bytes of {self.what} "
+                                 f"in {limit}")
+        if not self.received:
+            return ServerTimeout(f"the server sent nothing for {limit}")
+        return ServerTimeout(f"the server sent only {self.received} bytes of {self.what} in {limit}")
 
 
 class StdoutClosed(Exception):
@@ -71,44 +111,94 @@ class Client:
     def __init__(self, address, suite: str = "sfs2003", timeout: float | None = 30.0) -> None:
         self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
         self.suite = suite
+        # `timeout` bounds each whole exchange: the connect and the handshake together, then
+        # each request from its first byte sent to its reply's last byte received
+        self.timeout = timeout
+        deadline = _Deadline(None, timeout, "its handshake")
         try:
             self.sock = socket.create_connection((self.address.host, self.address.port),
                                                  timeout=timeout)
         except TimeoutError:    # not the server going quiet (main's TimeoutError): none answered
             raise ConnectionError(f"no server answered at {self.address.host}:{self.address.port} "
                                   f"within {timeout:g} s (--timeout)") from None
+        deadline.sock = self.sock
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._xid = 0
         self._unanswered = 0      # requests sent whose replies were not read (an interrupted call)
         self._torn = False        # a frame half sent or half read: the stream is out of step
         try:
-            self.channel = self._handshake()
+            self.channel = self._handshake(deadline)
+            self.sock.settimeout(timeout)   # for whoever uses the socket itself (the load generator)
         except BaseException:
             self.sock.close()
             raise
 
-    def _handshake(self):
+    def _deadline(self, what: str) -> _Deadline:
+        return _Deadline(self.sock, self.timeout, what)
+
+    def _recv_exact(self, n: int, deadline: _Deadline) -> bytearray:
+        """recv_exact within `deadline`: ServerTimeout, saying how much came, once it passes."""
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            deadline.arm()
+            try:
+                k = self.sock.recv_into(view[got:], n - got)
+            except TimeoutError:
+                raise deadline.expired() from None
+            if k == 0:
+                raise ProtocolError(f"server closed the connection ({got} of {n} bytes received)")
+            got += k
+            deadline.received += k
+        return buf
+
+    def _recv_frame(self, deadline: _Deadline) -> bytearray:
+        (length,) = LENGTH.unpack(self._recv_exact(HEADER_SIZE, deadline))
+        if length > MAX_FRAME:
+            raise FrameError(f"server announced a {length}-byte frame, the limit is {MAX_FRAME}")
+        return self._recv_exact(length, deadline)
+
+    def _send_all(self, wire: list, deadline: _Deadline) -> None:
+        """Send every byte of `wire` within `deadline`: with a timeout on the socket, sendmsg may
+        send only a part of it (a large WRITE into a small send buffer); the rest follows."""
+        total = sum(len(w) for w in wire)
+        done = 0
+        while wire:
+            deadline.arm()
+            try:
+                sent = self.sock.sendmsg(wire)
+            except TimeoutError:
+                raise deadline.expired(sent=done, total=total) from None
+            done += sent
+            while wire and sent >= len(wire[0]):
+                sent -= len(wire[0])
+                wire.pop(0)
+            if wire and sent:
+                wire[0] = wire[0][sent:]
+
+    def _handshake(self, deadline: _Deadline):
         hs = ClientHandshake.start(self.suite)
-        self.sock.sendall(frame(hs.hello))
-        channel, transcript = hs.finish(self._server_hello(), self.address.fingerprint)
+        self._send_all([memoryview(frame(hs.hello))], deadline)
+        channel, transcript = hs.finish(self._server_hello(deadline), self.address.fingerprint)
         try:
-            ready = channel.recv.open(bytes(recv_frame(self.sock)))
+            ready = channel.recv.open(bytes(self._recv_frame(deadline)))
         except AuthError as exc:
             raise HandshakeError(f"server could not prove it holds the pinned key: {exc}") from None
         if ready != READY + transcript:
             raise HandshakeError("server's READY does not match this session's transcript")
         return channel
 
-    def _server_hello(self) -> bytes:
+    def _server_hello(self, deadline: _Deadline) -> bytes:
         """The server's first frame. A length beyond the limit means the peer is something else
         (an HTTP server answers "HTTP/1.1 400...", read as a 1.2 GB length): say so."""
-        head = bytes(recv_exact(self.sock, HEADER_SIZE))
+        head = bytes(self._recv_exact(HEADER_SIZE, deadline))
         (length,) = LENGTH.unpack(head)
         if length > MAX_FRAME:
             what = " (an HTTP server?)" if head.startswith(b"HTTP") else ""
             raise HandshakeError(f"{self.address.host}:{self.address.port} does not speak the "
                                  f"SFS-like protocol{what}: its first bytes are {head!r}")
-        return bytes(recv_exact(self.sock, length))
+        return bytes(self._recv_exact(length, deadline))
 
     def close(self) -> None:
         self.sock.close()
@@ -125,20 +215,20 @@ class Client:
         self._xid = (self._xid + 1) & 0xFFFFFFFF
         return self._xid
 
-    def send_request(self, *parts) -> None:
-        """Send one sealed frame, all of it: with a timeout on the socket, sendmsg may send only a
-        part of it (a large WRITE into a small send buffer); the rest follows, not dropped."""
+    def send_request(self, *parts, deadline: _Deadline | None = None) -> None:
+        """Send one sealed frame, all of it, within `deadline` (by default the timeout from
+        now): a part sent is followed by the rest, not dropped."""
         wire = [memoryview(p).cast("B") for p in self.channel.send.seal(list(parts))]
         self._torn = True
-        while wire:
-            sent = self.sock.sendmsg(wire)
-            while wire and sent >= len(wire[0]):
-                sent -= len(wire[0])
-                wire.pop(0)
-            if wire and sent:
-                wire[0] = wire[0][sent:]
+        self._send_all(wire, deadline or self._deadline(self._what(parts[0])))
         self._torn = False
         self._unanswered += 1
+
+    @staticmethod
+    def _what(request) -> str:
+        """'the READ request', for a timeout's message."""
+        proc = rpc.PROC_NAMES.get(request[rpc.REQ_HEAD.size - 1], "a")
+        return f"the {proc} request"
 
     def settle(self) -> None:
         """Read and drop the replies to requests whose call was interrupted (a signal between
@@ -149,9 +239,11 @@ class Client:
         while self._unanswered:
             self.recv_reply()
 
-    def recv_reply(self) -> bytes:
+    def recv_reply(self, deadline: _Deadline | None = None) -> bytes:
+        """The next reply, opened; all of it must come within `deadline` (by default the
+        timeout from now)."""
         self._torn = True
-        body = recv_frame(self.sock)
+        body = self._recv_frame(deadline or self._deadline("a reply"))
         self._torn = False
         self._unanswered = max(0, self._unanswered - 1)
         try:
@@ -163,12 +255,14 @@ class Client:
         """Send a request and return `parse(the results of its reply)`. Results that do not fit
         their layout (cut short, a count running past the end, a name that is not UTF-8) are the
         server breaking the protocol: ProtocolError, not a struct.error from deep inside."""
-        self.send_request(*parts)
-        results = rpc.parse_reply(self.recv_reply(), xid)
+        proc = rpc.PROC_NAMES.get(parts[0][rpc.REQ_HEAD.size - 1], "?")
+        deadline = self._deadline(f"the {proc} request")    # for the request and its reply
+        self.send_request(*parts, deadline=deadline)
+        deadline.what = f"its reply to {proc}"
+        results = rpc.parse_reply(self.recv_reply(deadline), xid)
         try:
             return parse(results)
         except (struct.error, IndexError, ValueError, rpc.MalformedRequest) as exc:
-            proc = rpc.PROC_NAMES[parts[0][rpc.REQ_HEAD.size - 1]]
             raise ProtocolError(f"malformed {proc} reply: {getattr(exc, 'message', exc)}") from None
 
     # ---- procedures
@@ -316,14 +410,21 @@ class Client:
         except Exception:
             pass
         try:
-            timeout = self.sock.gettimeout()
-            with Client(self.address, self.suite, timeout=min(timeout or 10.0, 10.0)) as fresh:
+            with Client(self.address, self.suite, timeout=min(self.timeout or 10.0, 10.0)) as fresh:
                 fresh.remove(dir_fh, name)
         except Exception:       # the server may be what failed: keep the first error
             pass
 
     def listdir(self, path: str = "") -> list[tuple[str, int]]:
         return self.readdir(self.walk(path))
+
+    def lookup_path(self, path: str) -> tuple[int, rpc.Attr | None]:
+        """The handle of `path` and its attributes (None for the export root, which is named by
+        no LOOKUP): as walk(), with the attributes the last LOOKUP returned at no extra cost."""
+        fh, attr = rpc.ROOT_FH, None
+        for name in self.split(path):
+            fh, attr = self.lookup(fh, name)
+        return fh, attr
 
     def rm(self, path: str) -> None:
         dir_fh, name = self.parent_and_name(path)
@@ -357,6 +458,20 @@ def _shown(name: str) -> str:
             and name not in ("", ".", "..")):
         return name
     return repr(name)
+
+
+def _ls_lines(c: Client, path: str):
+    """What `ls PATH` prints, as ls does: a directory's entries, one a line; anything else (a
+    file, a FIFO...) is one line for PATH itself, as typed, with its type's mark. Listing a file
+    failed with NOTDIR. PATH ending in '/' must be a directory, as for ls."""
+    fh, attr = c.lookup_path(path)
+    if attr is None or attr.type == rpc.FT_DIR:
+        entries = c.readdir(fh)
+        return [f"{_shown(name)}{_TYPE_MARK.get(ftype, '?')}\n" for name, ftype in entries]
+    if path.endswith("/"):
+        raise rpc.RpcError(rpc.NOTDIR, f"{path!r} is not a directory")
+    shown = "/".join(_shown(part) if part else part for part in path.split("/"))
+    return [f"{shown}{_TYPE_MARK.get(attr.type, '?')}\n"]
 
 
 def one_line(text: str, limit: int = 1000) -> str:
@@ -452,7 +567,8 @@ def main(argv=None) -> int:
     p.add_argument("--block", type=int_in(1, MAX_IO, " (the server's READ limit, 256 KiB)"),
                    default=DEFAULT_BLOCK, help="READ size in bytes")
     p.add_argument("--timeout", type=int_in(1, 86400), default=30, metavar="SECONDS",
-                   help="give up when the server sends nothing for this long (default 30)")
+                   help="give up when connecting and the handshake, or any one request and its "
+                        "whole reply, take longer than this (default 30)")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("ls").add_argument("path", nargs="?", default="")
     sub.add_parser("cat").add_argument("path")
@@ -470,8 +586,7 @@ def main(argv=None) -> int:
         target = _local_target(args.path, args.local) if args.cmd == "get" else None
         with Client(args.server, args.suite, timeout=args.timeout) as c:
             if args.cmd == "ls":
-                _to_stdout(f"{_shown(name)}{_TYPE_MARK.get(ftype, '?')}\n".encode("utf-8", "surrogateescape")
-                           for name, ftype in c.listdir(args.path))
+                _to_stdout(line.encode("utf-8", "surrogateescape") for line in _ls_lines(c, args.path))
             elif args.cmd == "cat":
                 _to_stdout(c.read_file(args.path, args.block))
             elif args.cmd == "get":
@@ -485,6 +600,9 @@ def main(argv=None) -> int:
         return _stdout_gone()
     except KeyboardInterrupt:         # Ctrl-C: what was being written is removed already
         return 128 + signal.SIGINT
+    except ServerTimeout as exc:      # by whom, how long, how much came, and what to change
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return 1
     except TimeoutError:              # said as 'timed out': by whom, how long, and what to change
         print(f"error: the server sent nothing for {args.timeout} s (--timeout)", file=sys.stderr)
         return 1

@@ -22,16 +22,18 @@ import stat
 
 from . import rpc
 from .beneath import Beneath
-from .blockcache import BlockCache
+from .blockcache import BlockCache, FileChanged
 from .framing import MAX_IO
 
 _ERRNO_STATUS = {errno.ENOENT: rpc.NOENT, errno.EACCES: rpc.ACCES, errno.EPERM: rpc.ACCES,
                  errno.EEXIST: rpc.EXIST, errno.ENOTDIR: rpc.NOTDIR, errno.EISDIR: rpc.ISDIR,
                  errno.EINVAL: rpc.INVAL, errno.EFBIG: rpc.FBIG, errno.ENAMETOOLONG: rpc.NAMETOOLONG,
                  errno.ELOOP: rpc.ACCES, errno.ENXIO: rpc.INVAL,     # ENXIO: a FIFO with no reader
-                 errno.ENOTEMPTY: rpc.EXIST}                       # RENAME over a non-empty directory
+                 errno.ENOTEMPTY: rpc.EXIST,                       # RENAME over a non-empty directory
+                 errno.EDQUOT: rpc.DQUOT}                          # Linux's 122 is the protocol's 69
 MAX_FILE_SIZE = 1 << 40
 READDIR_BUDGET = 32 * 1024      # name bytes per READDIR reply, far below the frame limit
+READ_TRIES = 3                  # a READ whose file changes between its stat and its read stats again
 # CREATE_TEMP's names. They are reserved (no client may create, look up, list or rename onto one),
 # so every regular file so named is an upload, and those a killed server left can be removed.
 UPLOAD_PREFIX = ".sfs-upload."
@@ -324,6 +326,13 @@ class FileLayer:
             raise rpc.RpcError(rpc.ACCES, f"{name!r} is reserved for unfinished uploads (CREATE_TEMP)")
         return candidate, real, end
 
+    def _refuse_hidden(self, st: os.stat_result) -> None:
+        """ACCES if `st` is a hidden file (the key) by identity. RPCs by handle check what they
+        stat or open: the file at a handle's path may have been replaced since its LOOKUP (a
+        hard link to the key renamed over it), and READ served, WRITE overwrote, the key."""
+        if self.hidden_ids and (st.st_dev, st.st_ino) in self.hidden_ids:
+            raise rpc.RpcError(rpc.ACCES, "this file is not served (the server's private key)")
+
     def _is_hidden_file(self, path: str) -> bool:
         """Whether `path` (not followed if a symlink) is a hidden file by identity: a hard link
         to the key has another path but the same (st_dev, st_ino). Only names pay this lstat
@@ -345,7 +354,9 @@ class FileLayer:
 
     def _getattr(self, xid: int, args) -> list:
         (fh,) = rpc.unpack_args(rpc.FH, args)
-        return [rpc.REP_HEAD.pack(xid, rpc.OK) + _attr(self.fs.lstat(self._path(fh)))]
+        st = self.fs.lstat(self._path(fh))
+        self._refuse_hidden(st)
+        return [rpc.REP_HEAD.pack(xid, rpc.OK) + _attr(st)]
 
     def _readdir(self, xid: int, args) -> list:
         fh, cookie = rpc.unpack_args(rpc.READDIR_ARGS, args)
@@ -377,14 +388,21 @@ class FileLayer:
         if count > MAX_IO:
             raise rpc.RpcError(rpc.INVAL, f"READ of {count} bytes, the limit is {MAX_IO}")
         path = self._path(fh)
-        st = self.fs.lstat(path)    # handles name resolved paths: a symlink here was swapped in since
-        _require_regular(st, "READ")
-        size = st.st_size
-        end = min(size, offset + count)
-        if count == 0 or offset >= size:
-            return [rpc.READ_REPLY_HEAD.pack(xid, rpc.OK, 1 if offset >= size else 0)]
-        data = self.cache.read(path, st, offset, end)
-        return [rpc.READ_REPLY_HEAD.pack(xid, rpc.OK, 1 if end >= size else 0), data]
+        for _ in range(READ_TRIES):
+            st = self.fs.lstat(path)    # handles name resolved paths: a symlink here was swapped in since
+            self._refuse_hidden(st)
+            _require_regular(st, "READ")
+            size = st.st_size
+            end = min(size, offset + count)
+            if count == 0 or offset >= size:
+                return [rpc.READ_REPLY_HEAD.pack(xid, rpc.OK, 1 if offset >= size else 0)]
+            try:
+                data = self.cache.read(path, st, offset, end)
+            except FileChanged:         # replaced or cut short since the lstat: look again
+                continue
+            return [rpc.READ_REPLY_HEAD.pack(xid, rpc.OK, 1 if end >= size else 0), data]
+        raise rpc.RpcError(rpc.IO, f"READ: the file changed under every one of {READ_TRIES} tries "
+                                   "(written to or replaced meanwhile): try again")
 
     def _write(self, xid: int, args) -> list:
         """Write the rest of the request at `offset`. The data is bounded like a READ's count
@@ -503,9 +521,15 @@ class FileLayer:
         else:
             if not stat.S_ISLNK(st.st_mode):
                 _require_regular(st, what)
-        fd = self.fs.open(path, flags, mode)
+        # O_TRUNC waits until what was opened is checked: the file there may have been
+        # replaced since the checks on its name (by a hard link to the key, which it emptied)
+        fd = self.fs.open(path, flags & ~os.O_TRUNC, mode)
         try:
-            _require_regular(os.fstat(fd), what)
+            st = os.fstat(fd)
+            _require_regular(st, what)
+            self._refuse_hidden(st)
+            if flags & os.O_TRUNC:
+                os.ftruncate(fd, 0)
         except BaseException:
             os.close(fd)
             raise

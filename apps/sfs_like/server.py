@@ -147,6 +147,8 @@ class Server:
         self.max_connections = max_connections or default_max_connections()
         self.accept_pauses = 0
         self.refused = 0                          # connections refused at max_connections
+        self.evicted = 0                          # connections without a hello closed for new ones
+        self._evict_logged = False
         self._full_logged = False
         self.conns: dict[int, Connection] = {}
         self._next_id = 0
@@ -194,10 +196,27 @@ class Server:
                 # we have and try again after a pause.
                 self._pause_accepting(exc)
                 return
-            if len(self.conns) >= self.max_connections:
+            if len(self.conns) >= self.max_connections and not self._make_room():
                 self._refuse(sock, peer)
                 continue
             self._adopt(sock, peer)
+
+    def _make_room(self) -> bool:
+        """At the connection limit: close the oldest connection that has not sent its whole hello
+        yet, for the one just accepted; False if every connection has. Connections that never
+        finish the handshake held every place for --frame-timeout, again and again, and every
+        new client was refused 'server full' meanwhile; a client's hello takes one round trip."""
+        for conn in self.conns.values():            # oldest first
+            if not conn.closing and conn.received == 0:
+                self.evicted += 1
+                if not self._evict_logged:
+                    self._evict_logged = True
+                    log.warning("%d connections open (--max-connections): closing those without "
+                                "a hello, oldest first, for new ones", len(self.conns))
+                self._close(conn, "connection limit reached: no hello yet, its place given to a "
+                                  "new connection", quiet=True)
+                return True
+        return False
 
     def _pause_accepting(self, exc: OSError) -> None:
         self.accept_pauses += 1
@@ -376,7 +395,7 @@ class Server:
         # its unfinished uploads go (after its requests already queued to the file layer)
         self.loop.call_soon(self.files.release, conn.id, color=self.file_color)
         if len(self.conns) < self.max_connections:
-            self._full_logged = False
+            self._full_logged = self._evict_logged = False
         totals = self._closed_totals
         totals["reads"] += conn.reads
         totals["read_bytes"] += conn.read_bytes
@@ -570,6 +589,7 @@ class Server:
             "read_pauses": self._closed_pauses + sum(c.pauses for c in conns),
             "rejected_handshakes": self.rejected,
             "refused_connections": self.refused,
+            "evicted_connections": self.evicted,
             "accept_pauses": self.accept_pauses,
             "cache_hits": self.files.cache.hits,
             "cache_misses": self.files.cache.misses,

@@ -193,3 +193,23 @@ def test_get_into_a_missing_folder_names_the_destination_not_a_temporary_file(st
     proc = client(srv.address, "get", "hello.txt", dest)
     one_line_error(proc, f"error: cannot write {dest!r}: No such file or directory")
     assert ".part" not in proc.stderr
+
+
+def test_ls_of_a_file_prints_that_one_entry_as_ls_does(start_server, export):
+    """`ls FILE` failed with NOTDIR: the client READDIRed whatever the path named. Now a path
+    that names no directory is one line, the path as typed and its type's mark, as ls prints
+    it; a directory is still listed, and a missing path, or a file named with a trailing '/',
+    is still one line of error."""
+    os.mkfifo(export / "sub" / "fifo")
+    srv = start_server(export)
+    for path, lines in [("hello.txt", ["hello.txt"]), ("sub/inner.bin", ["sub/inner.bin"]),
+                        ("/sub//inner.bin", ["/sub//inner.bin"]), ("sub/fifo", ["sub/fifo?"]),
+                        ("sub", ["fifo?", "inner.bin"]), ("sub/", ["fifo?", "inner.bin"]),
+                        ("", ["hello.txt", "sub/"])]:
+        proc = client(srv.address, "ls", *([path] if path else []))
+        assert proc.returncode == 0, (path, proc.stderr)
+        assert proc.stdout.splitlines() == lines, path
+    proc = client(srv.address, "ls", "missing")
+    one_line_error(proc, "error: NOENT: No such file or directory")
+    proc = client(srv.address, "ls", "hello.txt/")
+    one_line_error(proc, "error: NOTDIR: 'hello.txt/' is not a directory")

@@ -257,14 +257,14 @@ def test_a_put_interrupted_between_a_write_and_its_reply_removes_its_part_file(s
         real = c.recv_reply
         calls = []
 
-        def interrupted():
+        def interrupted(*args, **kw):
             calls.append(1)
             if len(calls) == 2:                    # the first WRITE's reply (the CREATE's was 1st)
                 if torn:
                     c.sock.recv(3)                 # a signal in the middle of reading the frame
                     c._torn = True
                 raise KeyboardInterrupt
-            return real()
+            return real(*args, **kw)
 
         c.recv_reply = interrupted
         with pytest.raises(KeyboardInterrupt):

@@ -10,11 +10,11 @@ import sys
 import pytest
 
 from apps.sfs_like import rpc
-from apps.sfs_like.client import Client
-from apps.sfs_like.framing import LENGTH
+from apps.sfs_like.client import Client, ServerTimeout
+from apps.sfs_like.framing import LENGTH, MAX_IO
 
 from .conftest import REPO
-from .fakeserver import FILE, FakeServer, Raw, ok
+from .fakeserver import FILE, FakeServer, Raw, Trickle, _read, ok
 from .test_client_cli import client, one_line_error
 
 
@@ -153,6 +153,64 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_timeout(tmp_path
         one_line_error(proc, "error: the server sent nothing for 1 s (--timeout)")
         # The put's temporary file is removed over a new connection: the old one is out of step.
         assert server.requests[-3:] == [rpc.CREATE_TEMP, rpc.WRITE, rpc.REMOVE]
+
+
+def _trickled(xid, args, honest=_read):
+    return Trickle(honest(xid, args))
+
+
+@pytest.mark.parametrize("command, answers", [
+    (["get", "f"], {rpc.READ: _trickled}),
+    (["cat", "f"], {rpc.LOOKUP: lambda xid, args: Trickle(ok(xid, rpc.FH.pack(2) + FILE.pack()))}),
+    (["ls"], {rpc.READDIR: lambda xid, args: Trickle(
+        ok(xid, rpc.pack_entries([("f", rpc.FT_FILE)], True, 1)))}),
+    (["put", "LOCAL", "f"], {rpc.WRITE: lambda xid, args: Trickle(
+        ok(xid, rpc.U32.pack(len(args) - rpc.WRITE_HEAD.size) + FILE.pack()))}),
+], ids=["get", "cat", "ls", "put"])
+def test_a_reply_trickled_a_byte_at_a_time_is_given_up_on_after_the_timeout(tmp_path, command,
+                                                                            answers):
+    """--timeout was per recv: a server sending one byte of its reply every 0.1 s (about 4 s
+    for the whole of it) held get, ls and put for as long as it liked, each byte well within
+    the timeout. The timeout now bounds each request, from its sending to its whole reply."""
+    local = tmp_path / "up"
+    local.write_bytes(b"12345")
+    dest = tmp_path / "down"
+    dest.mkdir()
+    command = [str(local) if arg == "LOCAL" else arg for arg in command]
+    if command[0] == "get":
+        command.append(str(dest / "f"))
+    proc_name = rpc.PROC_NAMES[next(iter(answers))]
+    with FakeServer(answers) as server:
+        proc = client("--timeout", "1", server.address, *command)
+        assert not server.trickled.is_set()         # given up on before the reply was all sent
+    one_line_error(proc, "error: the server sent only ")
+    assert f" bytes of its reply to {proc_name} in 1 s (--timeout)\n" in proc.stderr
+    assert proc.stdout == ""
+    assert list(dest.iterdir()) == []
+    if command[0] == "put":         # its temporary file removed over a new connection
+        assert server.requests[-3:] == [rpc.CREATE_TEMP, rpc.WRITE, rpc.REMOVE]
+
+
+def test_a_handshake_trickled_a_byte_at_a_time_is_given_up_on_after_the_timeout():
+    """The connect and the handshake are bounded by the timeout together: a server trickling
+    its hello (and READY) a byte every 0.1 s took 14 s to be trusted, or for ever."""
+    with FakeServer(trickle_handshake=True) as server:
+        proc = client("--timeout", "1", server.address, "ls")
+        assert not server.trickled.is_set()
+        assert server.requests == []
+    one_line_error(proc, "error: the server sent only ")
+    assert " bytes of its handshake in 1 s (--timeout)\n" in proc.stderr
+
+
+def test_a_request_taken_in_a_little_at_a_time_is_given_up_on_after_the_timeout():
+    """The timeout covers sending the request too: a server reading a 256 KiB WRITE 4 KiB every
+    0.1 s let each sendmsg through within its timeout, and the write took 6 s or more."""
+    with FakeServer(read_slowly=True) as server, Client(server.address, timeout=1) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with pytest.raises(ServerTimeout, match=r"^the server took in only \d+ of the 262189 bytes "
+                                                r"of the WRITE request in 1 s \(--timeout\)$"):
+            c.write(3, 0, bytes(MAX_IO))
+        assert server.requests == []            # not one whole frame arrived
 
 
 def test_a_server_that_never_accepts_is_not_called_quiet_but_unanswered():

@@ -437,3 +437,36 @@ def test_start_up_leaves_the_uploads_alone_while_another_server_serves_the_expor
         running.wait()
     assert _layer_in_a_child(export, stay=False).communicate(timeout=30)[0] == "1\n"
     assert not in_progress.exists()
+
+
+def test_connections_that_send_no_hello_give_their_place_to_new_ones(tmp_path, export):
+    """A client that opens connections up to --max-connections and never sends a hello had
+    every new client refused 'server full' for as long as it reopened them (each lasts the frame
+    timeout). At the limit the oldest connection without a hello is closed for the new one; a
+    limit reached by sessions still refuses."""
+    loop, server = make_server(tmp_path, export, max_connections=2)
+    address = server._listener.getsockname()[:2]
+    silent = [socket.create_connection(address) for _ in range(2)]
+    loop.poll()
+    assert len(server.conns) == 2
+    fresh = socket.create_connection(address)
+    fresh.settimeout(10)
+    hs = ClientHandshake.start("sfs2003")
+    fresh.sendall(frame(hs.hello))
+    for _ in range(4):
+        loop.poll()
+    hs.finish(bytes(recv_frame(fresh)), server.fingerprint)       # served: no refusal
+    silent[0].settimeout(10)
+    assert silent[0].recv(100) == b""                             # the oldest was closed
+    assert server.stats()["evicted_connections"] == 1
+    # Now both places hold connections that sent a hello: the next one is refused as before.
+    hs2 = ClientHandshake.start("sfs2003")
+    silent[1].sendall(frame(hs2.hello))
+    loop.poll()
+    loop.poll()
+    third = socket.create_connection(address)
+    third.settimeout(10)
+    loop.poll()
+    assert b"server full: 2 connections open" in bytes(recv_frame(third))
+    for sock in (*silent, fresh, third):
+        sock.close()

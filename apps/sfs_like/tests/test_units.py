@@ -1,6 +1,7 @@
 """Units that need no server: framing, the two suites, fingerprints, the block cache, path safety."""
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -464,3 +465,121 @@ def test_an_export_of_the_root_directory_serves_files_by_their_path(tmp_path):
     assert _status(layer, rpc.req_remove(4, dir_fh, "moved"))[0] == rpc.OK
     assert sorted(os.listdir(tmp_path)) == ["known"]
     assert _status(layer, rpc.req_lookup(5, rpc.ROOT_FH, ".."))[0] == rpc.INVAL
+
+
+def _fh(layer, name, dir_fh=rpc.ROOT_FH):
+    reply = layer.handle(rpc.req_lookup(1, dir_fh, name))[0]
+    assert rpc.REP_HEAD.unpack_from(reply)[1] == rpc.OK, bytes(reply)
+    return rpc.FH.unpack_from(reply, rpc.REP_HEAD.size)[0]
+
+
+def _keyed_layer(tmp_path):
+    """An export with a file `f`, and the key outside it with a hard link `k` inside."""
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "f").write_bytes(b"public")
+    key = tmp_path / "server.key"
+    key.write_bytes(b"k" * 32)
+    os.link(key, root / "k")
+    st = os.stat(key)
+    return root, key, FileLayer(str(root), cache_bytes=1 << 20, hidden=(str(key),),
+                                hidden_ids=((st.st_dev, st.st_ino),))
+
+
+def test_a_hard_link_to_the_key_renamed_over_a_looked_up_file_is_neither_read_nor_written(tmp_path):
+    """The key's identity was checked for names only (LOOKUP...). A handle LOOKed UP while its
+    path was an ordinary file then reached whatever was renamed there later: with a hard link
+    to the key, READ served the key, GETATTR described it, and WRITE overwrote it."""
+    root, key, layer = _keyed_layer(tmp_path)
+    fh = _fh(layer, "f")
+    os.rename(root / "k", root / "f")                # a local user swaps it in behind the server
+    for request in (rpc.req_read(2, fh, 0, 100), rpc.req_getattr(3, fh),
+                    rpc.req_write_head(4, fh, 0) + b"overwritten"):
+        parts = layer.handle(request)
+        status, message = rpc.REP_HEAD.unpack_from(parts[0])[1], bytes(parts[0][5:])
+        assert status == rpc.ACCES and b"not served" in message, (request[4], status, message)
+        assert b"k" * 8 not in b"".join(bytes(p) for p in parts)
+    assert key.read_bytes() == b"k" * 32
+
+
+@pytest.mark.parametrize("request_", ["write", "create"])
+def test_a_hard_link_to_the_key_swapped_in_just_before_the_open_is_not_written(tmp_path, request_):
+    """Between the checks on a name (or a handle's path) and the open, the key's hard link may be
+    renamed over the file: CREATE opened it with O_TRUNC and emptied the key before anything was
+    checked, WRITE wrote into it. What is opened is checked before it is truncated or written."""
+    root, key, layer = _keyed_layer(tmp_path)
+    fh = _fh(layer, "f")
+    real_open = layer.fs.open
+
+    def swapped_open(path, flags, mode=0o644):
+        if path.endswith(os.sep + "f") and (root / "k").exists():
+            os.rename(root / "k", root / "f")
+        return real_open(path, flags, mode)
+
+    layer.fs.open = swapped_open
+    request = (rpc.req_write_head(2, fh, 0) + b"overwritten" if request_ == "write"
+               else rpc.req_create(2, rpc.ROOT_FH, "f"))
+    status, message = _status(layer, request)
+    assert status == rpc.ACCES and b"not served" in message, message
+    assert key.read_bytes() == b"k" * 32
+
+
+@pytest.mark.parametrize("change", ["truncated", "replaced"])
+def test_a_file_changed_between_the_stat_and_the_read_is_read_again(tmp_path, change):
+    """A READ stats the file, then the cache opens it by path and reads. A file cut short in
+    between gave a reply with neither data nor EOF (the client calls that a broken server); a
+    file replaced in between had its bytes served, and cached, as the old file's, with the old
+    file's size deciding EOF. Now the file opened must be the one stated, or the READ looks
+    again."""
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "f").write_bytes(b"A" * 100)
+    (root / "g").write_bytes(b"B" * 10)
+    layer = FileLayer(str(root), cache_bytes=1 << 20)
+    fh = _fh(layer, "f")
+    real_lstat = layer.fs.lstat
+    done = []
+
+    def lstat_then_change(path):
+        st = real_lstat(path)
+        if path.endswith(os.sep + "f") and not done:
+            done.append(st)
+            if change == "truncated":
+                os.truncate(path, 0)
+            else:
+                os.rename(root / "g", path)
+        return st
+
+    layer.fs.lstat = lstat_then_change
+    parts = layer.handle(rpc.req_read(2, fh, 0, 50))
+    xid, status, eof = rpc.READ_REPLY_HEAD.unpack_from(parts[0])
+    data = b"".join(bytes(p) for p in parts[1:])
+    assert status == rpc.OK
+    assert (data, eof) == ((b"", 1) if change == "truncated" else (b"B" * 10, 1))
+    old = done[0]
+    assert not layer.cache._by_file.get((old.st_dev, old.st_ino))   # nothing cached as the old file
+
+
+@pytest.mark.parametrize("err, status, says", [
+    (errno.ENOSPC, rpc.IO, b"No space left on device"), (errno.EDQUOT, rpc.DQUOT, b"Disk quota exceeded"),
+    (errno.EACCES, rpc.ACCES, b"Permission denied"), (errno.EROFS, rpc.IO, b"Read-only file system")])
+def test_a_write_the_disk_refuses_gets_its_reason_and_the_layer_goes_on(layer, monkeypatch, err,
+                                                                         status, says):
+    """A full disk, a quota, a read-only folder during an upload: the reply names the reason
+    (EDQUOT came back as IO: Linux's errno 122 is not the protocol's DQUOT, 69), nothing is half
+    made, and the next requests are served."""
+    dir_fh = _fh(layer, "d")
+    fh = _fh(layer, "f", dir_fh)
+
+    def refused(*args, **kw):
+        raise OSError(err, os.strerror(err))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "pwrite", refused)
+        assert _status(layer, rpc.req_write_head(2, fh, 0) + b"x" * 1000) == (status, says)
+    with monkeypatch.context() as m:
+        m.setattr(layer.fs, "open", refused)
+        assert _status(layer, rpc.req_create_temp(3, dir_fh)) == (status, says)
+    assert not [name for name in os.listdir(layer.root + "/d") if name != "f"]
+    parts = layer.handle(rpc.req_read(4, fh, 0, 100))
+    assert bytes(parts[1]) == b"data"
