@@ -222,6 +222,17 @@ SHARED_NOTE = ("hollow rings: the load generator had no CPU of its own at that p
                "server's CPUs (this machine has too few CPUs to keep them apart)")
 MODEL_NOTE = ("dashed = modelled (discrete-event model, parameters measured at 1 CPU, cross-CPU wake-ups "
               "and GIL switches priced as measured on this machine; beyond it the load generator is assumed to have its own CPUs)")
+UNPRICED_MODEL_NOTE = (
+    "dashed = modelled (discrete-event model, parameters measured at 1 CPU; cross-CPU wake-ups and GIL "
+    "switches NOT measured on this machine (no gil_handoff.csv: that step needs 2 CPUs), so taken as free, "
+    "which makes every multi-CPU curve optimistic; the load generator is assumed to have its own CPUs)")
+
+
+def model_note(results: Path | None = None) -> str:
+    """The footer's line on the dashed curves: whether this machine priced its wake-ups."""
+    from experiments import gil_handoff
+
+    return MODEL_NOTE if gil_handoff.wake_costs(results) else UNPRICED_MODEL_NOTE
 
 
 def script_main(description: str, measure, plot, argv=None) -> None:

@@ -172,7 +172,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
                 f"{gil_split.unmeasured_reason(results)}): whole calls counted as GIL-free")
         print(f"note: {note}", file=sys.stderr)
         notes.append(note)
-    notes.append(figlib.MODEL_NOTE)
+    notes.append(figlib.model_note(results))
     footer = figlib.machine_footer([figlib.read_machine(s, results) for s in SOURCES], notes)
     return figlib.finish(fig, NAME, footer, figures)
 

@@ -1,18 +1,24 @@
 """`make reproduce`: every experiment, every figure, the notebooks, then the claims table.
 
 Each step runs as its own process (`python -m experiments.<step>`), so one failing benchmark is
-reported and the others still run; the claims it feeds then say "not run". The time of every step
-goes to artifact/results/reproduce_steps.csv (the artifact README's timing table comes from it).
-QUICK=1 asks every step for its short version.
+reported and the others still run; the claims it feeds then say "not run". For that to be true in
+a fresh clone, which holds our committed CSVs, a measuring run first moves the CSVs already in the
+results folder to its `previous/` folder: a step that fails leaves no CSV, its figure is redrawn
+as "no data", and no claim, figure, model input or notebook of this run reads another run's (or
+another machine's) numbers as its own. The time of every step goes to
+artifact/results/reproduce_steps.csv (the artifact README's timing table comes from it). QUICK=1
+asks every step for its short version.
 
     python -m experiments.reproduce [--plot-only] [--only STEP ...] [--skip-notebooks]
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from experiments import common
 
@@ -41,6 +47,26 @@ def run_step(module: str, plot_only: bool) -> tuple[int, float]:
     return proc.returncode, time.monotonic() - start
 
 
+PREVIOUS = "previous"        # under the results folder: the CSVs a measuring run found there
+
+
+def set_aside_earlier_results(results: Path) -> int:
+    """Move every CSV and machine description in `results` to `results/previous/` (replacing what
+    an older run left there); how many files moved. Nothing is deleted: a step that fails this
+    time leaves its old CSV there to compare with, or to copy back."""
+    earlier = [p for p in sorted(results.glob("*")) if p.is_file()
+               and (p.name.endswith(".csv") or p.name.endswith(".machine.json"))]
+    if not earlier:
+        return 0
+    previous = results / PREVIOUS
+    if previous.exists():
+        shutil.rmtree(previous)
+    previous.mkdir()
+    for path in earlier:
+        path.rename(previous / path.name)
+    return len(earlier)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plot-only", action="store_true", help="redraw from existing CSVs, measure nothing")
@@ -53,6 +79,11 @@ def main(argv=None) -> int:
     steps = [s for s in STEPS if not args.only or s[0] in args.only]
     print(f"== colorloop reproduce ({'QUICK' if common.quick() else 'full'}) on {common.machine_summary()}",
           flush=True)
+    if not args.plot_only and not args.only:
+        moved = set_aside_earlier_results(common.results_dir())
+        if moved:
+            print(f"moved the {moved} result files already in {common.results_dir()} to "
+                  f"{common.results_dir() / PREVIOUS}/: this run reads only its own", flush=True)
     timings, failed = [], []
     total = tqdm(steps, desc="reproduce", unit="step", position=0, leave=True, file=sys.stdout)
     for name, module, what in total:
@@ -64,6 +95,8 @@ def main(argv=None) -> int:
         if rc != 0:
             failed.append(name)
             tqdm.write(f"!! step {name} failed with status {rc}; continuing", file=sys.stdout)
+            if not args.plot_only:      # its figure, if any, must not stay an earlier run's
+                run_step(module, plot_only=True)
     total.close()
 
     from experiments import claims

@@ -144,7 +144,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     if ax_cost.get_legend_handles_labels()[0]:
         ax_cost.legend(fontsize=7, loc="upper left")
     ax_speed.legend(fontsize=7, loc="upper left")
-    notes.append(figlib.MODEL_NOTE)
+    notes.append(figlib.model_note(results))
     footer = figlib.machine_footer([figlib.read_machine(SOURCE, results)], notes)
     return figlib.finish(fig, NAME, footer, figures)
 

@@ -99,7 +99,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     ax_speed.set_title("normalised: comparable to the paper", fontsize=10)
     # Beside the axes: inside either panel it would cover measured points or the paper's star.
     figlib.legend_outside(ax_speed, with_paper=True)      # one legend for both panels
-    notes.append(figlib.MODEL_NOTE)
+    notes.append(figlib.model_note(results))
     if shared:
         notes.append(figlib.SHARED_NOTE)
     footer = figlib.machine_footer([figlib.read_machine(NAME, results)], notes)

@@ -146,7 +146,7 @@ def plot(results: Path | None = None, figures: Path | None = None) -> list[Path]
     ax_abs.set_title("absolute, log scale", fontsize=10)
     ax_speed.set_title("normalised: comparable to the paper", fontsize=10)
     figlib.legend_outside(ax_speed, with_paper=True, fontsize=6.5)      # one legend for both panels
-    notes.append(figlib.MODEL_NOTE)
+    notes.append(figlib.model_note(results))
     if shared:
         notes.append(figlib.SHARED_NOTE)
     footer = figlib.machine_footer([figlib.read_machine(NAME, results)], notes)

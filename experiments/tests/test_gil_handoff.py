@@ -74,3 +74,19 @@ def test_interpreter_work_is_timed_on_each_thread():
 
 def test_two_threads_run_and_are_counted():
     assert gil_handoff.rate(gil_handoff._free, 2, gil_handoff.common.allowed_cpus(), 0.05) > 0
+
+
+def test_one_cpu_is_not_a_failure_and_the_model_says_its_wake_ups_were_not_priced(
+        tmp_path, monkeypatch, capsys):
+    """On one CPU (a small VM, a container's cpuset) the step ended `make reproduce` with status 2,
+    and the figures still said wake-ups were "priced as measured on this machine"."""
+    from experiments import common, figlib, gil_handoff
+
+    monkeypatch.setenv("COLORLOOP_RESULTS", str(tmp_path))
+    monkeypatch.setattr(common, "allowed_cpus", lambda: [0])
+    gil_handoff.main([])                              # returns: no SystemExit
+    assert "not measured: the GIL hand-off needs 2 CPUs" in capsys.readouterr().out
+    assert not (tmp_path / "gil_handoff.csv").exists()
+    assert gil_handoff.wake_costs(tmp_path) == ()
+    assert "NOT measured on this machine" in figlib.model_note(tmp_path)
+    assert figlib.model_note(tmp_path) != figlib.MODEL_NOTE

@@ -61,3 +61,46 @@ def test_figure_steps_and_notebooks_leave_the_claims_table_current(target, befor
                            capture_output=True, text=True, check=True).stdout.splitlines()
     ran = [line.split("-m", 1)[1].split()[0] for line in shown if " -m experiments." in line]
     assert ran == [before, after], ran
+
+
+def test_a_measuring_run_reads_none_of_an_earlier_runs_csvs(synthetic_results, monkeypatch, capfd):
+    """A fresh clone holds our committed CSVs: a step that failed on the user's machine (no wrk,
+    one CPU) left ours in place, and the claims, the model and the notebooks read them as the
+    user's own. Now they are moved to previous/ first, and the failed step's figure is redrawn."""
+    import pandas as pd
+
+    calls = []
+
+    def fake_step(module, plot_only):
+        calls.append((module, plot_only))
+        if module == "experiments.fresh" and not plot_only:
+            common.write_results("fresh_thing", [{"x": 1}])
+            return 0, 0.1
+        return (1 if module == "experiments.broken" and not plot_only else 0), 0.1
+
+    monkeypatch.setattr(reproduce, "run_step", fake_step)
+    monkeypatch.setattr(reproduce, "STEPS", [("fresh", "experiments.fresh", "writes its CSV"),
+                                             ("broken", "experiments.broken", "fails")])
+    earlier = sorted(p.name for p in synthetic_results.glob("*.csv"))
+    assert "sfs_throughput.csv" in earlier
+    (synthetic_results / "previous").mkdir()
+    (synthetic_results / "previous" / "older.csv").write_text("x\n1\n")
+    status = reproduce.main(["--skip-notebooks"])
+    out = capfd.readouterr().out
+    assert status == 1 and "step broken failed" in out
+    assert ("experiments.broken", True) in calls          # its figure redrawn from what is left
+    assert ("experiments.fresh", True) not in calls
+    previous = synthetic_results / "previous"
+    assert sorted(p.name for p in previous.glob("*.csv")) == earlier    # moved, not lost; older gone
+    assert (synthetic_results / "fresh_thing.csv").exists()
+    assert not (synthetic_results / "sfs_throughput.csv").exists()
+    claims = pd.read_csv(synthetic_results / "claims.csv")
+    sfs = claims[claims["key"].str.startswith("sfs")]
+    assert len(sfs) and (sfs["status"] != "met").all(), sfs
+
+
+def test_plot_only_and_single_steps_keep_the_csvs_where_they_are(synthetic_results):
+    before = sorted(p.name for p in synthetic_results.glob("*.csv"))
+    assert reproduce.main(["--plot-only", "--skip-notebooks", "--only", "lines"]) == 0
+    assert not (synthetic_results / "previous").exists()
+    assert set(before) <= {p.name for p in synthetic_results.glob("*.csv")}
