@@ -84,3 +84,27 @@ def test_the_free_threaded_web_claim_names_both_baselines(synthetic_results):
     claim = next(c for c in claims.build() if c.key == "web-measured-3.13t")
     assert "vs itself on 1 CPU" in claim.claim
     assert re.search(r"\(vs colors off on 1 CPU: \d+\.\d\dx\)", claim.claim), claim.claim
+
+
+def test_on_one_cpu_the_claims_about_a_second_cpu_say_not_run(synthetic_results):
+    """On a 1-CPU machine they compared 1 CPU with 1 CPU: "1.01x, expected 1.2 .. 1, NOT met" for
+    SFS, "1.00x met" for one color gaining nothing, and work stealing "NOT met" with nowhere to
+    run a stolen color."""
+    import json
+
+    for name, col in (("sfs_throughput", "cpus"), ("web_throughput", "cpus"),
+                      ("runtime_speedup", "workers")):
+        path = synthetic_results / f"{name}.csv"
+        df = pd.read_csv(path, dtype={"python": str})
+        df[df[col] == 1].to_csv(path, index=False)
+    machine = synthetic_results / "sched_compare.machine.json"
+    info = json.loads(machine.read_text()) if machine.exists() else {"machine": {}}
+    info["machine"]["cpus_allowed"] = [0]
+    machine.write_text(json.dumps(info))
+    by = {c.key: c for c in claims.build()}
+    two_cpu = ["sfs-measured", "web-measured-ncopy", "web-measured-3.11", "one-color-serial",
+               "gil-free-scales", "steal-collide"]
+    for key in two_cpu:
+        assert by[key].status == "not run" and by[key].ours_text == "needs 2 CPUs; 1 here", by[key].row()
+    assert by["lines"].status == "met" and by["dispatch"].status != "not run"
+    assert by["steal-short"].status != "not run"       # stealing's own cost shows on one CPU too
