@@ -128,7 +128,12 @@ def machine_summary(info: dict | None = None) -> str:
     """One line for a figure's footer: which machine, CPU, core count and Python(s) made it."""
     info = info or machine_info()
     ft = info.get("python_freethreaded")
-    return (f"{info['cpu_model']}, {info['cpus_online']} CPUs, Linux {info['kernel']}, "
+    allowed = info.get("cpus_allowed")
+    # a container's cpuset or taskset: the machine's count alone would overstate what was used
+    cpus = (f"{info['cpus_online']} CPUs ({len(allowed)} allowed to this run)"
+            if isinstance(allowed, list) and 0 < len(allowed) < (info.get("cpus_online") or 0)
+            else f"{info['cpus_online']} CPUs")
+    return (f"{info['cpu_model']}, {cpus}, Linux {info['kernel']}, "
             f"Python {info['python']}{' (free-threaded)' if not info['gil_enabled'] else ''}"
             + (f" and {ft} free-threaded ({FREETHREADED_LABEL})" if ft else "")
             + ("; QUICK run (short trials, not the full run's)" if info.get("quick") else ""))
