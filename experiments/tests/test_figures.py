@@ -178,7 +178,8 @@ def test_a_csv_with_3_13t_rows_records_that_interpreter_and_its_footer_says_so(t
     footer = figlib.machine_footer([only, both, only])
     assert footer.count("measured on") == 1 and "and on" not in footer
     assert "Python 3.11" in footer and "3.13t" in footer
-    assert "allowed" not in footer
+    every = dict(only, cpus_online=2, cpus_allowed=[0, 1])
+    assert "allowed" not in figlib.machine_footer([every])
     pinned = dict(only, cpus_online=2, cpus_allowed=[0])      # taskset -c 0, a 1-CPU cpuset
     assert "2 CPUs (1 allowed to this run)" in figlib.machine_footer([pinned])
     other = dict(only, cpu_model="Another CPU")
