@@ -426,7 +426,8 @@ class Loop:
         """Finish the callbacks already scheduled, then return from run().
 
         Callbacks scheduled before stop() run (in every color, to completion); callbacks
-        scheduled after it, fd events and timers wait for the next run(). Safe from any thread.
+        scheduled after it, fd events and timers wait for the next run(). Only the first stop()
+        of a run draws that line. Safe from any thread.
         """
         self._stopping = True
         self._sched.freeze()
