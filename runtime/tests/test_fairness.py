@@ -421,3 +421,29 @@ def test_stop_ends_a_run_despite_a_self_rescheduling_callback_which_resumes_next
     assert first_run == list(range(101))
     assert steps[:150] == list(range(150)) and steps == list(range(len(steps)))
 
+
+def test_a_signal_reaches_a_loop_running_on_another_thread_whose_wakeup_came_first():
+    """The loop may run() on a thread other than the main one, where Python runs signal handlers.
+    A signal's wake-up byte reaches the loop thread's poller at once, but the Python handler that
+    records which signal came runs later, whenever the main thread gets to it: the loop thread
+    may by then have read the byte, found no signal recorded, and gone back to sleep. Here the
+    installed handler is called with no byte written at all (the byte already consumed): the
+    signal's callback must still run, without waiting for some other event to wake the loop."""
+    got, done = [], threading.Event()
+    with runtime.Loop(workers=1) as loop:
+        loop.add_signal_handler(signal.SIGUSR1, lambda: (got.append("usr1"), done.set()))
+        loop.call_later(3600, lambda: None)         # the loop thread sleeps for an hour
+        running = threading.Event()
+        loop.call_soon(running.set)
+        thread = threading.Thread(target=loop.run)
+        thread.start()
+        try:
+            assert running.wait(FAIL_AFTER)
+            handler = signal.getsignal(signal.SIGUSR1)   # what Python calls on the main thread
+            handler(signal.SIGUSR1, None)
+            assert done.wait(FAIL_AFTER), "the signal waited for an unrelated wake-up"
+        finally:
+            loop.stop()
+            thread.join(FAIL_AFTER)
+        loop.remove_signal_handler(signal.SIGUSR1)
+    assert got == ["usr1"]
