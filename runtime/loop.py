@@ -348,8 +348,12 @@ class Loop:
             self._old_wakeup_fd = None
 
     def _on_signal(self, signum, frame) -> None:
-        # Runs in the main thread between two bytecodes, maybe while it holds a lock: only append.
+        # Runs in the main thread between two bytecodes, maybe while it holds a lock: only append,
+        # and wake the loop thread. The signal's own byte in the wake-up pipe may be read before
+        # this runs, when the loop runs on another thread: without a byte of ours, the loop thread
+        # would find nothing recorded and sleep on. (wake() takes a reentrant lock only.)
         self._signals_pending.append(signum)
+        self._pollers[0].wake()
 
     def _deliver_signals(self) -> None:
         while self._signals_pending:
@@ -426,7 +430,8 @@ class Loop:
         """Finish the callbacks already scheduled, then return from run().
 
         Callbacks scheduled before stop() run (in every color, to completion); callbacks
-        scheduled after it, fd events and timers wait for the next run(). Safe from any thread.
+        scheduled after it, fd events and timers wait for the next run(). Only the first stop()
+        of a run draws that line. Safe from any thread.
         """
         self._stopping = True
         self._sched.freeze()

@@ -328,9 +328,14 @@ class Scheduler:
 
     # -- stopping and resuming ------------------------------------------------------------------
     def freeze(self) -> None:
-        """Let what is queued now run; what is pushed from now on waits for `resume()`."""
+        """Let what is queued now run; what is pushed from now on waits for `resume()`.
+
+        Only the first freeze since `resume()` draws that line: a second stop(), or the loop
+        thread's own freeze when it joins the workers, must not let through what was pushed after
+        the first (a worker still draining would run it)."""
         with self._lock:
-            self._limit = next(self._seq)
+            if self._limit == _NO_LIMIT:
+                self._limit = next(self._seq)
             sleeping = [w for w in range(self.workers) if self._idle[w]]
             for w in sleeping:
                 self._idle[w] = False
