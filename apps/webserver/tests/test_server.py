@@ -204,6 +204,8 @@ BAD_INPUTS = [
     (b"GET / HTTP/1.7\r\nHost: t\r\n\r\n", 505),
     (b"\x00\xff garbage \r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n", 413),
+    # an endless chunk extension: 413 once it passes the body limit, not 408 at the header timeout
+    (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;" + b"e" * 1000000, 413),
 ]
 
 
