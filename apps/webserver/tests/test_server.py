@@ -249,6 +249,36 @@ def test_a_symlink_re_pointed_out_of_the_root_is_not_followed(server_factory, tm
     assert status == 404 and b"S" not in body
 
 
+@pytest.mark.parametrize("colors", ["off", "on"])
+def test_a_pipelined_large_file_rewritten_in_place_before_its_turn_is_a_503(
+        server_factory, tmp_path, colors):
+    """Two pipelined GETs of a file sent from disk, rewritten in place (same inode) while the
+    first is being sent: the second's head, built when it was parsed, describes the old file.
+    It used to be sent anyway, over the new bytes (a 200 with the old ETag); now it is a 503."""
+    size = 16 << 20                        # more than loopback's socket buffers hold
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"o" * size)
+    server = server_factory(root, "--colors", colors, "--workers", "2")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)    # a slow reader
+    sock.settimeout(10)
+    sock.connect((server.host, server.port))
+    with sock:
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n" * 2)
+        replies = Replies(sock)
+        replies._fill()                    # the first reply has begun
+        with open(root / "big.bin", "r+b") as f:    # over it, never shorter: the first reply
+            f.write(b"n" * (size + 1000))            # is not cut while it is rewritten
+        status, headers, body = replies.next()
+        assert status == 200 and len(body) == size      # its bytes may mix the two versions
+        status, headers, body = replies.next()
+        assert status == 503 and headers["retry-after"] == "1" and body.startswith(b"503")
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")    # the retry
+        status, headers, body = replies.next()
+        assert status == 200 and body == b"n" * (size + 1000)
+
+
 def test_a_symlink_out_of_the_root_tells_nothing_of_what_exists_there(server_factory, tmp_path):
     """Through a link to a folder outside the root, a folder there and a name that is not there
     both get 404: no 301 (or 403) marks which paths exist outside."""
