@@ -6,6 +6,7 @@ import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -663,3 +664,50 @@ def test_the_stats_file_counts_replies_by_status(server_factory, docroot, tmp_pa
         sock.close()
     counts = json.loads(stats.read_text())
     assert counts["statuses"] == {"200": 4, "400": 1, "404": 1, "503": 1}
+
+
+def _slow_reader(server) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.settimeout(10)
+    sock.connect((server.host, server.port))
+    return sock
+
+
+@pytest.mark.parametrize("colors", ["off", "on"])
+def test_hostile_ends_of_a_large_reply(server_factory, tmp_path, colors):
+    """A client that half-closes after its requests still gets every reply; a file truncated
+    while it is sent ends that connection after what it still has (never a keep-alive
+    connection owing the rest); a client that resets mid-sendfile costs nothing else: no bug
+    counted, and the next client gets the whole file."""
+    size = 16 << 20                        # more than loopback's socket buffers hold
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"o" * size)
+    (root / "small.txt").write_bytes(b"small\n")
+    stats = tmp_path / "stats.json"
+    server = server_factory(root, "--colors", colors, "--workers", "2", "--stats-file", str(stats))
+    get = b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n"
+    with server.connect(timeout=10) as sock:                       # half-close
+        sock.sendall(get % b"small.txt" + get % b"big.bin" + get % b"small.txt")
+        sock.shutdown(socket.SHUT_WR)
+        replies = Replies(sock)
+        assert [replies.next()[2] for _ in range(3)] == [b"small\n", b"o" * size, b"small\n"]
+        assert closed_by_peer(sock)
+    with _slow_reader(server) as sock:                              # truncated while sent
+        sock.sendall(get % b"big.bin" + get % b"small.txt")
+        replies = Replies(sock)
+        replies._fill()
+        os.truncate(root / "big.bin", size // 4)
+        with pytest.raises(ConnectionError):
+            replies.next()                 # fewer bytes than its Content-Length, then EOF
+        assert len(replies.buf) < size
+    (root / "big.bin").write_bytes(b"o" * size)
+    for _ in range(3):                                              # reset mid-sendfile
+        with _slow_reader(server) as sock:
+            sock.sendall(get % b"big.bin")
+            sock.recv(4096)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert exchange(server, get % b"big.bin")[2] == b"o" * size
+    assert server.stop() == 0
+    assert json.loads(stats.read_text())["bugs"] == 0
