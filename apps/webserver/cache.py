@@ -280,8 +280,12 @@ class FileCache:
 
         Its name is resolved and checked again, as the name may lead elsewhere by now (a symlink
         re-pointed out of the root), and the file opened must be the very file whose headers
-        were built: same device and inode, still a regular file. One replaced since (a new
-        version renamed over it) is a 503: the client's retry gets the new one.
+        were built: same device and inode, still a regular file, and the same size and mtime
+        (what its Content-Length and ETag say). One replaced since (a new version renamed over
+        it) or rewritten in place (`cp` over it keeps the inode) is a 503: the client's retry
+        gets the new one. A pipelined request waits for the replies before it, which may take
+        long, so this is not only a narrow race; unchecked, the old version's head went out over
+        the new bytes: a 200 a cache would keep under the old ETag, or a body cut short.
         """
         real = self._resolved_inside(entry.path)
         if real is None:
@@ -292,7 +296,8 @@ class FileCache:
             _missing_or_raise(exc)
             return -1
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
+        if (not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (entry.dev, entry.ino)
+                or (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns)):
             os.close(fd)
             raise Unavailable(503, b"Retry-After: 1\r\n")
         return fd

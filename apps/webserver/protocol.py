@@ -114,6 +114,7 @@ class HttpSession:
         self._body_announced = False
         self._chunked = False
         self._body_bytes = 0
+        self._framing = 0            # bytes of a chunked body that are not data (see _feed_parser)
         self._method = b""
         self._version = ""
         self._keep_alive = False
@@ -137,6 +138,8 @@ class HttpSession:
         """
         self._body_in_feed = 0
         was_in_head = self._in_head
+        in_chunked_body = self._chunked and self.in_request and not was_in_head
+        requests = self.requests
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -158,6 +161,16 @@ class HttpSession:
             message = str(exc).lower()        # "Invalid HTTP version", "Invalid major version"
             self._fail(505 if "invalid" in message and "version" in message else 400)
             return b""
+        if in_chunked_body and self.requests == requests:
+            # All of `data` lies inside one chunked body: what on_body did not get is framing
+            # (chunk-size lines, their extensions, trailers), which llhttp skips without limit.
+            # It counts towards the body limit (RFC 9112 7.1.1), or an endless chunk extension
+            # or zeros before a chunk size would be read until the header timeout. The read in
+            # which the body begins or ends is not counted: the bound is one read looser.
+            self._framing += len(data) - self._body_in_feed
+            if self._body_bytes + self._framing > self.limits.max_body:
+                self._fail(413)
+                return b""
         if self._in_head:
             head = self._unfinished_head(data, was_in_head)
             if self._began_in_this_feed and self._body_before_head:

@@ -107,3 +107,28 @@ def test_a_generated_file_over_the_bound_is_refused_not_cut(tmp_path):
     with pytest.raises(Unavailable) as raised:
         cache.lookup("status")
     assert raised.value.status == 500
+
+
+@pytest.mark.parametrize("change", ["larger", "smaller", "same size"])
+def test_a_large_file_rewritten_in_place_after_its_lookup_is_not_opened_for_it(tmp_path, change):
+    """Its head (Content-Length, ETag) was built at the lookup; `cp` over the file keeps the
+    inode, so only its size and mtime tell that the bytes are no longer the ones announced."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"o" * 5000)
+    cache = FileCache(str(tmp_path), max_file_bytes=1000)
+    entry = cache.lookup("big.bin")
+    assert entry.body is None
+    os.close(cache.open_cached(entry))                  # unchanged: opened
+    ino = path.stat().st_ino
+    with open(path, "r+b") as f:                        # in place: the same inode
+        f.truncate(0)
+        f.write(b"n" * {"larger": 9000, "smaller": 100, "same size": 5000}[change])
+    if change == "same size":                           # only the mtime tells
+        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns + 1_000_000_000))
+    assert path.stat().st_ino == ino
+    with pytest.raises(Unavailable) as refused:
+        cache.open_cached(entry)
+    assert refused.value.status == 503 and b"Retry-After" in refused.value.extra
+    fresh = cache.lookup("big.bin")                      # the retry gets the new version
+    assert fresh.size == path.stat().st_size and fresh.etag != entry.etag
+    os.close(cache.open_cached(fresh))

@@ -278,6 +278,25 @@ def test_chunked_body_over_the_limit_is_413(cache):
     assert [r[0] for r in parse(session.out)] == [413]
 
 
+def test_chunked_framing_counts_towards_the_body_limit(cache):
+    """llhttp skips chunk extensions, and zeros before a chunk size, without any limit: without
+    one of ours (RFC 9112 7.1.1) a client kept one request going, read and parsed, until the
+    header timeout (5 GB in 5 s over loopback). Ordinary chunks are not hurt."""
+    head = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for start, junk in ((b"1;ext=", b"e"), (b"1;x=\"", b"q"), (b"", b"0")):
+        session = HttpSession(cache, Limits(max_body=1000))
+        session.feed(head + start)
+        for _ in range(5):
+            session.feed(junk * 300)
+        assert [r[0] for r in parse(session.out)] == [413] and session.closing, start
+    raw = (head + b"".join(b"10;n=v\r\n" + b"d" * 16 + b"\r\n" for _ in range(20)) + b"0\r\n\r\n"
+           + b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    session = HttpSession(cache, Limits(max_body=1000))
+    for i in range(0, len(raw), 7):
+        session.feed(raw[i:i + 7])
+    assert [r[0] for r in parse(session.out)] == [200, 200] and not session.closing
+
+
 def test_head_limit_counts_only_the_unfinished_request(cache):
     """A pipelined chunk of many small requests must not be mistaken for one huge head."""
     one = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"

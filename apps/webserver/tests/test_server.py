@@ -6,6 +6,7 @@ import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -204,6 +205,8 @@ BAD_INPUTS = [
     (b"GET / HTTP/1.7\r\nHost: t\r\n\r\n", 505),
     (b"\x00\xff garbage \r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n", 413),
+    # an endless chunk extension: 413 once it passes the body limit, not 408 at the header timeout
+    (b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;" + b"e" * 1000000, 413),
 ]
 
 
@@ -245,6 +248,36 @@ def test_a_symlink_re_pointed_out_of_the_root_is_not_followed(server_factory, tm
     os.replace(root / "link.tmp", root / "link.bin")
     status, _, body = exchange(server, request)
     assert status == 404 and b"S" not in body
+
+
+@pytest.mark.parametrize("colors", ["off", "on"])
+def test_a_pipelined_large_file_rewritten_in_place_before_its_turn_is_a_503(
+        server_factory, tmp_path, colors):
+    """Two pipelined GETs of a file sent from disk, rewritten in place (same inode) while the
+    first is being sent: the second's head, built when it was parsed, describes the old file.
+    It used to be sent anyway, over the new bytes (a 200 with the old ETag); now it is a 503."""
+    size = 16 << 20                        # more than loopback's socket buffers hold
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"o" * size)
+    server = server_factory(root, "--colors", colors, "--workers", "2")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)    # a slow reader
+    sock.settimeout(10)
+    sock.connect((server.host, server.port))
+    with sock:
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n" * 2)
+        replies = Replies(sock)
+        replies._fill()                    # the first reply has begun
+        with open(root / "big.bin", "r+b") as f:    # over it, never shorter: the first reply
+            f.write(b"n" * (size + 1000))            # is not cut while it is rewritten
+        status, headers, body = replies.next()
+        assert status == 200 and len(body) == size      # its bytes may mix the two versions
+        status, headers, body = replies.next()
+        assert status == 503 and headers["retry-after"] == "1" and body.startswith(b"503")
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")    # the retry
+        status, headers, body = replies.next()
+        assert status == 200 and body == b"n" * (size + 1000)
 
 
 def test_a_symlink_out_of_the_root_tells_nothing_of_what_exists_there(server_factory, tmp_path):
@@ -631,3 +664,50 @@ def test_the_stats_file_counts_replies_by_status(server_factory, docroot, tmp_pa
         sock.close()
     counts = json.loads(stats.read_text())
     assert counts["statuses"] == {"200": 4, "400": 1, "404": 1, "503": 1}
+
+
+def _slow_reader(server) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.settimeout(10)
+    sock.connect((server.host, server.port))
+    return sock
+
+
+@pytest.mark.parametrize("colors", ["off", "on"])
+def test_hostile_ends_of_a_large_reply(server_factory, tmp_path, colors):
+    """A client that half-closes after its requests still gets every reply; a file truncated
+    while it is sent ends that connection after what it still has (never a keep-alive
+    connection owing the rest); a client that resets mid-sendfile costs nothing else: no bug
+    counted, and the next client gets the whole file."""
+    size = 16 << 20                        # more than loopback's socket buffers hold
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"o" * size)
+    (root / "small.txt").write_bytes(b"small\n")
+    stats = tmp_path / "stats.json"
+    server = server_factory(root, "--colors", colors, "--workers", "2", "--stats-file", str(stats))
+    get = b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n"
+    with server.connect(timeout=10) as sock:                       # half-close
+        sock.sendall(get % b"small.txt" + get % b"big.bin" + get % b"small.txt")
+        sock.shutdown(socket.SHUT_WR)
+        replies = Replies(sock)
+        assert [replies.next()[2] for _ in range(3)] == [b"small\n", b"o" * size, b"small\n"]
+        assert closed_by_peer(sock)
+    with _slow_reader(server) as sock:                              # truncated while sent
+        sock.sendall(get % b"big.bin" + get % b"small.txt")
+        replies = Replies(sock)
+        replies._fill()
+        os.truncate(root / "big.bin", size // 4)
+        with pytest.raises(ConnectionError):
+            replies.next()                 # fewer bytes than its Content-Length, then EOF
+        assert len(replies.buf) < size
+    (root / "big.bin").write_bytes(b"o" * size)
+    for _ in range(3):                                              # reset mid-sendfile
+        with _slow_reader(server) as sock:
+            sock.sendall(get % b"big.bin")
+            sock.recv(4096)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert exchange(server, get % b"big.bin")[2] == b"o" * size
+    assert server.stop() == 0
+    assert json.loads(stats.read_text())["bugs"] == 0
