@@ -218,16 +218,22 @@ class Client:
     def send_request(self, *parts, deadline: _Deadline | None = None) -> None:
         """Send one sealed frame, all of it, within `deadline` (by default the timeout from
         now): a part sent is followed by the rest, not dropped."""
+        # everything that can fail comes before the seal: sealing takes the frame's sequence
+        # number (and, in sfs2003, its stretch of the ARC4 stream), so a frame sealed and then
+        # not sent put every later one out of step, and the server closed the session at the
+        # next for a bad MAC (a request shorter than its header raised IndexError here)
+        deadline = deadline or self._deadline(self._what(parts[0]))
         wire = [memoryview(p).cast("B") for p in self.channel.send.seal(list(parts))]
         self._torn = True
-        self._send_all(wire, deadline or self._deadline(self._what(parts[0])))
+        self._send_all(wire, deadline)
         self._torn = False
         self._unanswered += 1
 
     @staticmethod
     def _what(request) -> str:
         """'the READ request', for a timeout's message."""
-        proc = rpc.PROC_NAMES.get(request[rpc.REQ_HEAD.size - 1], "a")
+        head = bytes(request[:rpc.REQ_HEAD.size])
+        proc = rpc.PROC_NAMES.get(head[-1], "a") if len(head) == rpc.REQ_HEAD.size else "a"
         return f"the {proc} request"
 
     def settle(self) -> None:

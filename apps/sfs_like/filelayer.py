@@ -217,7 +217,10 @@ class FileLayer:
 
     def _handle(self, request: bytes) -> list:
         if len(request) < rpc.REQ_HEAD.size:
-            return [rpc.rep_error(0, rpc.INVAL, "request shorter than its header")]
+            # its xid if it has one (a request of 4 bytes was answered as xid 0): the client
+            # matches replies by xid
+            xid = rpc.U32.unpack_from(request, 0)[0] if len(request) >= rpc.U32.size else 0
+            return [rpc.rep_error(xid, rpc.INVAL, "request shorter than its header")]
         xid, proc = rpc.REQ_HEAD.unpack_from(request, 0)
         fn = self._procs.get(proc)
         if fn is None:
@@ -292,16 +295,35 @@ class FileLayer:
     def _inside(self, real: str) -> bool:
         return real == self.root or real.startswith(self.fs.prefix)
 
-    def _child(self, args, *, resolve: bool = True, last: bool = True,
-               temp: bool = False) -> tuple[str, str, int]:
-        """(candidate path, resolved path, bytes consumed) for `dir_fh, name`, after every safety
-        check. With `last` (the pair ends the arguments), bytes after the name are malformed.
-        An unfinished upload, or any upload's name, is named only with `temp` (REMOVE it, RENAME
-        it into place)."""
-        (dir_fh,) = rpc.FH.unpack_from(args, 0)
-        name, end = rpc.unpack_name(args, rpc.FH.size)
-        if last:
-            rpc.check_end(args, end)
+    @staticmethod
+    def _dir_and_name(args, offset: int = 0) -> tuple[int, str, int]:
+        """(dir fh, name, offset after them) of the pair at `offset`; MalformedRequest if it
+        does not fit. Nothing is checked but the layout: see _check_name()."""
+        if len(args) < offset + rpc.FH.size:
+            raise rpc.MalformedRequest(f"{len(args) - offset} bytes where a file handle and a "
+                                       "name should be")
+        (dir_fh,) = rpc.FH.unpack_from(args, offset)
+        name, end = rpc.unpack_name(args, offset + rpc.FH.size)
+        return dir_fh, name, end
+
+    def _names(self, args, pairs: int) -> list[tuple[int, str]]:
+        """The `pairs` (dir fh, name) pairs that make up all of `args`. The whole layout is
+        parsed, and every name checked, before anything else: a RENAME whose arguments were cut
+        short got `empty name` or STALE (its first pair checked before its second was parsed),
+        not the INVAL `malformed` PROTOCOL.md promises, and an invalid to-name got NOTDIR or
+        STALE from the from-pair's handle, where a LOOKUP's gets INVAL whatever its handle."""
+        out, end = [], 0
+        for _ in range(pairs):
+            dir_fh, name, end = self._dir_and_name(args, end)
+            out.append((dir_fh, name))
+        rpc.check_end(args, end)
+        for _, name in out:
+            self._check_name(name)
+        return out
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        """RpcError unless `name` is one path component (PROTOCOL.md), whatever the directory."""
         if not name:
             raise rpc.RpcError(rpc.INVAL, "empty name")
         if "/" in name or "\0" in name:
@@ -311,6 +333,12 @@ class FileLayer:
             raise rpc.RpcError(rpc.INVAL, f"name {name!r} is refused: it would leave the directory")
         if len(name.encode()) > 255:
             raise rpc.RpcError(rpc.NAMETOOLONG, "name longer than 255 bytes")
+
+    def _child(self, dir_fh: int, name: str, *, resolve: bool = True,
+               temp: bool = False) -> tuple[str, str]:
+        """(candidate path, resolved path) for `dir_fh, name` (a name _names() checked), after
+        every safety check. An unfinished upload, or any upload's name, is named only with
+        `temp` (REMOVE it, RENAME it into place)."""
         dir_path = self._path(dir_fh)
         if not stat.S_ISDIR(self.fs.lstat(dir_path).st_mode):
             raise rpc.RpcError(rpc.NOTDIR, "file handle is not a directory")
@@ -324,7 +352,7 @@ class FileLayer:
             raise rpc.RpcError(rpc.ACCES, f"{name!r} is an unfinished upload (CREATE_TEMP)")
         if not temp and UPLOAD_NAME.fullmatch(name):
             raise rpc.RpcError(rpc.ACCES, f"{name!r} is reserved for unfinished uploads (CREATE_TEMP)")
-        return candidate, real, end
+        return candidate, real
 
     def _refuse_hidden(self, st: os.stat_result) -> None:
         """ACCES if `st` is a hidden file (the key) by identity. RPCs by handle check what they
@@ -348,7 +376,8 @@ class FileLayer:
     # ---- procedures
 
     def _lookup(self, xid: int, args) -> list:
-        _, real, _ = self._child(args)
+        ((dir_fh, name),) = self._names(args, 1)
+        _, real = self._child(dir_fh, name)
         st = self.fs.lstat(real)
         return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.FH.pack(self._handle_for(real)) + _attr(st)]
 
@@ -429,7 +458,8 @@ class FileLayer:
         return [rpc.REP_HEAD.pack(xid, rpc.OK) + rpc.U32.pack(done) + _attr(st)]
 
     def _create(self, xid: int, args) -> list:
-        candidate, real, _ = self._child(args)
+        ((dir_fh, name),) = self._names(args, 1)
+        candidate, real = self._child(dir_fh, name)
         fd = self._open_regular(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "CREATE", 0o644)
         try:
             st = os.fstat(fd)
@@ -465,7 +495,8 @@ class FileLayer:
                 + rpc.pack_name(name)]
 
     def _remove(self, xid: int, args) -> list:
-        candidate, _, _ = self._child(args, resolve=False, temp=True)
+        ((dir_fh, name),) = self._names(args, 1)
+        candidate, _ = self._child(dir_fh, name, resolve=False, temp=True)
         st = self.fs.lstat(candidate)
         if stat.S_ISDIR(st.st_mode):
             raise rpc.RpcError(rpc.ISDIR, "REMOVE removes files; this is a directory")
@@ -484,8 +515,9 @@ class FileLayer:
         themselves are renamed (a symlink is moved, not followed). An upload (CREATE_TEMP) put
         over a regular file takes that file's permission bits, set-id bits aside, as cp and scp
         keep a replaced file's: `put` over a 0600 file must not make it world-readable."""
-        src, _, end = self._child(args, last=False, temp=True)
-        dst, _, _ = self._child(args[end:])
+        (from_fh, from_name), (to_fh, to_name) = self._names(args, 2)
+        src, _ = self._child(from_fh, from_name, temp=True)
+        dst, _ = self._child(to_fh, to_name)
         st = self.fs.lstat(src)
         try:
             old = self.fs.lstat(dst)

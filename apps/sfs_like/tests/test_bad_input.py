@@ -370,3 +370,20 @@ def test_every_refused_hello_is_counted_when_many_arrive_at_once(server, bystand
         _wait_closed(s)
         s.close()
     assert bystander.stats()["rejected_handshakes"] - before == len(socks)
+
+
+@pytest.mark.parametrize("request_", [b"\0\0\0\7", b"\0\0", b""], ids=["xid-only", "2-bytes", "empty"])
+def test_a_request_shorter_than_its_header_leaves_the_session_in_step(server, bystander, request_):
+    """Client.send_request sealed the request, then failed (IndexError) naming it for its
+    timeout message: the sealed frame was never sent, its sequence number (and ARC4 stretch)
+    was used up, and the server closed the session at the next request for a bad MAC. Found by
+    test_fuzz_rpc. Now it is sent, answered INVAL with its xid (0 when it has none), and the
+    session goes on."""
+    with Client(server.address) as c:
+        c.send_request(request_)
+        xid = int.from_bytes(request_, "big") if len(request_) == 4 else 0
+        with pytest.raises(rpc.RpcError) as err:
+            rpc.parse_reply(c.recv_reply(), xid)
+        assert err.value.status == rpc.INVAL and "shorter than its header" in err.value.message
+        assert c.get("hello.txt") == b"hello, world\n"
+    assert "bad MAC" not in server.log()

@@ -583,3 +583,42 @@ def test_a_write_the_disk_refuses_gets_its_reason_and_the_layer_goes_on(layer, m
     assert not [name for name in os.listdir(layer.root + "/d") if name != "f"]
     parts = layer.handle(rpc.req_read(4, fh, 0, 100))
     assert bytes(parts[1]) == b"data"
+
+
+@pytest.mark.parametrize("request_", [
+    rpc.req_rename(1, rpc.ROOT_FH, "", rpc.ROOT_FH, "x")[:-1],              # was: empty name
+    rpc.req_rename(1, 12345, "d", rpc.ROOT_FH, "x") + b"xy",               # was: STALE
+    rpc.req_rename(1, rpc.ROOT_FH, "n" * 300, rpc.ROOT_FH, "x") + b"xy",   # was: NAMETOOLONG
+    rpc.req_rename(1, rpc.ROOT_FH, "d", rpc.ROOT_FH, "x")[:14],            # cut in the to-handle
+], ids=["empty-from-name-cut", "stale-from-handle-trailing", "long-from-name-trailing",
+        "cut-in-to-handle"])
+def test_a_rename_cut_short_or_too_long_is_malformed_whatever_its_first_pair(layer, tmp_path,
+                                                                             request_):
+    """PROTOCOL.md: arguments cut short or followed by more bytes get INVAL `malformed <PROC>
+    arguments` and do nothing. RENAME checked its from-pair before it parsed its to-pair, so a
+    bad from-name or handle answered first (found by test_fuzz_rpc)."""
+    before = sorted(p.name for p in (tmp_path / "export").iterdir())
+    status, message = _status(layer, request_)
+    assert status == rpc.INVAL and bytes(message).startswith(b"malformed RENAME arguments: "), \
+        bytes(message)
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == before
+
+
+@pytest.mark.parametrize("to_name, status", [("", rpc.INVAL), ("..", rpc.INVAL), ("a/b", rpc.INVAL),
+                                             ("n" * 256, rpc.NAMETOOLONG)])
+def test_a_renames_bad_to_name_is_refused_as_such_whatever_its_from_pair(layer, to_name, status):
+    """Both names of a RENAME are checked before either handle is used, as a LOOKUP's name is:
+    an invalid to-name got NOTDIR or STALE from the from-pair instead (found by test_fuzz_rpc)."""
+    f = rpc.FH.unpack_from(layer.handle(rpc.req_lookup(1, rpc.ROOT_FH, "inner"))[0], 5)[0]
+    for from_fh in (f, 12345):                       # a file's handle, a handle never issued
+        got, message = _status(layer, rpc.req_rename(2, from_fh, "x", rpc.ROOT_FH, to_name))
+        assert got == status, bytes(message)
+
+
+def test_a_request_shorter_than_its_header_is_answered_with_its_xid_if_it_has_one(layer):
+    """A request of just an xid was answered as xid 0: a client matching replies by xid could
+    not tell which request it answered (found by test_fuzz_rpc). Under 4 bytes there is none."""
+    assert layer.handle(b"\0\0\1\7")[0] == rpc.rep_error(0x107, rpc.INVAL,
+                                                          "request shorter than its header")
+    for short in (b"", b"\1", b"\0\0\1"):
+        assert rpc.REP_HEAD.unpack_from(layer.handle(short)[0]) == (0, rpc.INVAL)
